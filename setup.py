@@ -1,0 +1,37 @@
+"""Install entry for AutoMoT (tool settings live in pyproject.toml)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="automot",
+    version="0.1.0",
+    description="AutoMoT: asynchronous Mixture-of-Transformers VLA driving agent for CARLA / Bench2Drive",
+    python_requires=">=3.10",
+    packages=find_packages(include=["automot*", "model*", "runtime*", "agent*", "world*"]),
+    include_package_data=True,
+    package_data={"": ["*.yaml", "*.json", "*.xml", "*.md"]},
+    install_requires=[
+        # torch is installed first (CPU wheel on dev/CI machines); a looser pin would pull a CUDA build.
+        "torch>=2.4",
+        "transformers>=5.0,<6",
+        "safetensors",
+        "tokenizers",
+        "numpy",
+        "pyyaml",
+        "scipy",
+        "opencv-python-headless",
+        "imageio",
+        "imageio-ffmpeg",
+        "tqdm",
+        "highway-env>=1.10",
+    ],
+    extras_require={
+        "dev": ["pytest", "ruff", "onnx", "onnxruntime", "onnxscript"],
+        "onnx": ["onnx", "onnxruntime", "onnxscript"],
+        # The official client is 0.9.16; Bench2Drive servers are 0.9.15 (see README for the 0.9.15 wheel).
+        "carla": ["carla==0.9.16", "py_trees", "shapely", "networkx", "dictor", "xmlschema", "ephem", "tabulate"],
+        # TensorRT wheels come from NVIDIA's index on GPU machines; never a hard requirement.
+        "trt": ["tensorrt"],
+    },
+    entry_points={"console_scripts": ["automot=automot.cli:main"]},
+)
