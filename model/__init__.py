@@ -1,0 +1,21 @@
+"""AutoMoT model: a Hugging Face VLM (understanding expert) and an action expert fused layer by layer."""
+
+from model.automot import AutoMoTModel, FastStep
+from model.config import PRESETS, AutoMoTConfig, ConfigError, get_config
+from model.factory import build_model, make_dummy_inputs
+from model.types import ActionOutput, ActionState, KVSnapshot, Observation
+
+__all__ = [
+    "PRESETS",
+    "ActionOutput",
+    "ActionState",
+    "AutoMoTConfig",
+    "AutoMoTModel",
+    "ConfigError",
+    "FastStep",
+    "KVSnapshot",
+    "Observation",
+    "build_model",
+    "get_config",
+    "make_dummy_inputs",
+]
