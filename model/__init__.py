@@ -3,6 +3,7 @@
 from model.automot import AutoMoTModel, FastStep
 from model.config import PRESETS, AutoMoTConfig, ConfigError, get_config
 from model.factory import build_model, make_dummy_inputs
+from model.io import load_pretrained, save_pretrained
 from model.types import ActionOutput, ActionState, KVSnapshot, Observation
 
 __all__ = [
@@ -17,5 +18,7 @@ __all__ = [
     "Observation",
     "build_model",
     "get_config",
+    "load_pretrained",
+    "save_pretrained",
     "make_dummy_inputs",
 ]

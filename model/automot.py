@@ -218,8 +218,13 @@ class AutoMoTModel(nn.Module):
         return FastStep(self)
 
     # ------------------------------------------------------------------ training pass
-    def forward(self, observation: Observation, state: ActionState) -> ActionOutput:
-        """Joint single pass over prefix and action tokens (what training differentiates)."""
+    def forward(
+        self, observation: Observation, state: ActionState, return_snapshot: bool = False
+    ) -> ActionOutput | tuple[ActionOutput, KVSnapshot]:
+        """Joint single pass over prefix and action tokens (what training differentiates).
+
+        With ``return_snapshot`` the UE K/V of this joint pass come back too (they must equal ``prefill``'s).
+        """
         obs = observation.to(self.device)
         pre = self.understanding.embed_prefix(obs)
         t_pre = pre.embeds.shape[1]
@@ -231,12 +236,19 @@ class AutoMoTModel(nn.Module):
         ue_rows = torch.cat([self._prefix_mask(obs, pre), pre.valid.new_zeros(x_ue.shape[0], t_pre, n)], dim=-1)
         ae_rows = joint_action_rows(pre.valid, self.action_groups)
         mask = torch.cat([ue_rows, ae_rows], dim=1)
-        rope = [self._rope(pre.position_ids), self._rope(self._action_positions(self._next_position(pre)))]
+        next_position = self._next_position(pre)
+        rope = [self._rope(pre.position_ids), self._rope(self._action_positions(next_position))]
+        keys, values = [], []
         for i in range(self.config.num_layers):
-            (x_ue, x_ae), _ = mot_layer(self._experts(i), self.layouts, [x_ue, x_ae], rope, mask)
+            (x_ue, x_ae), (k, v) = mot_layer(self._experts(i), self.layouts, [x_ue, x_ae], rope, mask)
+            keys.append(k)
+            values.append(v)
             x_ue = self._deepstack(x_ue, pre, i)
         path, waypoints, logits = self._heads(self.action_norm(x_ae))
-        return ActionOutput(path, waypoints, logits, self.decode_decision(logits.detach()))
+        out = ActionOutput(path, waypoints, logits, self.decode_decision(logits.detach()))
+        if return_snapshot:
+            return out, KVSnapshot(torch.stack(keys), torch.stack(values), pre.valid, next_position)
+        return out
 
     # ------------------------------------------------------------------ decoding and prompting
     def decode_decision(self, decision_logits: torch.Tensor) -> list[str]:
