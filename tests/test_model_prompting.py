@@ -1,0 +1,68 @@
+"""Semantic prompting: chat template, image tokens, observation building and reasoning generation."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from model.prompting import builtin_tokenizer, collate_observations
+
+
+def _frames(model, n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 255, (96, 160, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_builtin_tokenizer_is_offline_and_stable():
+    tok = builtin_tokenizer()
+    text = "stop, accelerate, stop"
+    assert tok.decode(tok(text)["input_ids"]) == text
+    assert tok.convert_tokens_to_ids("<|image_pad|>") == 5
+
+
+def test_build_observation_layout(tiny_model):
+    cfg = tiny_model.config
+    tp = np.array([[12.5, -3.25], [30.0, 4.125]])
+    obs = tiny_model.build_observation(_frames(tiny_model, cfg.prompt.num_frames), tp, 7.346)
+    ids = obs.input_ids[0].tolist()
+    n_img = cfg.prompt.num_frames
+    per_image = int(obs.image_grid_thw[0].prod()) // 4
+    assert ids.count(5) == n_img * per_image
+    assert ids.count(3) == n_img and ids.count(4) == n_img
+    text = tiny_model.tokenizer.decode(ids)
+    assert text.startswith("<|im_start|>system\nYou are a mature and professional driver.<|im_end|>")
+    assert "(12.500000, -3.250000), (30.000000, 4.125000)" in text and "7.35 m/s" in text
+    assert text.index("<|vision_start|>") < text.index("Your current")  # images first
+    assert text.rstrip().endswith("<|im_end|>")  # released prompt: no assistant header
+    assert torch.equal(obs.mm_token_type_ids[0], (obs.input_ids[0] == 5).long())
+    snap = tiny_model.prefill(obs)
+    out = tiny_model.act(snap, tiny_model.build_state(tp, 7.346))
+    assert out.path.shape == (1, 20, 2) and isinstance(out.decision_text[0], str)
+
+
+def test_collated_batch_matches_single(tiny_model):
+    cfg = tiny_model.config
+    tp = np.array([[5.0, 0.0], [10.0, 1.0]])
+    a = tiny_model.build_observation(_frames(tiny_model, cfg.prompt.num_frames, 1), tp, 1.0)
+    b = tiny_model.build_observation(_frames(tiny_model, cfg.prompt.num_frames, 2), tp, 12.25)
+    batch = collate_observations([a, b], pad_id=0)
+    state = tiny_model.build_state(tp, 3.0)
+    state2 = type(state)(state.target_points.repeat(2, 1, 1), state.speed.repeat(2, 1))
+    both = tiny_model.act(tiny_model.prefill(batch), state2)
+    single = tiny_model.act(tiny_model.prefill(b), state)
+    assert float((both.path[1] - single.path[0]).abs().max()) < 1e-5
+
+
+def test_reason_extends_the_snapshot(tiny_model):
+    cfg = tiny_model.config
+    tp = np.array([[5.0, 0.0], [10.0, 1.0]])
+    obs = tiny_model.build_observation(_frames(tiny_model, cfg.prompt.num_frames, 3), tp, 2.0)
+    base = tiny_model.prefill(obs)
+    snap = tiny_model.reason(obs, max_new_tokens=4)
+    assert isinstance(snap.reasoning_text, list) and len(snap.reasoning_text) == 1
+    added = snap.length - base.length
+    assert 1 <= added <= 4
+    assert int(snap.next_position[0]) == int(base.next_position[0]) + int(snap.pad_mask[0, base.length :].sum())
+    assert torch.equal(snap.keys[:, :, :, : base.length], base.keys)  # prefix unchanged, tokens appended
+    out = tiny_model.act(snap, tiny_model.build_state(tp, 2.0))
+    assert torch.isfinite(out.path).all()
