@@ -19,6 +19,7 @@ setup(
         "numpy",
         "pyyaml",
         "scipy",
+        "pillow",
         "opencv-python-headless",
         "imageio",
         "imageio-ffmpeg",

@@ -89,6 +89,14 @@ class AutoMoTModel(nn.Module):
         h[pre.visual_mask] = h[pre.visual_mask] + pre.deepstack[layer]
         return h
 
+    def _action_hidden(self, keys, values, pad_mask, next_position, target_points, speed, scene) -> torch.Tensor:
+        x = self.action_io.embed(target_points, speed, scene, self.dtype)
+        rope = self._rope(self._action_positions(next_position))
+        mask = joint_action_rows(pad_mask.bool(), self.action_groups)
+        for i in range(self.config.num_layers):
+            (_, x), _ = mot_layer(self._experts(i), self.layouts, [None, x], [None, rope], mask, (keys[i], values[i]))
+        return self.action_norm(x)
+
     def _heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         t = self.config.tokens
         io = self.action_io
@@ -191,18 +199,13 @@ class AutoMoTModel(nn.Module):
         scene: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Pure-tensor action pass (the exported engine): returns (path, waypoints, decision_logits)."""
-        x = self.action_io.embed(target_points, speed, scene, self.dtype)
-        rope = self._rope(self._action_positions(next_position))
-        mask = joint_action_rows(pad_mask.bool(), self.action_groups)
-        for i in range(self.config.num_layers):
-            (_, x), _ = mot_layer(self._experts(i), self.layouts, [None, x], [None, rope], mask, (keys[i], values[i]))
-        return self._heads(self.action_norm(x))
+        return self._heads(self._action_hidden(keys, values, pad_mask, next_position, target_points, speed, scene))
 
     @torch.no_grad()
     def act(self, snapshot: KVSnapshot, state: ActionState) -> ActionOutput:
         """Run the action expert against a snapshot (read-only) and decode the decision text."""
         dev = self.device
-        path, waypoints, logits = self.fast_step(
+        hidden = self._action_hidden(
             snapshot.keys,
             snapshot.values,
             snapshot.pad_mask,
@@ -211,7 +214,8 @@ class AutoMoTModel(nn.Module):
             state.speed.to(dev),
             None if state.scene is None else state.scene.to(dev),
         )
-        return ActionOutput(path, waypoints, logits, self.decode_decision(logits))
+        path, waypoints, logits = self._heads(hidden)
+        return ActionOutput(path, waypoints, logits, self.decode_decision(logits), hidden)
 
     def fast_step_module(self) -> nn.Module:
         """An nn.Module whose forward is ``fast_step`` (for torch.compile / ONNX / TensorRT export)."""
@@ -244,8 +248,9 @@ class AutoMoTModel(nn.Module):
             keys.append(k)
             values.append(v)
             x_ue = self._deepstack(x_ue, pre, i)
-        path, waypoints, logits = self._heads(self.action_norm(x_ae))
-        out = ActionOutput(path, waypoints, logits, self.decode_decision(logits.detach()))
+        hidden = self.action_norm(x_ae)
+        path, waypoints, logits = self._heads(hidden)
+        out = ActionOutput(path, waypoints, logits, self.decode_decision(logits.detach()), hidden)
         if return_snapshot:
             return out, KVSnapshot(torch.stack(keys), torch.stack(values), pre.valid, next_position)
         return out

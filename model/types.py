@@ -41,6 +41,7 @@ class ActionOutput:
     waypoints: torch.Tensor  # [B, n_waypoints, 2]
     decision_logits: torch.Tensor  # [B, n_decision, vocab]
     decision_text: list[str]
+    hidden: torch.Tensor | None = None  # [B, N_action, H_ae] final (normed) action-token states, for refiners
 
 
 @dataclass(frozen=True)
