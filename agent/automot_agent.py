@@ -1,0 +1,340 @@
+"""AutoMoT leaderboard agent: ``--agent agent/automot_agent.py`` (entry point ``AutoMoTAgent``).
+
+The leaderboard imports this file as a top-level module with its folder on ``sys.path``, so project code is
+imported by fully qualified names (``agent.*``, ``runtime.*``) and the project root must be importable.
+
+Per tick: decode and validate ``input_data`` -> GNSS/compass state -> route planner target points (ego frame)
+-> after warm-up ``runtime.submit`` + ``runtime.step`` -> PID controllers and safety rules -> VehicleControl.
+``run_step`` never raises (unless ``strict``): any failure is logged with its traceback and answered with a
+full brake.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.bench2drive_io import Bench2DriveWriter, estimate_metric_info, resolve_save_name
+from agent.config import AgentConfig, config_to_dict, load_agent_config
+from agent.contract import AutonomousAgent, Track, make_control, road_option_value, transform_xy
+from agent.control import ControlCommand, DrivingController, EscapePolicy
+from agent.geometry import (
+    DEFAULT_LAT_REF,
+    DEFAULT_LON_REF,
+    compass_to_yaw,
+    gps_to_local,
+    solve_georeference,
+    world_to_ego,
+)
+from agent.inputs import FrameHistory, InputError, describe, parse_input_data
+from agent.recorder import Recorder, TickRecord
+from agent.rigs import Rig, get_rig, validate_sensors
+from agent.route_planner import RoutePlanner
+from agent.runtime_factory import build_runtime, check_runtime
+from runtime.types import DrivingObservation, DrivingState, RuntimeOutput
+
+# Fixed name: this file is imported as ``automot_agent`` by the evaluator and as ``agent.automot_agent`` by tests.
+log = logging.getLogger("agent.automot_agent")
+
+RuntimeFactory = Callable[[AgentConfig], Any]
+SIM_DT = 0.05  # leaderboard tick (20 Hz), used when a timestamp is unusable
+
+
+def get_entry_point() -> str:
+    """Class name the leaderboard instantiates."""
+    return "AutoMoTAgent"
+
+
+class AutoMoTAgent(AutonomousAgent):
+    """Leaderboard agent wrapping the AutoMoT dual-rate runtime.
+
+    Keyword-only extras (the leaderboard passes none): ``runtime_factory(cfg) -> runtime`` replaces
+    ``agent.runtime_factory.build_runtime``; ``metric_info_fn() -> dict`` supplies Bench2Drive's metric info
+    (e.g. from a simulator's ground truth); ``escape_policy`` plugs a parking escape into the controller.
+    After each ``run_step``: ``last_control``, ``last_output`` (RuntimeOutput or None) and ``last_record``.
+    """
+
+    def __init__(
+        self,
+        carla_host: str = "localhost",
+        carla_port: int = 2000,
+        debug: bool = False,
+        *,
+        runtime_factory: RuntimeFactory | None = None,
+        metric_info_fn: Callable[[], dict] | None = None,
+        escape_policy: EscapePolicy | None = None,
+    ) -> None:
+        super().__init__(carla_host, carla_port, debug)
+        self.runtime_factory: RuntimeFactory = runtime_factory or build_runtime
+        self.metric_info_fn = metric_info_fn
+        self.escape_policy = escape_policy
+        self.config = AgentConfig()
+        self.save_name = ""
+        self.rig: Rig | None = None
+        self.runtime: Any = None
+        self.recorder: Recorder | None = None
+        self.b2d: Bench2DriveWriter | None = None
+        self.controller: DrivingController | None = None
+        self.planner: RoutePlanner | None = None
+        self.history: FrameHistory | None = None
+        self.georeference = (DEFAULT_LAT_REF, DEFAULT_LON_REF)
+        self.step = -1
+        self.last_control: Any = None
+        self.last_output: RuntimeOutput | None = None
+        self.last_record: TickRecord | None = None
+        self._route_ready = False
+        self._last_compass = 0.0
+        self._last_error: str | None = None
+        self._last_stop_reason: str | None = None
+        self._destroyed = False
+        self._b2d_failures = 0
+
+    # ------------------------------------------------------------------ leaderboard contract
+
+    def setup(self, path_to_conf_file: str) -> None:
+        """Load the YAML config (``CONFIG.yaml`` or Bench2Drive's ``CONFIG.yaml+save_name``) and build the parts.
+
+        Raises ConfigError for a bad config and RuntimeUnavailableError when the runtime cannot be built.
+        """
+        self.track = Track.SENSORS
+        conf_path, self.save_name = resolve_save_name(path_to_conf_file)
+        cfg = self.config = load_agent_config(conf_path)
+        self.rig = get_rig(cfg.rig, cfg.image_size)
+        self.controller = DrivingController(cfg.control, escape=self.escape_policy)
+        self.planner = RoutePlanner(cfg.route)
+        self.history = FrameHistory(cfg.history.buffer_len, cfg.history.offsets)
+        self.b2d = Bench2DriveWriter.from_env(self.save_name, cfg.bench2drive)
+        if cfg.recorder.video or cfg.recorder.ticks_jsonl:
+            base = cfg.recorder.out_dir or os.environ.get("SAVE_PATH") or "runs/agent"
+            camera = self.rig.get(self.rig.primary_camera)
+            self.recorder = Recorder(Path(base) / self.save_name, camera, cfg.recorder)
+        self.runtime = check_runtime(self.runtime_factory(cfg))
+        log.info(
+            "AutoMoT agent ready: rig %s, runtime %s/%s, save_name %s",
+            cfg.rig,
+            cfg.runtime.mode,
+            cfg.runtime.engine,
+            self.save_name,
+        )
+
+    def sensors(self) -> list[dict]:
+        """The configured rig as leaderboard sensor dicts (validated against the SENSORS-track limits)."""
+        rig = self.rig or get_rig(self.config.rig, self.config.image_size)
+        specs = rig.to_leaderboard()
+        validate_sensors(specs)
+        return specs
+
+    def run_step(self, input_data: dict, timestamp: float) -> Any:
+        """One tick; returns a VehicleControl and never raises unless ``strict`` is set."""
+        self.step += 1
+        if self.wallclock_t0 is None:
+            self.wallclock_t0 = time.time()
+        try:
+            control = self._drive(input_data, timestamp)
+            self._last_error = None
+        except Exception as exc:
+            if self.config.strict:
+                raise
+            message = f"{type(exc).__name__}: {exc}"
+            if message != self._last_error:  # full traceback once per distinct failure, not 20 times a second
+                log.exception("run_step failed at tick %d; braking", self.step)
+            self._last_error = message
+            control = make_control(brake=1.0)
+            record = TickRecord(
+                self.step, self._sim_time(timestamp), float("nan"), 0.0, 0.0, 1.0, "error", error=message
+            )
+            self._emit(record, None)
+        self.last_control = control
+        return control
+
+    def destroy(self) -> None:
+        """Close the runtime, the recorder and the Bench2Drive files; errors are logged, not raised."""
+        if self._destroyed:
+            return
+        self._destroyed = True
+        stats: dict = {}
+        if self.runtime is not None:
+            try:
+                stats = dict(self.runtime.stats())
+            except Exception:
+                log.exception("runtime.stats() failed")
+            try:
+                self.runtime.close()
+            except Exception:
+                log.exception("runtime.close() failed")
+        if self.recorder is not None:
+            try:
+                self.recorder.close(
+                    {"save_name": self.save_name, "runtime_stats": stats, "config": config_to_dict(self.config)}
+                )
+            except Exception:
+                log.exception("recorder close failed")
+        if self.b2d is not None:
+            try:
+                self.b2d.close()
+            except Exception:
+                log.exception("Bench2Drive output close failed")
+
+    # ------------------------------------------------------------------ tick pipeline
+
+    def _sim_time(self, timestamp: Any) -> float:
+        try:
+            value = float(timestamp)
+        except (TypeError, ValueError):
+            value = math.nan
+        return value if math.isfinite(value) else max(self.step, 0) * SIM_DT
+
+    def _init_route(self) -> None:
+        """Georeference and route planner; deferred to the first tick like the reference agents."""
+        self._route_ready = True
+        world_plan = self._global_plan_world_coord or []
+        gps_plan = self._global_plan or []
+        gnss = self.config.gnss
+        if gnss.lat_ref is not None and gnss.lon_ref is not None:
+            self.georeference = (gnss.lat_ref, gnss.lon_ref)
+        elif gnss.solve_from_plan and world_plan and gps_plan:
+            try:
+                first_gps = gps_plan[0][0]
+                self.georeference = solve_georeference(
+                    transform_xy(world_plan[0][0]), (first_gps["lat"], first_gps["lon"])
+                )
+            except Exception:
+                log.exception("georeference solve failed; using %.1f/%.1f", DEFAULT_LAT_REF, DEFAULT_LON_REF)
+        points = [(np.array(transform_xy(tf)), road_option_value(opt)) for tf, opt in world_plan]
+        self.planner.set_route(points)
+        log.info("route: %d points, georeference lat %.6f lon %.6f", len(points), *self.georeference)
+
+    def _drive(self, input_data: dict, timestamp: float) -> Any:
+        if self.runtime is None or self.rig is None:
+            raise RuntimeError("run_step called before setup()")
+        tick, sim_time = self.step, self._sim_time(timestamp)
+        if not self._route_ready:
+            self._init_route()
+        if len(self.planner) == 0:
+            # Without a route there is nothing to follow; the planner's "50 m ahead" fallback would drive blind.
+            raise InputError("global plan", "at least one route point", "an empty plan")
+        sensors = parse_input_data(input_data, self.rig)
+        image = sensors.images.get(self.rig.primary_camera)
+        if image is not None:
+            self.history.push(image)
+        position = gps_to_local(sensors.gps[0], sensors.gps[1], *self.georeference)
+        yaw = compass_to_yaw(sensors.compass, self._last_compass)
+        if math.isfinite(sensors.compass):
+            self._last_compass = sensors.compass
+        speed = sensors.speed
+
+        self.planner.update(position)
+        targets = self.planner.target_points(position, yaw)
+        tp_ego = world_to_ego(targets.stacked(), position, yaw).astype(np.float32)
+        record = TickRecord(tick, sim_time, speed, 0.0, 0.0, 1.0, "", image=image, target_points=tp_ego)
+
+        if self.controller.in_warmup(tick):
+            command = self.controller.hold("warmup")
+            record.warmup = True
+        else:
+            if self.escape_policy is not None:
+                tp_ego = np.asarray(self.escape_policy.adjust_target_points(tick, tp_ego), dtype=np.float32)
+            self.runtime.submit(DrivingObservation(self.history.select(), tp_ego, speed), sim_time, tick)
+            output = self._checked(self.runtime.step(DrivingState(tp_ego, speed), sim_time, tick), tick, sim_time)
+            self.last_output = output
+            record.with_output(output)
+            command = self._command(tick, output, speed, position)
+        control = make_control(command.throttle, command.steer, command.brake)
+        record.steer, record.throttle, record.brake, record.control_mode = (
+            control.steer,
+            control.throttle,
+            control.brake,
+            command.mode,
+        )
+        self._emit(record, (sensors, position, yaw, targets.command))
+        return control
+
+    def _command(self, tick: int, output: RuntimeOutput, speed: float, position: np.ndarray) -> ControlCommand:
+        if output.safe_stop:
+            if output.safe_stop_reason != self._last_stop_reason:
+                log.warning("safe stop at tick %d: %s", tick, output.safe_stop_reason)
+            self._last_stop_reason = output.safe_stop_reason
+            return self.controller.hold("safe_stop")
+        if self._last_stop_reason is not None:
+            log.info("safe stop cleared at tick %d", tick)
+            self._last_stop_reason = None
+        return self.controller.step(tick, output.path, output.waypoints, speed, position)
+
+    @staticmethod
+    def _checked(output: Any, tick: int, sim_time: float) -> RuntimeOutput:
+        """Turn a malformed runtime result into a safe stop instead of feeding garbage to the controllers."""
+        if not isinstance(output, RuntimeOutput):
+            return RuntimeOutput.stop(f"runtime returned {describe(output)}, not a RuntimeOutput", tick, sim_time)
+        for name, min_rows in (("path", 1), ("waypoints", 2)):
+            arr = np.asarray(getattr(output, name))
+            if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] < min_rows or not np.all(np.isfinite(arr)):
+                return RuntimeOutput.stop(
+                    f"invalid runtime {name}: {describe(arr)} (need finite (N>={min_rows}, 2))", tick, sim_time
+                )
+        return output
+
+    # ------------------------------------------------------------------ outputs
+
+    def _metric_info(self, sensors: Any, position: np.ndarray, yaw: float) -> dict:
+        if self.metric_info_fn is not None:
+            return self.metric_info_fn()
+        base = getattr(super(), "get_metric_info", None)  # Bench2Drive's base class reads the CARLA hero actor
+        if base is not None and getattr(self, "hero_actor", None) is not None:
+            return base()
+        return estimate_metric_info(position, float(sensors.gps[2]), yaw, sensors.imu)
+
+    def _emit(self, record: TickRecord, state: tuple | None) -> None:
+        """Hand the tick to the recorder and Bench2Drive writer; their failures never stop driving."""
+        self.last_record = record
+        if self.recorder is not None:
+            try:
+                self.recorder.record(record)
+            except Exception:
+                if self.config.strict:
+                    raise
+                log.exception("recorder failed at tick %d; recording disabled for this route", record.frame)
+                recorder, self.recorder = self.recorder, None
+                try:
+                    recorder.close()
+                except Exception:
+                    log.debug("closing the failed recorder also failed", exc_info=True)
+        if self.b2d is not None:
+            try:
+                data = record.to_json()
+                meta = {
+                    "step": record.frame,
+                    "steer": record.steer,
+                    "throttle": record.throttle,
+                    "brake": record.brake,
+                    "speed": data["speed"],
+                    "command": state[3] if state else None,
+                    "control_mode": record.control_mode,
+                    "decision": record.decision,
+                    "reasoning": record.reasoning,
+                    "snapshot_version": record.snapshot_version,
+                    "snapshot_age_ticks": record.age_ticks,
+                    "snapshot_age_s": data["snapshot"]["age_s"],
+                    "fast_step_ms": data["fast_step_ms"],
+                    "safe_stop": record.safe_stop,
+                    "safe_stop_reason": record.safe_stop_reason,
+                    "error": record.error,
+                }
+                metric = self._metric_info(state[0], state[1], state[2]) if state else None
+                self.b2d.write_step(record.frame, record.image, meta, metric)
+            except Exception:
+                if self.config.strict:
+                    raise
+                self._b2d_failures += 1
+                if (
+                    self._b2d_failures == 1 or self._b2d_failures % 200 == 0
+                ):  # a full disk would otherwise flood the log
+                    log.exception(
+                        "Bench2Drive output failed at tick %d (%d failures)", record.frame, self._b2d_failures
+                    )

@@ -1,0 +1,305 @@
+"""Typed agent configuration loaded from YAML.
+
+The YAML mirrors ``AgentConfig`` section by section. Loading is strict: an unknown field, a wrong type or an
+out-of-range value produces one ``ConfigError`` listing every problem by its dotted field path, e.g.
+``runtime.mode: expected one of 'async', 'sync', 'blocking', got 'fast' (str)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from agent.control import ControlConfig
+from agent.rigs import RIGS
+from agent.route_planner import RoutePlannerConfig
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build (see agent/runtime_factory.py)."""
+
+    preset: str = "tiny"  # model preset name (tiny/demo for CPU, full-size for the released checkpoint)
+    checkpoint: str | None = None  # weights path; None = random init of the preset (demo only)
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    cache: bool = True  # keep the loaded model for the next route (the leaderboard re-creates the agent per route)
+
+
+@dataclass
+class RuntimeConfig:
+    """How the dual-rate runtime schedules the slow (understanding) and fast (action) paths."""
+
+    mode: Literal["async", "sync", "blocking"] = "async"
+    sync_every: int = 2  # sync mode: refresh the slow path every N ticks (released agent: 2)
+    engine: Literal["torch", "torch-compile", "onnxruntime", "tensorrt"] = "torch"
+    max_snapshot_age_s: float = 1.0  # older snapshots make the runtime return a safe stop
+    options: dict[str, Any] = field(default_factory=dict)  # further runtime.RuntimeConfig fields, passed untouched
+
+
+@dataclass
+class HistoryConfig:
+    """Camera history fed to the slow path (automot-reference.md §9)."""
+
+    buffer_len: int = 40
+    offsets: list[int] = field(default_factory=lambda: [15, 10, 5, 0])  # ticks before now; any order
+
+
+@dataclass
+class GnssConfig:
+    """Georeference for GNSS -> metres. Both refs set: fixed; else solved from the plan, else 42.0 / 2.0."""
+
+    lat_ref: float | None = None
+    lon_ref: float | None = None
+    solve_from_plan: bool = True
+
+
+@dataclass
+class RecorderConfig:
+    """Per-route debug outputs: ``video.mp4`` and ``ticks.jsonl`` (see agent/recorder.py)."""
+
+    video: bool = False
+    ticks_jsonl: bool = True
+    out_dir: str | None = None  # None: $SAVE_PATH if set, else ./runs/agent; a per-route folder goes below
+    fps: float = 20.0  # simulated ticks per second, so the video plays in real time
+    video_height: int = 512  # camera image scaled to this height (multiple of 16 for H.264)
+    panel_width: int = 256  # bird's-eye panel to the right of the camera image
+    bev_range_m: float = 40.0  # metres ahead shown in the bird's-eye panel
+
+
+@dataclass
+class Bench2DriveConfig:
+    """Bench2Drive's per-route files under $SAVE_PATH/<save_name>/ (leaderboard-interface.md §9)."""
+
+    enabled: bool = True  # only takes effect when SAVE_PATH is set
+    rgb_front: bool = True
+    metric_info_every: int = 1  # rewrite metric_info.json every N ticks (and always at the end)
+
+
+@dataclass
+class AgentConfig:
+    """Root of the agent YAML."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    rig: str = "automot-front"
+    image_size: tuple[int, int] | None = None  # (width, height) override for every camera of the rig
+    history: HistoryConfig = field(default_factory=HistoryConfig)
+    route: RoutePlannerConfig = field(default_factory=RoutePlannerConfig)
+    gnss: GnssConfig = field(default_factory=GnssConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    recorder: RecorderConfig = field(default_factory=RecorderConfig)
+    bench2drive: Bench2DriveConfig = field(default_factory=Bench2DriveConfig)
+    strict: bool = False  # True: run_step re-raises instead of braking (debugging only)
+
+
+class ConfigError(ValueError):
+    """Invalid agent configuration; ``problems`` lists one message per offending field."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source, self.problems = source, list(problems)
+        super().__init__(f"invalid agent config {source}:\n  " + "\n  ".join(self.problems))
+
+
+_MISSING = object()
+
+
+def _type_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping ({tp.__name__} section)"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if origin is list:
+        return f"a list of {_type_name(args[0])}"
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_type_name(args[0])}"
+        return "a list [" + ", ".join(_type_name(a) for a in args) + "]"
+    if origin is dict:
+        return "a mapping"
+    if tp is float:
+        return "a number"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _got(value: Any) -> str:
+    text = repr(value)
+    return f"{text[:60] + '...' if len(text) > 60 else text} ({type(value).__name__})"
+
+
+def _convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    bad = f"{path}: expected {_type_name(tp)}, got {_got(value)}"
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path, problems)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            problems.append(bad)
+            return _MISSING
+        for option in (a for a in args if a is not type(None)):
+            sub: list[str] = []
+            result = _convert(value, option, path, sub)
+            if not sub:
+                return result
+        problems.append(bad)
+        return _MISSING
+    if origin is Literal:
+        # `type(value) is type(a)` keeps True from matching 1 and 1 from matching 1.0.
+        if any(value == a and type(value) is type(a) for a in args):
+            return value
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif origin in (list, tuple):
+        if isinstance(value, (list, tuple)):
+            homogeneous = origin is list or (len(args) == 2 and args[1] is Ellipsis)
+            if homogeneous or len(value) == len(args):
+                item_types = [args[0]] * len(value) if homogeneous else list(args)
+                items = [_convert(v, t, f"{path}[{i}]", problems) for i, (v, t) in enumerate(zip(value, item_types))]
+                return items if origin is list else tuple(items)
+    elif origin is dict:
+        if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
+            return {k: _convert(v, args[1], f"{path}.{k}", problems) for k, v in value.items()}
+    else:
+        raise TypeError(f"unsupported config type {tp!r} at {path}")
+    problems.append(bad)
+    return _MISSING
+
+
+def _build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, collecting problems instead of stopping at the first."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        problems.append(f"{path or '<root>'}: expected {_type_name(cls)}, got {_got(data)}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(names)})"
+            problems.append(f"{where}: unknown field{hint}")
+            continue
+        converted = _convert(value, hints[key], where, problems)
+        if converted is not _MISSING:
+            kwargs[key] = converted
+    return cls(**kwargs)
+
+
+def _check_ranges(cfg: AgentConfig) -> list[str]:
+    """Value checks the type system cannot express."""
+    problems = []
+
+    def need(ok: bool, path: str, rule: str, value: Any) -> None:
+        if not ok:
+            problems.append(f"{path}: must be {rule}, got {_got(value)}")
+
+    need(cfg.rig in RIGS, "rig", "one of " + ", ".join(repr(r) for r in RIGS), cfg.rig)
+    if cfg.image_size is not None:
+        need(min(cfg.image_size) > 0, "image_size", "positive (width, height)", cfg.image_size)
+    need(cfg.runtime.sync_every >= 1, "runtime.sync_every", ">= 1", cfg.runtime.sync_every)
+    need(cfg.runtime.max_snapshot_age_s > 0, "runtime.max_snapshot_age_s", "> 0", cfg.runtime.max_snapshot_age_s)
+    need(cfg.history.buffer_len >= 1, "history.buffer_len", ">= 1", cfg.history.buffer_len)
+    need(len(cfg.history.offsets) > 0, "history.offsets", "non-empty", cfg.history.offsets)
+    for i, off in enumerate(cfg.history.offsets):
+        need(0 <= off < cfg.history.buffer_len, f"history.offsets[{i}]", f"in [0, {cfg.history.buffer_len})", off)
+    need(cfg.route.min_distance > 0, "route.min_distance", "> 0", cfg.route.min_distance)
+    need(
+        cfg.route.max_distance >= cfg.route.min_distance,
+        "route.max_distance",
+        ">= route.min_distance",
+        cfg.route.max_distance,
+    )
+    need(
+        (cfg.gnss.lat_ref is None) == (cfg.gnss.lon_ref is None),
+        "gnss.lon_ref",
+        "set together with gnss.lat_ref",
+        cfg.gnss.lon_ref,
+    )
+    need(cfg.control.lateral.window >= 1, "control.lateral.window", ">= 1", cfg.control.lateral.window)
+    need(cfg.control.longitudinal.window >= 1, "control.longitudinal.window", ">= 1", cfg.control.longitudinal.window)
+    need(
+        cfg.control.lateral.resample_step > 0, "control.lateral.resample_step", "> 0", cfg.control.lateral.resample_step
+    )
+    need(
+        cfg.control.longitudinal.waypoint_dt > 0,
+        "control.longitudinal.waypoint_dt",
+        "> 0",
+        cfg.control.longitudinal.waypoint_dt,
+    )
+    need(cfg.control.safety.warmup_ticks >= 0, "control.safety.warmup_ticks", ">= 0", cfg.control.safety.warmup_ticks)
+    need(cfg.recorder.fps > 0, "recorder.fps", "> 0", cfg.recorder.fps)
+    need(
+        cfg.recorder.video_height >= 16 and cfg.recorder.video_height % 16 == 0,
+        "recorder.video_height",
+        "a positive multiple of 16",
+        cfg.recorder.video_height,
+    )
+    need(cfg.recorder.panel_width >= 0, "recorder.panel_width", ">= 0", cfg.recorder.panel_width)
+    need(cfg.recorder.bev_range_m > 0, "recorder.bev_range_m", "> 0", cfg.recorder.bev_range_m)
+    need(
+        cfg.bench2drive.metric_info_every >= 1,
+        "bench2drive.metric_info_every",
+        ">= 1",
+        cfg.bench2drive.metric_info_every,
+    )
+    return problems
+
+
+def agent_config_from_dict(data: Mapping | None, source: str = "<dict>") -> AgentConfig:
+    """Build and validate an AgentConfig from parsed YAML; raises ConfigError listing every problem."""
+    problems: list[str] = []
+    cfg = _build(AgentConfig, data, "", problems)
+    if not problems:
+        problems = _check_ranges(cfg)
+    if problems:
+        raise ConfigError(source, problems)
+    return cfg
+
+
+def load_agent_config(path: str | Path | None) -> AgentConfig:
+    """Load an agent YAML; ``None`` or an empty string gives the defaults."""
+    if path is None or str(path).strip() == "":
+        return AgentConfig()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read the file: {exc}"]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from exc
+    return agent_config_from_dict(data, str(path))
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """Plain-dict view of a config dataclass (for logging, summaries and the runtime factory)."""
+    return dataclasses.asdict(cfg)

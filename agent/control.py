@@ -1,0 +1,261 @@
+"""Path/waypoint -> steer/throttle/brake, plus the released agent's safety heuristics (pure numpy/scipy).
+
+Constants are the released AutoMoT ``control_pid`` values (automot-checkpoint-spec.md §5.4,
+automot-reference.md §11-12); every one is a config field. Frames: ego, x forward, y right; steer > 0 is right.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+from scipy.interpolate import PchipInterpolator
+
+
+@dataclass
+class LateralConfig:
+    """PDM-Lite-style lateral PID on a lookahead point of the resampled path (spec §5.4)."""
+
+    kp: float = 3.118
+    kd: float = 1.3782508892109167
+    ki: float = 0.6406067986034124
+    speed_scale: float = 0.9755321901954155  # lookahead samples per km/h
+    speed_offset: float = 1.195  # lookahead samples at standstill, before clamping
+    min_lookahead: int = 24  # in resample steps: 24 x 0.1 m = 2.4 m
+    max_lookahead: int = 105  # 10.5 m
+    window: int = 6  # errors averaged for the integral term
+    resample_step: float = 0.1  # metres between PCHIP samples
+
+
+@dataclass
+class LongitudinalConfig:
+    """Speed PID on desired speed = 2 |wp[1] - wp[0]| (waypoints 0.5 s apart; spec §5.4)."""
+
+    kp: float = 1.75
+    ki: float = 1.0
+    kd: float = 2.0
+    window: int = 20
+    clip_delta: float = 1.0  # speed error clipped to [0, clip_delta] m/s
+    max_throttle: float = 1.0
+    brake_speed: float = 0.4  # brake when the desired speed is below this (m/s)
+    brake_ratio: float = 1.1  # brake when speed / desired exceeds this
+    waypoint_dt: float = 0.5  # seconds between waypoints
+
+
+@dataclass
+class SafetyConfig:
+    """Warm-up, hard speed cap and stuck creep (automot-reference.md §9, §11-12)."""
+
+    warmup_ticks: int = 31  # full brake on ticks 0..30 while buffers fill; model first runs at tick 31
+    speed_cap_kmh: float = 35.0
+    stuck_speed: float = 0.1  # below this the stuck counter increments (m/s)
+    unstuck_speed: float = 0.2  # above this it resets
+    stuck_ticks: int = 300  # creep once the counter exceeds this
+    creep_ticks: int = 14
+    creep_throttle: float = 0.4  # minimum throttle while creeping
+    # Routes that start parked must not creep into the car in front: if the ego moved less than
+    # parked_start_min_move metres in the first parked_start_ticks after warm-up, creep is off for the route.
+    parked_start_guard: bool = True
+    parked_start_ticks: int = 200
+    parked_start_min_move: float = 6.0
+
+
+@dataclass
+class ControlConfig:
+    """All controller settings (the ``control`` section of the agent YAML)."""
+
+    lateral: LateralConfig = field(default_factory=LateralConfig)
+    longitudinal: LongitudinalConfig = field(default_factory=LongitudinalConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+
+
+@dataclass(frozen=True)
+class ControlCommand:
+    """Controller output; ``mode`` says which rule produced it (drive, warmup, hold, creep, escape, speed_cap)."""
+
+    steer: float
+    throttle: float
+    brake: float
+    mode: str
+    desired_speed: float = 0.0
+    lookahead_m: float = 0.0
+    stuck_ticks: int = 0
+
+
+class EscapePolicy(Protocol):
+    """Hook for a parking-deadlock escape (automot-reference.md §12); none is implemented yet.
+
+    ``adjust_target_points`` runs before the model on every driving tick and may replace the (2, 2) ego-frame
+    target points the model sees. ``override`` runs after the PIDs and returns a command to use instead of the
+    creep rule, or None to leave control alone. The speed cap still applies afterwards.
+    """
+
+    def adjust_target_points(self, tick: int, target_points: np.ndarray) -> np.ndarray: ...
+
+    def override(self, tick: int, position: np.ndarray | None, speed: float) -> ControlCommand | None: ...
+
+
+class WindowPID:
+    """PID whose integral is the mean of the last ``window`` errors and derivative the last difference.
+
+    The window starts filled with zeros, as in the released agent's PIDController.
+    """
+
+    def __init__(self, kp: float, ki: float, kd: float, window: int) -> None:
+        self.kp, self.ki, self.kd = kp, ki, kd
+        self._errors: deque[float] = deque([0.0] * max(int(window), 1), maxlen=max(int(window), 1))
+
+    def step(self, error: float) -> float:
+        """Push one error and return the PID output."""
+        self._errors.append(float(error))
+        integral = float(np.mean(self._errors))
+        derivative = self._errors[-1] - self._errors[-2] if len(self._errors) >= 2 else 0.0
+        return self.kp * error + self.ki * integral + self.kd * derivative
+
+
+def resample_path(path: np.ndarray, step: float) -> np.ndarray:
+    """Origin-prepended path resampled every ``step`` metres of arc length with PCHIP (spec §5.4).
+
+    A tiny index-proportional offset keeps the arc length strictly increasing when points repeat
+    (e.g. a standstill path), which PCHIP requires. Returns at least one point.
+    """
+    pts = np.vstack([np.zeros((1, 2)), np.asarray(path, dtype=np.float64).reshape(-1, 2)])
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
+    arc = arc + 1e-4 * np.arange(len(arc))
+    samples = np.arange(step, arc[-1], step)
+    if samples.size == 0:
+        return pts[-1:].copy()
+    return PchipInterpolator(arc, pts, axis=0)(samples)
+
+
+class LateralController:
+    """Steer from the heading error to a speed-dependent lookahead point on the path."""
+
+    def __init__(self, config: LateralConfig) -> None:
+        self.config = config
+        self._pid = WindowPID(config.kp, config.ki, config.kd, config.window)
+
+    def lookahead_index(self, speed: float, n_samples: int) -> int:
+        """Lookahead in resample steps: clip(speed_scale * km/h + offset, min, max), at most the last sample."""
+        cfg = self.config
+        raw = cfg.speed_scale * max(speed, 0.0) * 3.6 + cfg.speed_offset
+        return int(min(np.clip(raw, cfg.min_lookahead, cfg.max_lookahead), n_samples - 1))
+
+    def step(self, path: np.ndarray, speed: float) -> tuple[float, float]:
+        """Return (steer in [-1, 1] rounded to 3 decimals, lookahead distance in metres)."""
+        samples = resample_path(path, self.config.resample_step)
+        idx = self.lookahead_index(speed, len(samples))
+        target = samples[idx]
+        heading_error = (math.atan2(target[1], target[0]) + math.pi) % (2.0 * math.pi) - math.pi
+        error = math.degrees(heading_error) / 90.0  # normalised so a 90 degree error is 1
+        steer = float(np.clip(self._pid.step(error), -1.0, 1.0))
+        return round(steer, 3), float(np.linalg.norm(target))
+
+
+class LongitudinalController:
+    """Throttle from the speed PID, brake from the desired-speed rules."""
+
+    def __init__(self, config: LongitudinalConfig) -> None:
+        self.config = config
+        self._pid = WindowPID(config.kp, config.ki, config.kd, config.window)
+
+    def desired_speed(self, waypoints: np.ndarray) -> float:
+        """Speed implied by the first waypoint segment (m/s)."""
+        wps = np.asarray(waypoints, dtype=np.float64).reshape(-1, 2)
+        if len(wps) < 2:
+            return 0.0
+        return float(np.linalg.norm(wps[1] - wps[0])) / self.config.waypoint_dt
+
+    def step(self, waypoints: np.ndarray, speed: float) -> tuple[float, bool, float]:
+        """Return (throttle, brake, desired speed)."""
+        cfg = self.config
+        desired = self.desired_speed(waypoints)
+        brake = desired < cfg.brake_speed or speed / max(desired, 1e-5) > cfg.brake_ratio
+        error = float(np.clip(desired - speed, 0.0, cfg.clip_delta))
+        # The PID is stepped on braking ticks too so its window tracks time, as in the released agent.
+        throttle = float(np.clip(self._pid.step(error), 0.0, cfg.max_throttle))
+        return (0.0 if brake else throttle), brake, desired
+
+
+class DrivingController:
+    """Lateral + longitudinal PIDs followed by stuck creep, an optional escape hook and the speed cap."""
+
+    def __init__(self, config: ControlConfig | None = None, escape: EscapePolicy | None = None) -> None:
+        self.config = config or ControlConfig()
+        self.lateral = LateralController(self.config.lateral)
+        self.longitudinal = LongitudinalController(self.config.longitudinal)
+        self.escape = escape
+        self.stuck_counter = 0
+        self.force_move = 0
+        self.creep_enabled = True
+        self._anchor: np.ndarray | None = None
+        self._guard_decided = False
+
+    def in_warmup(self, tick: int) -> bool:
+        """True on the ticks that are full brake while the history buffers fill."""
+        return tick < self.config.safety.warmup_ticks
+
+    def hold(self, mode: str = "hold") -> ControlCommand:
+        """Full brake, zero steer; for warm-up, safe stops and errors. Leaves the stuck counter alone
+        because a deliberate stop by the agent itself is not the model being stuck."""
+        return ControlCommand(steer=0.0, throttle=0.0, brake=1.0, mode=mode, stuck_ticks=self.stuck_counter)
+
+    def step(
+        self,
+        tick: int,
+        path: np.ndarray,
+        waypoints: np.ndarray,
+        speed: float,
+        position: np.ndarray | None = None,
+    ) -> ControlCommand:
+        """One control step from the model's path (N, 2) and speed waypoints (M, 2) in the ego frame."""
+        if self.in_warmup(tick):
+            return self.hold("warmup")
+        safety = self.config.safety
+        speed = float(speed)
+        steer, lookahead = self.lateral.step(path, speed)
+        throttle, brake, desired = self.longitudinal.step(waypoints, speed)
+        mode = "brake" if brake else "drive"
+
+        if speed < safety.stuck_speed:
+            self.stuck_counter += 1
+        elif speed > safety.unstuck_speed:
+            self.stuck_counter = 0
+        self._update_parked_start_guard(tick, position)
+
+        override = self.escape.override(tick, position, speed) if self.escape is not None else None
+        if override is not None:
+            steer, throttle, brake, mode = override.steer, override.throttle, override.brake > 0.0, override.mode
+        else:
+            if self.stuck_counter > safety.stuck_ticks and self.creep_enabled:
+                self.force_move = safety.creep_ticks  # re-armed every tick while still stuck
+            if self.force_move > 0:
+                throttle, brake, mode = max(safety.creep_throttle, throttle), False, "creep"
+                self.force_move -= 1
+
+        if speed * 3.6 > safety.speed_cap_kmh:
+            throttle, brake, mode = 0.0, True, "speed_cap"
+        return ControlCommand(
+            steer=steer,
+            throttle=float(throttle),
+            brake=1.0 if brake else 0.0,
+            mode=mode,
+            desired_speed=desired,
+            lookahead_m=lookahead,
+            stuck_ticks=self.stuck_counter,
+        )
+
+    def _update_parked_start_guard(self, tick: int, position: np.ndarray | None) -> None:
+        safety = self.config.safety
+        if not safety.parked_start_guard or self._guard_decided or position is None:
+            return
+        pos = np.asarray(position, dtype=np.float64).reshape(2)
+        if self._anchor is None:
+            self._anchor = pos.copy()  # position at the first model step
+            return
+        if tick >= safety.warmup_ticks + safety.parked_start_ticks:
+            self._guard_decided = True
+            self.creep_enabled = float(np.linalg.norm(pos - self._anchor)) >= safety.parked_start_min_move

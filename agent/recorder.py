@@ -1,0 +1,175 @@
+"""Per-route debug recording: ``video.mp4`` (annotated camera + bird's-eye panel) and ``ticks.jsonl``.
+
+Driven by one ``Recorder.record(TickRecord)`` call per tick, warm-up and failed ticks included, so the video
+has exactly one frame and the JSONL exactly one line per tick. ``close()`` finalises the video and writes
+``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.config import RecorderConfig
+from agent.overlay import compose_frame
+from agent.rigs import SensorSpec
+from runtime.types import RuntimeOutput
+
+log = logging.getLogger(__name__)
+
+VIDEO_NAME = "video.mp4"
+TICKS_NAME = "ticks.jsonl"
+SUMMARY_NAME = "summary.json"
+
+
+@dataclass
+class TickRecord:
+    """Everything known about one tick; model fields are None while no RuntimeOutput exists (warm-up)."""
+
+    frame: int
+    sim_time: float
+    speed: float
+    steer: float
+    throttle: float
+    brake: float
+    control_mode: str
+    image: np.ndarray | None = None  # primary camera RGB (not written to JSON)
+    target_points: np.ndarray | None = None  # (2, 2) ego frame
+    path: np.ndarray | None = None
+    waypoints: np.ndarray | None = None
+    decision: str | None = None
+    reasoning: str | None = None
+    snapshot_version: int | None = None
+    age_ticks: int | None = None
+    age_s: float | None = None
+    fast_step_ms: float | None = None
+    safe_stop: bool = False
+    safe_stop_reason: str | None = None
+    warmup: bool = False
+    error: str | None = None
+
+    def with_output(self, output: RuntimeOutput) -> TickRecord:
+        """Copy the runtime's fields into this record (returns self for chaining)."""
+        self.path = np.asarray(output.path, dtype=np.float64)
+        self.waypoints = np.asarray(output.waypoints, dtype=np.float64)
+        self.decision = output.decision_text
+        self.reasoning = output.reasoning_text
+        self.snapshot_version = int(output.snapshot_version)
+        self.age_ticks = int(output.age_ticks)
+        self.age_s = float(output.age_s)
+        self.fast_step_ms = float(output.fast_step_ms)
+        self.safe_stop = self.safe_stop or bool(output.safe_stop)
+        self.safe_stop_reason = self.safe_stop_reason or output.safe_stop_reason
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe dict (arrays as nested lists, NaN/inf as null)."""
+        return {
+            "frame": self.frame,
+            "sim_time": _num(self.sim_time),
+            "speed": _num(self.speed),
+            "control": {"steer": self.steer, "throttle": self.throttle, "brake": self.brake, "mode": self.control_mode},
+            "target_points": _array(self.target_points),
+            "path": _array(self.path),
+            "waypoints": _array(self.waypoints),
+            "decision": self.decision,
+            "reasoning": self.reasoning,
+            "snapshot": {"version": self.snapshot_version, "age_ticks": self.age_ticks, "age_s": _num(self.age_s)},
+            "fast_step_ms": _num(self.fast_step_ms),
+            "safe_stop": self.safe_stop,
+            "safe_stop_reason": self.safe_stop_reason,
+            "warmup": self.warmup,
+            "error": self.error,
+        }
+
+
+def _num(value: float | None) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return round(value, 6) if math.isfinite(value) else None
+
+
+def _array(arr: np.ndarray | None) -> list | None:
+    if arr is None:
+        return None
+    values = np.round(np.asarray(arr, dtype=np.float64), 4)
+    return [[_num(v) for v in row] for row in values.reshape(len(values), -1)]
+
+
+class Recorder:
+    """Writes the video and tick log of one route into ``out_dir``."""
+
+    def __init__(self, out_dir: str | Path, camera: SensorSpec, config: RecorderConfig | None = None) -> None:
+        self.config = config or RecorderConfig()
+        self.out_dir = Path(out_dir)
+        self.camera = camera
+        self.video_path = self.out_dir / VIDEO_NAME
+        self.ticks_path = self.out_dir / TICKS_NAME
+        self.summary_path = self.out_dir / SUMMARY_NAME
+        self.frames_written = 0
+        self.ticks_written = 0
+        self._writer = None
+        self._ticks_file = None
+        self._closed = False
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    def record(self, rec: TickRecord) -> None:
+        """Append one tick to the enabled outputs."""
+        if self._closed:
+            raise RuntimeError("recorder is closed")
+        if self.config.ticks_jsonl:
+            if self._ticks_file is None:
+                self._ticks_file = self.ticks_path.open("w", encoding="utf-8")
+            self._ticks_file.write(json.dumps(rec.to_json(), allow_nan=False) + "\n")
+            self._ticks_file.flush()  # a crashed route still leaves every finished tick on disk
+            self.ticks_written += 1
+        if self.config.video:
+            cfg = self.config
+            frame = compose_frame(rec, self.camera, cfg.video_height, cfg.panel_width, cfg.bev_range_m)
+            if self._writer is None:
+                self._writer = self._open_writer()
+            self._writer.append_data(frame)
+            self.frames_written += 1
+
+    def _open_writer(self) -> Any:
+        import imageio.v2 as imageio  # imported here so JSONL-only recording never loads ffmpeg
+
+        # libx264 + yuv420p is what browsers and VLC play; frames are already multiples of 16.
+        return imageio.get_writer(
+            str(self.video_path),
+            format="FFMPEG",
+            mode="I",
+            fps=self.config.fps,
+            codec="libx264",
+            pixelformat="yuv420p",
+            macro_block_size=16,
+            ffmpeg_log_level="error",
+            output_params=["-preset", "veryfast"],
+        )
+
+    def close(self, summary: dict | None = None) -> None:
+        """Finalise the video, close the tick log and write ``summary.json``. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        finally:
+            if self._ticks_file is not None:
+                self._ticks_file.close()
+            body = {
+                "ticks": self.ticks_written,
+                "video_frames": self.frames_written,
+                "video": VIDEO_NAME if self.frames_written else None,
+                "ticks_jsonl": TICKS_NAME if self.ticks_written else None,
+                **(summary or {}),
+            }
+            self.summary_path.write_text(json.dumps(body, indent=2, default=str), encoding="utf-8")
