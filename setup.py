@@ -20,6 +20,7 @@ setup(
         "pyyaml",
         "scipy",
         "pillow",
+        "filterpy>=1.4.5,<2",
         "opencv-python-headless",
         "imageio",
         "imageio-ffmpeg",

@@ -3,8 +3,9 @@
 The leaderboard imports this file as a top-level module with its folder on ``sys.path``, so project code is
 imported by fully qualified names (``agent.*``, ``runtime.*``) and the project root must be importable.
 
-Per tick: decode and validate ``input_data`` -> GNSS/compass state -> route planner target points (ego frame)
--> after warm-up ``runtime.submit`` + ``runtime.step`` -> PID controllers and safety rules -> VehicleControl.
+Per tick: decode and validate ``input_data`` -> GNSS/compass measurement -> pose estimate (raw or UKF, fed the
+previous tick's control) -> route planner target points (ego frame) -> after warm-up: parking-escape update and
+target-point override, ``runtime.submit`` + ``runtime.step`` -> PID controllers and safety rules -> VehicleControl.
 ``run_step`` never raises (unless ``strict``): any failure is logged with its traceback and answered with a
 full brake.
 """
@@ -25,6 +26,7 @@ from agent.bench2drive_io import Bench2DriveWriter, estimate_metric_info, resolv
 from agent.config import AgentConfig, config_to_dict, load_agent_config
 from agent.contract import AutonomousAgent, Track, make_control, road_option_value, transform_xy
 from agent.control import ControlCommand, DrivingController, EscapePolicy
+from agent.escape import ParkingEscape
 from agent.geometry import (
     DEFAULT_LAT_REF,
     DEFAULT_LON_REF,
@@ -38,6 +40,7 @@ from agent.recorder import Recorder, TickRecord
 from agent.rigs import Rig, get_rig, validate_sensors
 from agent.route_planner import RoutePlanner
 from agent.runtime_factory import build_runtime, check_runtime
+from agent.state_estimation import Control, StateEstimator, build_estimator
 from runtime.types import DrivingObservation, DrivingState, RuntimeOutput
 
 # Fixed name: this file is imported as ``automot_agent`` by the evaluator and as ``agent.automot_agent`` by tests.
@@ -57,7 +60,8 @@ class AutoMoTAgent(AutonomousAgent):
 
     Keyword-only extras (the leaderboard passes none): ``runtime_factory(cfg) -> runtime`` replaces
     ``agent.runtime_factory.build_runtime``; ``metric_info_fn() -> dict`` supplies Bench2Drive's metric info
-    (e.g. from a simulator's ground truth); ``escape_policy`` plugs a parking escape into the controller.
+    (e.g. from a simulator's ground truth); ``escape_policy`` replaces the parking escape that ``setup`` builds
+    when ``control.escape.enabled`` is set (it is then used whatever the config says).
     After each ``run_step``: ``last_control``, ``last_output`` (RuntimeOutput or None) and ``last_record``.
     """
 
@@ -74,7 +78,9 @@ class AutoMoTAgent(AutonomousAgent):
         super().__init__(carla_host, carla_port, debug)
         self.runtime_factory: RuntimeFactory = runtime_factory or build_runtime
         self.metric_info_fn = metric_info_fn
-        self.escape_policy = escape_policy
+        self._given_escape = escape_policy
+        self.escape_policy: EscapePolicy | None = escape_policy
+        self.estimator: StateEstimator | None = None
         self.config = AgentConfig()
         self.save_name = ""
         self.rig: Rig | None = None
@@ -91,6 +97,7 @@ class AutoMoTAgent(AutonomousAgent):
         self.last_record: TickRecord | None = None
         self._route_ready = False
         self._last_compass = 0.0
+        self._prev_control: Control = (0.0, 0.0, 0.0)  # what the UKF's process model is driven with
         self._last_error: str | None = None
         self._last_stop_reason: str | None = None
         self._destroyed = False
@@ -107,8 +114,12 @@ class AutoMoTAgent(AutonomousAgent):
         conf_path, self.save_name = resolve_save_name(path_to_conf_file)
         cfg = self.config = load_agent_config(conf_path)
         self.rig = get_rig(cfg.rig, cfg.image_size)
-        self.controller = DrivingController(cfg.control, escape=self.escape_policy)
+        self.estimator = build_estimator(cfg.state_estimator, cfg.ukf)
         self.planner = RoutePlanner(cfg.route)
+        self.escape_policy = self._given_escape
+        if self.escape_policy is None and cfg.control.escape.enabled:
+            self.escape_policy = ParkingEscape(cfg.control.escape, self.planner)
+        self.controller = DrivingController(cfg.control, escape=self.escape_policy)
         self.history = FrameHistory(cfg.history.buffer_len, cfg.history.offsets)
         self.b2d = Bench2DriveWriter.from_env(self.save_name, cfg.bench2drive)
         if cfg.recorder.video or cfg.recorder.ticks_jsonl:
@@ -117,10 +128,12 @@ class AutoMoTAgent(AutonomousAgent):
             self.recorder = Recorder(Path(base) / self.save_name, camera, cfg.recorder)
         self.runtime = check_runtime(self.runtime_factory(cfg))
         log.info(
-            "AutoMoT agent ready: rig %s, runtime %s/%s, save_name %s",
+            "AutoMoT agent ready: rig %s, runtime %s/%s, state %s, escape %s, save_name %s",
             cfg.rig,
             cfg.runtime.mode,
             cfg.runtime.engine,
+            cfg.state_estimator,
+            "on" if self.escape_policy is not None else "off",
             self.save_name,
         )
 
@@ -152,6 +165,7 @@ class AutoMoTAgent(AutonomousAgent):
             )
             self._emit(record, None)
         self.last_control = control
+        self._prev_control = (float(control.steer), float(control.throttle), float(control.brake))
         return control
 
     def destroy(self) -> None:
@@ -224,23 +238,30 @@ class AutoMoTAgent(AutonomousAgent):
         image = sensors.images.get(self.rig.primary_camera)
         if image is not None:
             self.history.push(image)
-        position = gps_to_local(sensors.gps[0], sensors.gps[1], *self.georeference)
-        yaw = compass_to_yaw(sensors.compass, self._last_compass)
+        measured_xy = gps_to_local(sensors.gps[0], sensors.gps[1], *self.georeference)
+        measured_yaw = compass_to_yaw(sensors.compass, self._last_compass)
         if math.isfinite(sensors.compass):
             self._last_compass = sensors.compass
         speed = sensors.speed
+        ego = self.estimator.update(measured_xy, measured_yaw, speed, self._prev_control)
+        position, yaw = ego.position, ego.yaw  # the estimate is used everywhere below
 
+        driving = not self.controller.in_warmup(tick)
         self.planner.update(position)
+        if driving and self.escape_policy is not None:
+            self.escape_policy.update(tick, position, yaw)  # may drop route points before the TPs are taken
         targets = self.planner.target_points(position, yaw)
         tp_ego = world_to_ego(targets.stacked(), position, yaw).astype(np.float32)
         record = TickRecord(tick, sim_time, speed, 0.0, 0.0, 1.0, "", image=image, target_points=tp_ego)
+        record.ego_pose = (float(position[0]), float(position[1]), float(yaw))
 
-        if self.controller.in_warmup(tick):
+        if not driving:
             command = self.controller.hold("warmup")
             record.warmup = True
         else:
             if self.escape_policy is not None:
                 tp_ego = np.asarray(self.escape_policy.adjust_target_points(tick, tp_ego), dtype=np.float32)
+                record.target_points = tp_ego  # record what the model saw
             self.runtime.submit(DrivingObservation(self.history.select(), tp_ego, speed), sim_time, tick)
             output = self._checked(self.runtime.step(DrivingState(tp_ego, speed), sim_time, tick), tick, sim_time)
             self.last_output = output

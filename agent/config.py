@@ -21,6 +21,7 @@ import yaml
 from agent.control import ControlConfig
 from agent.rigs import RIGS
 from agent.route_planner import RoutePlannerConfig
+from agent.state_estimation import UkfConfig
 
 
 @dataclass
@@ -95,6 +96,10 @@ class AgentConfig:
     history: HistoryConfig = field(default_factory=HistoryConfig)
     route: RoutePlannerConfig = field(default_factory=RoutePlannerConfig)
     gnss: GnssConfig = field(default_factory=GnssConfig)
+    # Pose used by the route planner, target points, recorder and metric info: raw GNSS/compass, or the
+    # released agent's UKF (agent/state_estimation.py; needs filterpy).
+    state_estimator: Literal["gnss", "ukf"] = "gnss"
+    ukf: UkfConfig = field(default_factory=UkfConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     recorder: RecorderConfig = field(default_factory=RecorderConfig)
     bench2drive: Bench2DriveConfig = field(default_factory=Bench2DriveConfig)
@@ -255,6 +260,7 @@ def _check_ranges(cfg: AgentConfig) -> list[str]:
         cfg.control.longitudinal.waypoint_dt,
     )
     need(cfg.control.safety.warmup_ticks >= 0, "control.safety.warmup_ticks", ">= 0", cfg.control.safety.warmup_ticks)
+    problems += _check_ukf(cfg.ukf) + _check_escape(cfg)
     need(cfg.recorder.fps > 0, "recorder.fps", "> 0", cfg.recorder.fps)
     need(
         cfg.recorder.video_height >= 16 and cfg.recorder.video_height % 16 == 0,
@@ -270,6 +276,40 @@ def _check_ranges(cfg: AgentConfig) -> list[str]:
         ">= 1",
         cfg.bench2drive.metric_info_every,
     )
+    return problems
+
+
+def _check_ukf(ukf: UkfConfig) -> list[str]:
+    problems = []
+    for name in ("p0", "r", "q"):
+        values = getattr(ukf, name)
+        if len(values) != 4 or not all(v > 0 for v in values):
+            problems.append(f"ukf.{name}: must be 4 positive variances [x, y, yaw, speed], got {_got(values)}")
+    for name in ("dt", "alpha", "rear_wb"):
+        if not getattr(ukf, name) > 0:
+            problems.append(f"ukf.{name}: must be > 0, got {_got(getattr(ukf, name))}")
+    if ukf.front_wb + ukf.rear_wb == 0:
+        problems.append(f"ukf.front_wb: must not cancel ukf.rear_wb, got {_got(ukf.front_wb)}")
+    return problems
+
+
+def _check_escape(cfg: AgentConfig) -> list[str]:
+    esc, problems = cfg.control.escape, []
+    for name in ("snapshot_every", "window_ticks", "duration_ticks"):
+        if getattr(esc, name) < 1:
+            problems.append(f"control.escape.{name}: must be >= 1, got {_got(getattr(esc, name))}")
+    for name in ("cooldown_ticks", "pop_points"):
+        if getattr(esc, name) < 0:
+            problems.append(f"control.escape.{name}: must be >= 0, got {_got(getattr(esc, name))}")
+    if esc.keep_points < 2:  # the planner's target point is route[1]
+        problems.append(f"control.escape.keep_points: must be >= 2, got {_got(esc.keep_points)}")
+    for name in ("max_displacement", "end_heading_deg", "end_displacement"):
+        if not getattr(esc, name) > 0:
+            problems.append(f"control.escape.{name}: must be > 0, got {_got(getattr(esc, name))}")
+    if not (-1.0 <= esc.steer <= 1.0 and 0.0 <= esc.throttle <= 1.0):
+        problems.append(
+            f"control.escape: steer must lie in [-1, 1] and throttle in [0, 1], got {esc.steer}, {esc.throttle}"
+        )
     return problems
 
 

@@ -64,12 +64,44 @@ class SafetyConfig:
 
 
 @dataclass
+class EscapeConfig:
+    """Parking-deadlock escape (automot-checkpoint-spec.md §5.4 last bullet, automot-reference.md §12).
+
+    Tick numbers count every ``run_step`` call (warm-up included), like the released agent's step counter;
+    snapshots are taken on driving ticks only (the model-step path), so with the defaults the earliest trigger
+    is tick 1700 (oldest snapshot at tick 200, 1500 ticks old).
+    """
+
+    enabled: bool = False
+    snapshot_every: int = 200  # position snapshot when tick % snapshot_every == 0
+    window_ticks: int = 1500  # snapshots older than this are dropped; the oldest must be this old to trigger
+    max_displacement: float = 5.0  # deadlock: every snapshot within this many metres of the oldest one
+    duration_ticks: int = 40  # forced-control timer
+    cooldown_ticks: int = 2400  # no new escape this long after one ends
+    pop_points: int = 5  # route points dropped on trigger ...
+    keep_points: int = 3  # ... never leaving fewer than this
+    # Model target-point override (ego frame, x forward, y right): TP (target_x, lateral), next TP
+    # (next_target_x, lateral), lateral = target_y + target_y_per_attempt * attempt (attempt counted from 1).
+    # The released code (and automot-reference.md §12) calls this "to the left" while steering left; in the
+    # spec's ego frame +y is to the right. The numbers are reproduced as released.
+    target_x: float = 3.0
+    next_target_x: float = 6.0
+    target_y: float = 5.0
+    target_y_per_attempt: float = 1.5
+    steer: float = -0.65  # forced steer (negative = left)
+    throttle: float = 0.45  # forced throttle, brake off
+    end_heading_deg: float = 25.0  # ends early once the heading changed by more than this ...
+    end_displacement: float = 6.0  # ... or the ego moved more than this many metres from the start
+
+
+@dataclass
 class ControlConfig:
     """All controller settings (the ``control`` section of the agent YAML)."""
 
     lateral: LateralConfig = field(default_factory=LateralConfig)
     longitudinal: LongitudinalConfig = field(default_factory=LongitudinalConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
+    escape: EscapeConfig = field(default_factory=EscapeConfig)
 
 
 @dataclass(frozen=True)
@@ -86,12 +118,16 @@ class ControlCommand:
 
 
 class EscapePolicy(Protocol):
-    """Hook for a parking-deadlock escape (automot-reference.md §12); none is implemented yet.
+    """Hook for a parking-deadlock escape (automot-reference.md §12; implemented by agent.escape.ParkingEscape).
 
-    ``adjust_target_points`` runs before the model on every driving tick and may replace the (2, 2) ego-frame
-    target points the model sees. ``override`` runs after the PIDs and returns a command to use instead of the
-    creep rule, or None to leave control alone. The speed cap still applies afterwards.
+    On every driving tick (not during warm-up) the agent calls, in this order: ``update`` with the estimated
+    pose, after the route planner has advanced and before the target points are computed (so it may drop route
+    points); ``adjust_target_points``, which may replace the (2, 2) ego-frame target points the model sees
+    (prompt and action expert alike); then the controller calls ``override`` after the PIDs, which returns a
+    command used instead of the creep rule, or None. The speed cap still applies afterwards.
     """
+
+    def update(self, tick: int, position: np.ndarray, yaw: float) -> None: ...
 
     def adjust_target_points(self, tick: int, target_points: np.ndarray) -> np.ndarray: ...
 
@@ -101,12 +137,15 @@ class EscapePolicy(Protocol):
 class WindowPID:
     """PID whose integral is the mean of the last ``window`` errors and derivative the last difference.
 
-    The window starts filled with zeros, as in the released agent's PIDController.
+    ``zero_filled``: the window starts full of zeros (the released speed PIDController, spec §5.4); otherwise it
+    starts empty, so the integral averages only the errors seen so far and the first derivative is 0 (the
+    PDM-Lite LateralPIDController the released agent steers with).
     """
 
-    def __init__(self, kp: float, ki: float, kd: float, window: int) -> None:
+    def __init__(self, kp: float, ki: float, kd: float, window: int, zero_filled: bool = True) -> None:
         self.kp, self.ki, self.kd = kp, ki, kd
-        self._errors: deque[float] = deque([0.0] * max(int(window), 1), maxlen=max(int(window), 1))
+        size = max(int(window), 1)
+        self._errors: deque[float] = deque([0.0] * size if zero_filled else [], maxlen=size)
 
     def step(self, error: float) -> float:
         """Push one error and return the PID output."""
@@ -136,7 +175,7 @@ class LateralController:
 
     def __init__(self, config: LateralConfig) -> None:
         self.config = config
-        self._pid = WindowPID(config.kp, config.ki, config.kd, config.window)
+        self._pid = WindowPID(config.kp, config.ki, config.kd, config.window, zero_filled=False)
 
     def lookahead_index(self, speed: float, n_samples: int) -> int:
         """Lookahead in resample steps: clip(speed_scale * km/h + offset, min, max), at most the last sample."""

@@ -53,6 +53,7 @@ class TickRecord:
     safe_stop_reason: str | None = None
     warmup: bool = False
     error: str | None = None
+    ego_pose: tuple[float, float, float] | None = None  # estimated world x, y (m) and yaw (rad)
 
     def with_output(self, output: RuntimeOutput) -> TickRecord:
         """Copy the runtime's fields into this record (returns self for chaining)."""
@@ -74,6 +75,7 @@ class TickRecord:
             "frame": self.frame,
             "sim_time": _num(self.sim_time),
             "speed": _num(self.speed),
+            "ego": None if self.ego_pose is None else dict(zip(("x", "y", "yaw"), map(_num, self.ego_pose))),
             "control": {"steer": self.steer, "throttle": self.throttle, "brake": self.brake, "mode": self.control_mode},
             "target_points": _array(self.target_points),
             "path": _array(self.path),

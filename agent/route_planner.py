@@ -87,6 +87,16 @@ class RoutePlanner:
                 break
             route.popleft()
 
+    def pop_points(self, count: int, keep: int) -> int:
+        """Drop up to ``count`` points from the front, never leaving fewer than ``keep``; returns how many.
+
+        Used by the parking escape to skip the part of the route the ego is stuck on (spec §5.4).
+        """
+        n = max(0, min(int(count), len(self.route) - int(keep)))
+        for _ in range(n):
+            self.route.popleft()
+        return n
+
     def target_points(self, ego_xy: np.ndarray, yaw: float) -> TargetPoints:
         """TP = route[1], next TP = route[2], with the spec's fallbacks when fewer points remain."""
         cfg = self.config

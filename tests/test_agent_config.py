@@ -39,6 +39,24 @@ def test_defaults_and_shipped_yamls_load():
     assert load_agent_config("") == AgentConfig()
 
 
+def test_released_profile_loads_with_the_spec_constants():
+    cfg = load_agent_config(CONFIG_DIR / "automot_released.yaml")
+    assert (cfg.model.preset, cfg.model.dtype) == ("automot-4b", "bfloat16")
+    assert cfg.model.checkpoint  # a path the user fills in, never random weights
+    assert (cfg.runtime.mode, cfg.runtime.sync_every, cfg.runtime.engine) == ("sync", 2, "torch")
+    assert cfg.rig == "automot-front" and cfg.state_estimator == "ukf" and cfg.control.escape.enabled
+    # Every constant is written out and equals the code defaults, which carry the spec values.
+    assert cfg.ukf == AgentConfig().ukf and cfg.route == AgentConfig().route
+    defaults = AgentConfig().control
+    assert cfg.control.lateral == defaults.lateral and cfg.control.longitudinal == defaults.longitudinal
+    assert cfg.control.safety == defaults.safety
+    assert cfg.control.escape == type(defaults.escape)(enabled=True)
+    text = (CONFIG_DIR / "automot_released.yaml").read_text()
+    assert "automot convert --from-automot" in text and "mode: async" in text and "tensorrt" in text
+    demo = load_agent_config(CONFIG_DIR / "automot_front.yaml")
+    assert demo.state_estimator == "gnss" and not demo.control.escape.enabled
+
+
 def test_values_are_typed():
     cfg = agent_config_from_dict(
         {"image_size": [320, 160], "control": {"lateral": {"kp": 2}}, "runtime": {"options": {"x": 1}}}

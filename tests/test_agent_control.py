@@ -47,6 +47,22 @@ def test_window_pid_integral_is_window_mean():
     assert pid_d.step(3.0) == pytest.approx(2.0)
 
 
+def test_lateral_pid_window_starts_empty_like_the_released_steering_pid():
+    """PDM-Lite's LateralPIDController (used by the released agent) has no zero padding: on the first tick the
+    integral is the error itself and the derivative 0; the speed PID keeps its 20-zero window (spec §5.4)."""
+    cfg = LateralConfig()
+    lat = LateralController(cfg)
+    path = _arc(0.05)
+    steer, _ = lat.step(path, speed=4.0)
+    error = lat._pid._errors[-1]
+    assert len(lat._pid._errors) == 1 and error > 0
+    assert steer == pytest.approx(round((cfg.kp + cfg.ki) * error, 3), abs=1e-9)
+    for _ in range(10):
+        lat.step(path, speed=4.0)
+    assert len(lat._pid._errors) == cfg.window
+    assert len(LongitudinalController(LongitudinalConfig())._pid._errors) == 20
+
+
 def test_resample_path_spacing_and_degenerate_path():
     samples = resample_path(STRAIGHT, 0.1)
     assert len(samples) == 200  # 0.1 .. 20.0 m (arc length slightly above 20 from the tie-break offset)

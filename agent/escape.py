@@ -1,0 +1,117 @@
+"""Parking-deadlock escape of the released AutoMoT agent (automot-checkpoint-spec.md §5.4, automot-reference.md §12).
+
+When the ego has not left a 5 m circle for 1500 ticks (e.g. boxed in at a parking start, or waiting behind a
+parked car the model will not pass), the released agent drops a few route points, feeds the model a fixed
+sideways target point and forces a left turn with some throttle for up to 40 ticks, then rests for 2400 ticks.
+Every number is an ``EscapeConfig`` field (``control.escape`` in the agent YAML).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from typing import Protocol
+
+import numpy as np
+
+from agent.control import ControlCommand, EscapeConfig
+from agent.geometry import wrap_angle
+
+log = logging.getLogger(__name__)
+
+
+class PoppableRoute(Protocol):
+    """What the escape needs from the route planner."""
+
+    def pop_points(self, count: int, keep: int) -> int: ...
+
+
+class ParkingEscape:
+    """``EscapePolicy`` implementation; one instance per route.
+
+    State is advanced by ``update`` once per driving tick; ``adjust_target_points`` and ``override`` only read it,
+    so a safe-stop tick (controller not stepped) still runs the timer down.
+    """
+
+    def __init__(self, config: EscapeConfig | None = None, route: PoppableRoute | None = None) -> None:
+        self.config = config or EscapeConfig()
+        self.route = route
+        self.snapshots: deque[tuple[int, np.ndarray]] = deque()
+        self.active = False
+        self.attempt = 0
+        self.timer = 0
+        self.cooldown_until = -1  # first tick at which a new escape may start
+        self.popped = 0  # route points dropped by the last trigger
+        self._start_xy: np.ndarray | None = None
+        self._start_yaw = 0.0
+
+    # ------------------------------------------------------------------ EscapePolicy
+
+    def update(self, tick: int, position: np.ndarray, yaw: float) -> None:
+        """Record snapshots, end a running escape or start a new one."""
+        cfg = self.config
+        pos = np.asarray(position, dtype=np.float64).reshape(2)
+        if tick % cfg.snapshot_every == 0:
+            self.snapshots.append((tick, pos.copy()))
+        while self.snapshots and tick - self.snapshots[0][0] > cfg.window_ticks:
+            self.snapshots.popleft()
+
+        if self.active:
+            self.timer -= 1
+            reason = self._end_reason(pos, yaw)
+            if reason is not None:
+                self.active = False
+                self.cooldown_until = tick + cfg.cooldown_ticks
+                log.info("parking escape %d ended at tick %d (%s)", self.attempt, tick, reason)
+        elif tick >= self.cooldown_until and self.deadlocked(tick):
+            self._trigger(tick, pos, yaw)
+
+    def adjust_target_points(self, tick: int, target_points: np.ndarray) -> np.ndarray:
+        """During an escape: the fixed sideways target points; otherwise the input unchanged."""
+        if not self.active:
+            return target_points
+        cfg = self.config
+        lateral = cfg.target_y + cfg.target_y_per_attempt * self.attempt
+        return np.array([[cfg.target_x, lateral], [cfg.next_target_x, lateral]], dtype=np.float32)
+
+    def override(self, tick: int, position: np.ndarray | None, speed: float) -> ControlCommand | None:
+        """During an escape: forced steer and throttle, brake off; otherwise None."""
+        if not self.active:
+            return None
+        cfg = self.config
+        return ControlCommand(steer=cfg.steer, throttle=cfg.throttle, brake=0.0, mode="escape")
+
+    # ------------------------------------------------------------------ internals
+
+    def deadlocked(self, tick: int) -> bool:
+        """The oldest kept snapshot is a full window old and no snapshot left the displacement circle around it."""
+        cfg = self.config
+        if not self.snapshots or tick - self.snapshots[0][0] < cfg.window_ticks:
+            return False
+        oldest = self.snapshots[0][1]
+        spread = max(float(np.linalg.norm(p - oldest)) for _, p in self.snapshots)
+        return spread < cfg.max_displacement
+
+    def _trigger(self, tick: int, pos: np.ndarray, yaw: float) -> None:
+        cfg = self.config
+        self.active = True
+        self.attempt += 1
+        self.timer = cfg.duration_ticks
+        self._start_xy, self._start_yaw = pos.copy(), float(yaw)
+        self.popped = self.route.pop_points(cfg.pop_points, cfg.keep_points) if self.route is not None else 0
+        log.warning(
+            "parking deadlock at tick %d: escape attempt %d (dropped %d route points)", tick, self.attempt, self.popped
+        )
+
+    def _end_reason(self, pos: np.ndarray, yaw: float) -> str | None:
+        cfg = self.config
+        if self.timer <= 0:
+            return "timer"
+        heading_change = abs(math.degrees(float(wrap_angle(float(yaw) - self._start_yaw))))
+        if heading_change > cfg.end_heading_deg:
+            return f"heading changed {heading_change:.1f} deg"
+        moved = float(np.linalg.norm(pos - self._start_xy))
+        if moved > cfg.end_displacement:
+            return f"moved {moved:.1f} m"
+        return None
