@@ -13,6 +13,7 @@ import sys
 # (module, description) — module must define register(subparsers).
 _SUBCOMMAND_MODULES = [
     "model.cli",
+    "model.released.cli",
     "runtime.cli",
     "world.cli",
 ]

@@ -77,6 +77,8 @@ class PromptConfig:
     image_width: int = 512
     image_height: int = 256
     add_generation_prompt: bool = False
+    # The released prompt ends right after the user turn's <|im_end|> (no newline): one token matters for positions.
+    end_with_newline: bool = True
     reasoning_prompt: str = "Describe the scene and the hazards ahead."
 
 
@@ -320,7 +322,7 @@ def preset_automot_4b() -> AutoMoTConfig:
         ),
         action=ActionExpertConfig(hidden_size=2560, num_heads=16, num_kv_heads=4, head_dim=80, intermediate_size=4864),
         tokens=TokenLayoutConfig(num_scene_tokens=64, scene_dim=1512, query_dim=588),
-        prompt=PromptConfig(num_frames=4, image_width=512, image_height=256),
+        prompt=PromptConfig(num_frames=4, image_width=512, image_height=256, end_with_newline=False),
         max_prefix_tokens=768,
         tokenizer="pretrained",
     )

@@ -7,6 +7,7 @@ import torch
 from model.automot import AutoMoTModel
 from model.config import AutoMoTConfig, ConfigError, get_config
 from model.prompting import builtin_tokenizer, make_image_processor
+from model.rope import keep_rotary_fp32
 from model.types import ActionState, Observation
 from model.understanding import load_pretrained_vlm
 
@@ -85,6 +86,7 @@ def build_model(
     model = AutoMoTModel(cfg, vlm)
     if dtype is not None:
         model = model.to(dtype)
+        keep_rotary_fp32(model)  # RoPE frequencies stay fp32, as HF and the released loader keep them
     model = model.to(device).eval()
     attach_processors(model, path)
     return model

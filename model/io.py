@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from model.automot import AutoMoTModel
 from model.config import AutoMoTConfig
 from model.factory import attach_processors, resolve_dtype
+from model.rope import keep_rotary_fp32
 from model.understanding import PretrainedLoadError
 
 WEIGHTS = "model.safetensors"
@@ -94,6 +95,7 @@ def load_pretrained(
     dtype = resolve_dtype(dtype)
     if dtype is not None:
         model = model.to(dtype)
+        keep_rotary_fp32(model)  # RoPE frequencies stay fp32, as HF and the released loader keep them
     model = model.to(device).eval()
     attach_processors(model, str(path))
     return model

@@ -150,6 +150,8 @@ class PromptBuilder:
             tokenize=False,
             add_generation_prompt=self.cfg.prompt.add_generation_prompt,
         )
+        if not self.cfg.prompt.end_with_newline and prompt.endswith("\n"):
+            prompt = prompt[:-1]
         # Expand each single image pad to that image's token count (grid / merge^2), in order.
         pieces = prompt.split(self.image_pad)
         if len(pieces) - 1 != len(frames):

@@ -9,6 +9,7 @@ modules is tested in tests/test_model_ue_parity.py.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 
 def mrope_axis_map(half_dim: int, section: list[int], interleaved: bool) -> torch.Tensor:
@@ -48,3 +49,31 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate x [B, H, T, D] with cos/sin [B, T, D]."""
     return x * cos[:, None] + rotate_half(x) * sin[:, None]
+
+
+_ROTARY_BUFFERS = ("inv_freq", "original_inv_freq")
+
+
+def _fresh_rotary(module: nn.Module) -> nn.Module:
+    """A CPU fp32 instance of an HF rotary module built from its own config (recomputes inv_freq exactly)."""
+    cfg = getattr(module, "config", None)
+    if cfg is None:
+        raise RuntimeError(f"{type(module).__name__} has inv_freq but no config; cannot recompute it in fp32")
+    with torch.device("cpu"):
+        return type(module)(cfg)
+
+
+def keep_rotary_fp32(model: nn.Module) -> list[str]:
+    """Recompute every rotary ``inv_freq`` (and ``original_inv_freq``) in fp32 on its current device."""
+    restored = []
+    for name, module in model.named_modules():
+        if not any(b in module._buffers for b in _ROTARY_BUFFERS):
+            continue
+        fresh = _fresh_rotary(module)
+        for b in _ROTARY_BUFFERS:
+            if b in module._buffers and module._buffers[b] is not None:
+                device = module._buffers[b].device
+                device = torch.device("cpu") if device.type == "meta" else device
+                module._buffers[b] = fresh._buffers[b].to(device=device, dtype=torch.float32)
+                restored.append(f"{name}.{b}" if name else b)
+    return restored

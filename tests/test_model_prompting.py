@@ -66,3 +66,24 @@ def test_reason_extends_the_snapshot(tiny_model):
     assert torch.equal(snap.keys[:, :, :, : base.length], base.keys)  # prefix unchanged, tokens appended
     out = tiny_model.act(snap, tiny_model.build_state(tp, 2.0))
     assert torch.isfinite(out.path).all()
+
+
+def test_released_prompt_style_matches_released_builder(tiny_model):
+    """With end_with_newline=False the core builder gives exactly the released token sequence."""
+    import dataclasses
+
+    from model.released.prompt import build_released_observation
+
+    cfg = tiny_model.config
+    old = cfg.prompt
+    cfg.prompt = dataclasses.replace(old, end_with_newline=False)
+    try:
+        tp = np.array([[4.0, -1.5], [9.0, 0.25]])
+        frames = _frames(tiny_model, cfg.prompt.num_frames, 4)
+        ours = tiny_model.build_observation(frames, tp, 3.21)
+        released = build_released_observation(tiny_model, frames, tp, 3.21)
+    finally:
+        cfg.prompt = old
+    assert ours.input_ids[0, -1].item() == 2  # ends on <|im_end|>
+    assert torch.equal(ours.input_ids, released.input_ids)
+    assert torch.equal(ours.pixel_values, released.pixel_values)

@@ -1,0 +1,83 @@
+"""`automot convert`: released AutoMoT checkpoint -> our checkpoint format, or list the tensors it must contain."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="convert the released AutoMoT checkpoint (or list the tensors the loader expects)",
+        description=(
+            "Map every tensor of the released model.safetensors (or model-*.safetensors shards; ema.safetensors "
+            "with --ema) to our modules by exact name and shape. Missing, unexpected or mis-shaped tensors are "
+            "errors naming them. Optional tensors: the tied LM head and BatchNorm num_batches_tracked counters."
+        ),
+    )
+    p.add_argument(
+        "--from-automot", metavar="DIR", help="released checkpoint folder (config.json, model.safetensors, ...)"
+    )
+    p.add_argument(
+        "--out", metavar="DIR", help="output folder (our format: model.safetensors + config.yaml + BEV encoder)"
+    )
+    p.add_argument("--ema", action="store_true", help="read ema.safetensors instead of model.safetensors")
+    p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16", help="stored dtype (default bf16, as released)")
+    p.add_argument("--preset", default="automot-4b", help="preset the folder is checked against (default automot-4b)")
+    p.add_argument("--allow-config-mismatch", action="store_true", help="use config.json values where they differ")
+    p.add_argument(
+        "--expected-keys",
+        action="store_true",
+        help="print 'name shape' for every required tensor of the released format (BEV layout from --from-automot's "
+        "bev_config.json when given, TF++ defaults otherwise) and exit",
+    )
+    p.set_defaults(func=_run)
+
+
+def _expected(args: argparse.Namespace) -> dict:
+    from model.config import get_config
+    from model.released.bev_config import load_bev_config
+    from model.released.checkpoint import is_optional
+    from model.released.hf_config import read_released_folder, released_model_config
+    from model.released.loader import expected_released_tensors
+
+    if args.from_automot:
+        folder = read_released_folder(args.from_automot)
+        cfg, _ = released_model_config(folder, args.preset, strict=not args.allow_config_mismatch)
+        bev = folder.bev
+    else:
+        cfg, bev = get_config(args.preset), load_bev_config(None)
+        print("note: BEV encoder layout from TF++ defaults (no bev_config.json given; unverified)", file=sys.stderr)
+    return {n: s for n, s in expected_released_tensors(cfg, bev).items() if not is_optional(n)}
+
+
+def _run(args: argparse.Namespace) -> int:
+    from model.config import ConfigError
+    from model.understanding import PretrainedLoadError
+
+    try:
+        if args.expected_keys:
+            for name, shape in _expected(args).items():
+                print(f"{name} {list(shape)}")
+            return 0
+        if not args.from_automot or not args.out:
+            print(
+                "automot convert: --from-automot DIR and --out DIR are required (or --expected-keys)", file=sys.stderr
+            )
+            return 2
+        from model.released.loader import convert_released
+
+        out = convert_released(
+            args.from_automot,
+            args.out,
+            dtype=args.dtype,
+            preset=args.preset,
+            ema=args.ema,
+            allow_config_mismatch=args.allow_config_mismatch,
+        )
+    except (ConfigError, PretrainedLoadError) as exc:
+        print(f"automot convert: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
