@@ -285,7 +285,7 @@ def preset_tiny() -> AutoMoTConfig:
 
 
 def preset_small() -> AutoMoTConfig:
-    """CPU benchmark config: UE 8 layers x 512 (8/2 heads of 64), AE 384 wide (4/1 heads of 48)."""
+    """CPU benchmark config: UE 8 layers x 512 (8/2 heads of 64), AE 384 wide (4/1 heads of 48), released prefix size."""
     return AutoMoTConfig(
         name="small",
         understanding=UnderstandingConfig(
@@ -297,8 +297,9 @@ def preset_small() -> AutoMoTConfig:
         ),
         action=ActionExpertConfig(hidden_size=384, num_heads=4, num_kv_heads=1, head_dim=48, intermediate_size=1024),
         tokens=TokenLayoutConfig(query_dim=128, encoder_widths=[64, 128], head_widths=[128, 64]),
-        prompt=PromptConfig(num_frames=4, image_width=256, image_height=128),
-        max_prefix_tokens=640,
+        # Released frame size and count (4 x 512x256 -> 512 image tokens): the prefix is as long as AutoMoT's (~600).
+        prompt=PromptConfig(num_frames=4, image_width=512, image_height=256),
+        max_prefix_tokens=768,
     )
 
 

@@ -71,4 +71,5 @@ class RuntimeOutput:
             fast_step_ms=0.0,
             safe_stop=True,
             safe_stop_reason=reason,
+            extras={"frame": frame, "sim_time": sim_time},
         )

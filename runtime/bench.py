@@ -1,0 +1,275 @@
+"""``automot bench``: side-by-side latency of the full forward, the fast step per backend, and the async runtime.
+
+Everything is measured in one process, after warm-up, interleaved round-robin so that machine noise (other jobs,
+frequency changes) hits every candidate alike. Medians for per-call costs, p99 for tick latency.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from runtime.config import available_cores
+from runtime.engines import (
+    MissingDependencyError,
+    OnnxRuntimeEngine,
+    TensorRTEngine,
+    TorchCompileEngine,
+    TorchEngine,
+    require_tensorrt,
+)
+from runtime.export import build_trt_engine, export_onnx, validate_parity
+from runtime.runtime import build_runtime
+from runtime.telemetry import summarize
+from runtime.types import DrivingObservation, DrivingState
+
+TARGETS = {
+    "fast_step_speedup": (">=", 10.0),
+    "concurrency_ratio": ("<=", 1.5),
+    "runtime_overhead": ("<=", 0.05),
+    "onnx_parity_max_abs": ("<=", 1e-4),
+}
+
+
+_T0 = time.perf_counter()
+
+
+def _progress(msg: str) -> None:
+    print(f"[bench {time.perf_counter() - _T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {platform.processor() or platform.machine()}, {available_cores()} cores, torch {torch.__version__}"
+
+
+def _fast_engines(model: Any, names: list[str], onnx_path: Path | None, threads: int, workdir: Path) -> dict:
+    device = next(model.parameters()).device
+    engines: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for name in names:
+        try:
+            if name == "torch":
+                engines[name] = TorchEngine(model.fast_step_module(), device)
+            elif name == "torch-compile":
+                engines[name] = TorchCompileEngine(model.fast_step_module(), device)
+            elif name == "onnxruntime":
+                assert onnx_path is not None
+                engines[name] = OnnxRuntimeEngine(onnx_path, threads=threads, device=device)
+            elif name == "tensorrt":
+                require_tensorrt()
+                assert onnx_path is not None
+                engines[name] = TensorRTEngine(build_trt_engine(onnx_path, workdir / "fast.engine"), device=device)
+            else:
+                raise ValueError(f"unknown backend {name!r}")
+        except (MissingDependencyError, RuntimeError) as exc:
+            skipped[name] = str(exc)
+            _progress(f"backend {name} skipped: {exc}")
+    return {"engines": engines, "skipped": skipped}
+
+
+def _driving_inputs(config: Any, seed: int = 0) -> tuple[DrivingObservation, DrivingState]:
+    rng = np.random.default_rng(seed)
+    p = config.prompt
+    images = [rng.integers(0, 255, (p.image_height, p.image_width, 3), dtype=np.uint8) for _ in range(p.num_frames)]
+    tps = np.array([[8.0, 0.5], [20.0, 2.0]], np.float32)
+    scene = None
+    if config.tokens.num_scene_tokens:
+        scene = rng.standard_normal((config.tokens.num_scene_tokens, config.tokens.scene_dim)).astype(np.float32)
+    return DrivingObservation(images, tps, 4.0), DrivingState(tps, 4.0, scene)
+
+
+def _measure_runtime(
+    model: Any, engine: str, onnx_path: Path | None, capacity: int, ticks: int, warmup: int, block: int = 20
+) -> dict:
+    """Async runtime: idle ticks vs ticks with a refresh in flight, and runtime overhead over the bare engine."""
+    obs, state = _driving_inputs(model.config)
+    opts: dict[str, Any] = dict(max_snapshot_age_s=None, max_snapshot_age_ticks=None, capacity=capacity)
+    if engine == "onnxruntime":
+        opts["engine_file"] = str(onnx_path)
+    with build_runtime(model, mode="async", engine=engine, **opts) as rt:
+        rt.submit(obs, 0.0, 0)
+        rt.wait_idle(timeout=300)
+        if rt.error is not None:
+            raise RuntimeError(f"slow path failed during the benchmark: {rt.error!r}")
+        action = model.build_state(state.target_points, state.speed, state.scene)
+        frame = [0]
+
+        def tick() -> None:
+            frame[0] += 1
+            rt.step(state, frame[0] * 0.05, frame[0])
+
+        def bare() -> None:
+            with rt.store.read() as view:
+                assert view is not None
+                rt.engine(
+                    view.keys,
+                    view.values,
+                    view.pad_mask,
+                    view.next_position,
+                    action.target_points,
+                    action.speed,
+                    action.scene,
+                )
+
+        for _ in range(warmup):
+            tick()
+            bare()
+        _progress(
+            f"runtime ({engine}, async, fast threads {rt.threads_fast}, slow {rt.threads_slow}): "
+            f"{ticks} idle and {ticks} concurrent ticks, alternating blocks of {block}"
+        )
+        idle: list[float] = []
+        bare_ms: list[float] = []
+        busy: list[float] = []
+        deadline = time.monotonic() + max(120.0, ticks * 2.0)
+        # Alternate idle and busy blocks so that load from outside this process hits both sides alike.
+        while (len(idle) < ticks or len(busy) < ticks) and time.monotonic() < deadline:
+            rt.wait_idle(timeout=300)
+            for _ in range(min(block, ticks - len(idle))):
+                bare_ms.append(_timed(bare))
+                idle.append(_timed(tick))
+            target = min(ticks, len(busy) + block)
+            while len(busy) < target and time.monotonic() < deadline:
+                # Keep the worker saturated: a newer observation is always waiting when a refresh ends.
+                rt.submit(obs, frame[0] * 0.05, frame[0])
+                running = rt.refresh_in_progress
+                ms = _timed(tick)
+                if running and rt.refresh_in_progress:
+                    busy.append(ms)
+        stats = rt.stats()
+    return {
+        "engine": engine,
+        "threads": stats["threads"],
+        "idle": summarize(idle),
+        "concurrent": summarize(busy),
+        "bare": summarize(bare_ms),
+        "refresh_ms": stats["refresh_ms"],
+        "refreshes": stats["refreshes"],
+    }
+
+
+def run_bench(
+    preset: str = "small",
+    iters: int = 30,
+    warmup: int = 5,
+    backends: list[str] | None = None,
+    runtime_engine: str | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Run the whole benchmark and return the contract dict (see module docstring of runtime.cli)."""
+    from model import build_model, make_dummy_inputs
+
+    backends = backends or ["torch", "onnxruntime"]
+    if "torch" not in backends:
+        backends = ["torch", *backends]  # the speedup is defined against eager torch
+    threads = threads or available_cores()
+    torch.set_num_threads(threads)
+    load_before = _loadavg()
+    _progress(f"building {preset!r}")
+    model = build_model(preset)
+    cfg = model.config
+    capacity = cfg.max_prefix_tokens
+    device = next(model.parameters()).device
+    obs, state = make_dummy_inputs(cfg, batch=1, seed=0)
+    with tempfile.TemporaryDirectory(prefix="automot-bench-") as tmp:
+        workdir = Path(tmp)
+        onnx_path = None
+        if {"onnxruntime", "tensorrt"} & set(backends) or runtime_engine == "onnxruntime":
+            _progress("exporting the fast step to ONNX")
+            onnx_path = export_onnx(model, workdir / "fast_step.onnx", capacity)
+        made = _fast_engines(model, backends, onnx_path, threads, workdir)
+        engines = made["engines"]
+        parity = None
+        if "onnxruntime" in engines:
+            parity = validate_parity(model, engines["onnxruntime"], capacity)["max_abs"]
+
+        with torch.inference_mode():
+            snap = model.prefill(obs, capacity=capacity)
+        inputs = (snap.keys, snap.values, snap.pad_mask, snap.next_position, state.target_points, state.speed)
+        inputs = (*inputs, state.scene)
+
+        def full() -> None:
+            model.act(model.prefill(obs, capacity=capacity), state)
+
+        calls: dict[str, Callable[[], object]] = {"full_forward": full}
+        calls.update({name: (lambda e=e: e(*inputs)) for name, e in engines.items()})
+        _progress(f"warm-up ({warmup} rounds; first torch-compile call compiles)")
+        for _ in range(warmup):
+            for fn in calls.values():
+                fn()
+        _progress(f"measuring {list(calls)} side by side, {iters} rounds, {threads} threads")
+        samples: dict[str, list[float]] = {name: [] for name in calls}
+        for _ in range(iters):
+            for name, fn in calls.items():
+                # Fast steps are cheap: several per round tighten their median at no real cost.
+                for _ in range(1 if name == "full_forward" else 5):
+                    samples[name].append(_timed(fn))
+        per_call = {name: summarize(v)["p50"] for name, v in samples.items()}
+
+        runtime_engine = runtime_engine or ("onnxruntime" if "onnxruntime" in engines else "torch")
+        rt = _measure_runtime(model, runtime_engine, onnx_path, capacity, ticks=iters * 10, warmup=warmup)
+
+    fast = {name: round(per_call[name], 4) for name in engines}
+    result: dict[str, Any] = {
+        "preset": preset,
+        "full_forward_ms": round(per_call["full_forward"], 4),
+        "fast_step_ms": fast,
+        "fast_step_speedup": round(per_call["full_forward"] / per_call["torch"], 3),
+        "tick_p99_ms_idle": round(rt["idle"]["p99"], 4),
+        "tick_p99_ms_concurrent": round(rt["concurrent"]["p99"], 4),
+        "concurrency_ratio": round(rt["concurrent"]["p99"] / rt["idle"]["p99"], 3),
+        "runtime_overhead": round(rt["idle"]["p50"] / rt["bare"]["p50"] - 1.0, 4),
+        "onnx_parity_max_abs": parity,
+        "device": device_description(device),
+        "details": {
+            "capacity": capacity,
+            "threads_side_by_side": threads,
+            "iters": iters,
+            "warmup": warmup,
+            "skipped_backends": made["skipped"],
+            # Other processes on the machine distort every number above; the 1-minute load says how much.
+            "loadavg_1min": {"start": load_before, "end": _loadavg()},
+            "runtime": rt,
+            "fast_step_p99_ms": {name: round(summarize(samples[name])["p99"], 4) for name in engines},
+        },
+    }
+    result["targets"] = check_targets(result)
+    return result
+
+
+def check_targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each contract target with its value and whether it is met (None value -> not met)."""
+    out = {}
+    for key, (op, bound) in TARGETS.items():
+        value = result.get(key)
+        met = value is not None and (value >= bound if op == ">=" else value <= bound)
+        out[key] = {"value": value, "target": f"{op} {bound:g}", "met": bool(met)}
+    fast = result["fast_step_ms"]
+    if "onnxruntime" in fast:
+        value = fast["onnxruntime"] / fast["torch"]
+        out["onnxruntime_vs_torch"] = {"value": round(value, 3), "target": "<= 1", "met": bool(value <= 1.0)}
+    return out

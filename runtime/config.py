@@ -1,0 +1,93 @@
+"""Typed configuration of the dual-rate runtime (one dataclass, validated on construction)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+MODES = ("async", "sync", "blocking")
+ENGINES = ("torch", "torch-compile", "onnxruntime", "tensorrt")
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (affinity-aware, unlike os.cpu_count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class RuntimeConfig:
+    """How the runtime schedules the slow (understanding) and fast (action) paths.
+
+    mode:
+      ``async``    a worker thread refreshes the KV snapshot whenever a newer observation was submitted; ``step``
+                   never waits for it once a first snapshot exists. Before the first snapshot, ``step`` waits up
+                   to ``first_snapshot_timeout_s`` (only if an observation was submitted), then returns a safe stop.
+      ``sync``     refresh in the calling thread inside ``submit`` when ``frame % sync_every == 0`` or no snapshot
+                   exists yet: the released AutoMoT cadence, deterministic.
+      ``blocking`` refresh on every ``submit`` (the slow baseline).
+    Snapshot ages are measured in simulation ticks / seconds; ``None`` disables a limit.
+    """
+
+    mode: str = "async"
+    sync_every: int = 2
+    engine: str = "torch"
+    max_snapshot_age_s: float | None = 1.0
+    max_snapshot_age_ticks: int | None = 20
+    capacity: int | None = None  # KV slots per buffer; None -> model.config.max_prefix_tokens
+    threads_fast: int | None = None  # intra-op threads of the fast path; None -> see resolved_threads()
+    threads_slow: int | None = None  # intra-op threads of the slow path
+    slow_nice: int = 5  # async, Linux: nice increment of the worker thread so CPU contention favours the fast path
+    switch_interval_s: float | None = 0.001  # async: GIL switch interval while open (None: leave Python's 5 ms)
+    reason: bool = False  # generate reasoning text on each refresh (model.reason) instead of a plain prefill
+    max_new_tokens: int = 32
+    jsonl_log: str | None = None  # one JSON line per step
+    first_snapshot_timeout_s: float = 10.0  # async only
+    close_timeout_s: float = 60.0  # how long close() waits for an in-flight refresh to finish
+    engine_file: str | None = None  # prebuilt .onnx (onnxruntime) or .engine/.onnx (tensorrt); None -> export now
+    compile_backend: str = "inductor"  # torch.compile backend for engine="torch-compile"
+    trt_precision: str = "fp16"
+    stats_window: int = 10_000  # samples kept per latency series
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"RuntimeConfig.mode: expected one of {MODES}, got {self.mode!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"RuntimeConfig.engine: expected one of {ENGINES}, got {self.engine!r}")
+        if self.sync_every < 1:
+            raise ValueError(f"RuntimeConfig.sync_every must be >= 1, got {self.sync_every}")
+        for name in ("threads_fast", "threads_slow", "capacity"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"RuntimeConfig.{name} must be >= 1 or None, got {value}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"RuntimeConfig.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+    def resolved_threads(self) -> tuple[int, int]:
+        """(fast, slow) intra-op thread counts.
+
+        async: the paths run at the same time, so they split the cores (fast gets a quarter, at least one) and
+        do not oversubscribe; sync/blocking: they run one after the other in one thread, so each may use all.
+        """
+        cores = available_cores()
+        if self.mode == "async":
+            fast = self.threads_fast or max(1, cores // 4)
+            slow = self.threads_slow or max(1, cores - fast)
+        else:
+            fast = self.threads_fast or cores
+            slow = self.threads_slow or cores
+        return fast, slow
+
+    @classmethod
+    def from_options(cls, base: RuntimeConfig | None = None, **opts: object) -> RuntimeConfig:
+        """A config from keyword options (unknown names raise TypeError listing the valid ones)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(opts) - names)
+        if unknown:
+            raise TypeError(f"unknown runtime option(s) {unknown}; valid: {sorted(names)}")
+        if base is None:
+            return cls(**opts)  # type: ignore[arg-type]
+        return dataclasses.replace(base, **opts)

@@ -1,0 +1,268 @@
+"""Fast-path engines: one call signature, four backends (eager torch, torch.compile, ONNX Runtime, TensorRT).
+
+Every engine takes the fast-step inputs as torch tensors, exactly as ``model.fast_step_module()`` does::
+
+    engine(keys, values, pad_mask, next_position, target_points, speed, scene) -> (path, waypoints, decision_logits)
+
+and returns numpy arrays (float32), so the runtime treats all backends alike. ``scene`` is None when the model
+has no scene tokens (the exported graph then has no ``scene`` input).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+INPUT_NAMES = ("keys", "values", "pad_mask", "next_position", "target_points", "speed", "scene")
+OUTPUT_NAMES = ("path", "waypoints", "decision_logits")
+
+FastOutputs = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+class MissingDependencyError(RuntimeError):
+    """An optional package needed by the selected backend is not installed (the message says how to get it)."""
+
+
+class FastEngine(Protocol):
+    name: str
+
+    def __call__(
+        self,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        pad_mask: torch.Tensor,
+        next_position: torch.Tensor,
+        target_points: torch.Tensor,
+        speed: torch.Tensor,
+        scene: torch.Tensor | None,
+    ) -> FastOutputs: ...
+
+    def close(self) -> None: ...
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    # Fast path first: on CPU, .numpy() is a zero-copy view and, unlike detach()/cpu(), no dispatcher call
+    # (each dispatcher call drops and re-takes the GIL, which a busy slow-path thread can delay).
+    if t.device.type == "cpu" and not t.requires_grad and t.dtype not in (torch.float16, torch.bfloat16):
+        return t.numpy()
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()
+    return t.detach().cpu().numpy()
+
+
+def fast_stream(device: torch.device) -> torch.cuda.Stream | None:
+    """A high-priority CUDA stream for the fast path (lower number = higher priority), None on CPU."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.Stream(device=device, priority=-1)
+    return None
+
+
+class TorchEngine:
+    """Eager ``model.fast_step_module()`` under inference mode; on CUDA it runs on a high-priority stream."""
+
+    name = "torch"
+
+    def __init__(self, module: torch.nn.Module, device: torch.device | str = "cpu") -> None:
+        self.module = module.eval()
+        self.device = torch.device(device)
+        self.stream = fast_stream(self.device)
+
+    def _forward(self, *inputs: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        return self.module(*inputs)
+
+    def __call__(self, keys, values, pad_mask, next_position, target_points, speed, scene) -> FastOutputs:
+        inputs = [keys, values, pad_mask, next_position, target_points, speed, scene]
+        if self.device.type != "cpu":  # the per-tick state arrives on the CPU
+            inputs = [t if t is None else t.to(self.device, non_blocking=True) for t in inputs]
+        ctx = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+        with torch.inference_mode(), ctx:
+            if self.stream is not None:
+                self.stream.wait_stream(torch.cuda.current_stream(self.device))  # input copies were queued there
+            path, waypoints, logits = self._forward(*inputs)
+            if self.stream is not None:
+                self.stream.synchronize()
+        return _to_numpy(path), _to_numpy(waypoints), _to_numpy(logits)
+
+    def close(self) -> None:
+        pass
+
+
+class TorchCompileEngine(TorchEngine):
+    """``torch.compile`` of the fast-step module with static shapes (the KV buffers never change shape)."""
+
+    name = "torch-compile"
+
+    def __init__(self, module: torch.nn.Module, device: torch.device | str = "cpu", backend: str = "inductor") -> None:
+        super().__init__(module, device)
+        self.compiled = torch.compile(self.module, backend=backend, dynamic=False)
+
+    def _forward(self, *inputs: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        return self.compiled(*inputs)
+
+
+class OnnxRuntimeEngine:
+    """ONNX Runtime session with its own intra-op pool, sized independently of torch's threads.
+
+    Spinning is disabled: an idle pool thread that busy-waits would take the core the slow path is using.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: str | Path, threads: int = 1, device: torch.device | str = "cpu") -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise MissingDependencyError(
+                "engine 'onnxruntime' needs the onnxruntime package: pip install onnxruntime (or pip install .[onnx])"
+            ) from exc
+        self.device = torch.device(device)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.log_severity_level = 3
+        providers = ["CPUExecutionProvider"]
+        if self.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        self.session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        unknown = set(self.input_names) - set(INPUT_NAMES)
+        if unknown:
+            raise ValueError(f"{onnx_path}: unexpected graph inputs {sorted(unknown)}; expected {INPUT_NAMES}")
+        self.output_names = list(OUTPUT_NAMES)
+        self.threads = threads
+
+    def __call__(self, keys, values, pad_mask, next_position, target_points, speed, scene) -> FastOutputs:
+        given = {
+            "keys": keys,
+            "values": values,
+            "pad_mask": pad_mask,
+            "next_position": next_position,
+            "target_points": target_points,
+            "speed": speed,
+            "scene": scene,
+        }
+        # On CPU, Tensor.numpy() shares memory: the pinned KV slot is read in place, not copied.
+        feeds = {name: _to_numpy(given[name]) for name in self.input_names}
+        path, waypoints, logits = self.session.run(self.output_names, feeds)
+        return path, waypoints, logits
+
+    def close(self) -> None:
+        self.session = None
+
+
+class TensorRTEngine:
+    """A serialized TensorRT engine executed on a high-priority CUDA stream (needs ``tensorrt`` and CUDA)."""
+
+    name = "tensorrt"
+
+    def __init__(self, engine_path: str | Path, device: torch.device | str = "cuda") -> None:
+        trt = require_tensorrt()
+        self.device = torch.device(device)
+        if self.device.type != "cuda" or not torch.cuda.is_available():
+            raise RuntimeError("engine 'tensorrt' needs a CUDA device (set the model device to cuda)")
+        self._trt = trt
+        logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(logger)
+        self.engine = self._runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
+        if self.engine is None:
+            raise RuntimeError(f"{engine_path}: TensorRT could not deserialize the engine")
+        self.context = self.engine.create_execution_context()
+        self.stream = fast_stream(self.device)
+        self.inputs: dict[str, torch.dtype] = {}
+        self.outputs: dict[str, torch.Tensor] = {}
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            dtype = _trt_to_torch_dtype(trt, self.engine.get_tensor_dtype(name))
+            if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                self.inputs[name] = dtype
+            else:
+                shape = tuple(self.engine.get_tensor_shape(name))
+                self.outputs[name] = torch.empty(shape, dtype=dtype, device=self.device)
+                self.context.set_tensor_address(name, self.outputs[name].data_ptr())
+
+    def __call__(self, keys, values, pad_mask, next_position, target_points, speed, scene) -> FastOutputs:
+        given = dict(zip(INPUT_NAMES, (keys, values, pad_mask, next_position, target_points, speed, scene)))
+        keep = []  # converted inputs must outlive the asynchronous launch
+        for name, dtype in self.inputs.items():
+            t = given[name].to(device=self.device, dtype=dtype).contiguous()
+            keep.append(t)
+            self.context.set_tensor_address(name, t.data_ptr())
+        assert self.stream is not None
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise RuntimeError("TensorRT execute_async_v3 failed")
+        self.stream.synchronize()
+        return tuple(_to_numpy(self.outputs[name]) for name in OUTPUT_NAMES)  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self.context = None
+        self.engine = None
+
+
+def require_tensorrt():
+    """Import tensorrt or raise MissingDependencyError naming the package and how to install it."""
+    try:
+        import tensorrt
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"the TensorRT backend needs the 'tensorrt' Python package, which is not installed ({exc}). "
+            "Install it on a GPU machine with: pip install .[trt]"
+        ) from exc
+    return tensorrt
+
+
+def _trt_to_torch_dtype(trt, dtype) -> torch.dtype:
+    table = {
+        trt.float32: torch.float32,
+        trt.float16: torch.float16,
+        trt.int32: torch.int32,
+        trt.int64: torch.int64,
+        trt.bool: torch.bool,
+    }
+    if hasattr(trt, "bfloat16"):
+        table[trt.bfloat16] = torch.bfloat16
+    if dtype not in table:
+        raise TypeError(f"unsupported TensorRT I/O dtype {dtype}")
+    return table[dtype]
+
+
+def create_engine(
+    name: str,
+    model: torch.nn.Module,
+    capacity: int,
+    threads: int,
+    workdir: str | Path,
+    engine_file: str | Path | None = None,
+    compile_backend: str = "inductor",
+    trt_precision: str = "fp16",
+) -> FastEngine:
+    """Build the named engine for ``model`` at a fixed KV ``capacity``.
+
+    ONNX Runtime / TensorRT use ``engine_file`` when given, otherwise the fast step is exported into ``workdir``
+    (ONNX export is seconds for the test presets; use ``automot export`` once for big models).
+    """
+    from runtime.export import build_trt_engine, export_onnx
+
+    device = next(model.parameters()).device
+    if name == "torch":
+        return TorchEngine(model.fast_step_module(), device)
+    if name == "torch-compile":
+        return TorchCompileEngine(model.fast_step_module(), device, backend=compile_backend)
+    if name == "onnxruntime":
+        path = Path(engine_file) if engine_file else export_onnx(model, Path(workdir) / "fast_step.onnx", capacity)
+        return OnnxRuntimeEngine(path, threads=threads, device=device)
+    if name == "tensorrt":
+        require_tensorrt()  # fail before a pointless export
+        path = Path(engine_file) if engine_file else None
+        if path is None or path.suffix == ".onnx":
+            onnx_path = path or export_onnx(model, Path(workdir) / "fast_step.onnx", capacity)
+            path = build_trt_engine(onnx_path, Path(workdir) / f"fast_step.{trt_precision}.engine", trt_precision)
+        return TensorRTEngine(path, device=device)
+    raise ValueError(f"unknown engine {name!r}")

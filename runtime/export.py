@@ -1,0 +1,266 @@
+"""Export the fast step (action expert on a fixed-capacity padded KV snapshot) to ONNX / TensorRT, with parity.
+
+The exported graph has static shapes: keys/values [L, 1, Hkv, capacity, D], pad_mask [1, capacity] (True = valid
+prefix token) and next_position [1] (the first position after the valid prefix). The runtime's double buffers
+have exactly these shapes, so a refresh only rewrites buffer contents. Every export is validated against the
+eager torch module (max abs difference and cosine similarity per output) and the result is written to
+``DIR/parity.json``; ``automot export`` exits non-zero if parity fails.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from runtime.engines import INPUT_NAMES, OUTPUT_NAMES, OnnxRuntimeEngine, TensorRTEngine, require_tensorrt
+
+# fp32 ONNX Runtime vs eager torch; reduced-precision TensorRT engines get their own, looser tolerance.
+TOLERANCES = {
+    "fp32": {"max_abs": 1e-4, "cosine_min": 0.9999},
+    "fp16": {"max_abs": 5e-2, "cosine_min": 0.999},
+    "bf16": {"max_abs": 1e-1, "cosine_min": 0.995},
+}
+
+
+class ExportError(RuntimeError):
+    """A user-facing export problem (bad preset, missing checkpoint, failed parity): the message says what to do."""
+
+
+def fast_inputs_from_model(model: Any, capacity: int, seed: int = 0) -> tuple[torch.Tensor | None, ...]:
+    """Real fast-step inputs: a prefill of the model's dummy observation, padded to ``capacity``."""
+    from model import make_dummy_inputs
+
+    obs, state = make_dummy_inputs(model.config, batch=1, seed=seed)
+    with torch.inference_mode():
+        snap = model.prefill(obs, capacity=capacity)
+    return (snap.keys, snap.values, snap.pad_mask, snap.next_position, state.target_points, state.speed, state.scene)
+
+
+def synthetic_fast_inputs(
+    reference: tuple[torch.Tensor | None, ...], valid: int, seed: int
+) -> tuple[torch.Tensor | None, ...]:
+    """Random KV with ``valid`` real tokens (rest masked), random targets/speed: exercises the pad mask."""
+    gen = torch.Generator().manual_seed(seed)
+    keys, values, pad_mask, next_position, target_points, speed, scene = reference
+    assert keys is not None and values is not None and pad_mask is not None
+    assert next_position is not None and target_points is not None and speed is not None
+
+    def rand_like(t: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        return (torch.randn(t.shape, generator=gen) * scale).to(dtype=t.dtype, device=t.device)
+
+    mask = torch.zeros_like(pad_mask)
+    mask[:, :valid] = True
+    return (
+        rand_like(keys),
+        rand_like(values),
+        mask,
+        torch.full_like(next_position, valid),
+        rand_like(target_points, 10.0),
+        rand_like(speed, 3.0).abs(),
+        None if scene is None else rand_like(scene),
+    )
+
+
+def export_onnx(
+    model: Any, path: str | Path, capacity: int | None = None, opset: int = 17, dynamo: bool = False
+) -> Path:
+    """Export ``model.fast_step_module()`` with static fixed-capacity inputs to ``path`` (an .onnx file)."""
+    capacity = capacity or model.config.max_prefix_tokens
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module = model.fast_step_module().eval()
+    inputs = fast_inputs_from_model(model, capacity)
+    args = inputs if inputs[-1] is not None else inputs[:-1]
+    names = list(INPUT_NAMES[: len(args)])
+    with warnings.catch_warnings():
+        # The TorchScript exporter warns that it is legacy, and traces raise TracerWarnings on shape reads.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            tuple(args),
+            str(path),
+            input_names=names,
+            output_names=list(OUTPUT_NAMES),
+            opset_version=opset,
+            dynamo=dynamo,
+        )
+    return path
+
+
+def compare(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict[str, dict[str, float]]:
+    """Per-output max abs difference and cosine similarity (flattened, float64)."""
+    out = {}
+    for name, ref, got in zip(OUTPUT_NAMES, reference, candidate):
+        a = np.asarray(ref, dtype=np.float64).ravel()
+        b = np.asarray(got, dtype=np.float64).ravel()
+        if a.shape != b.shape:
+            raise ExportError(f"output {name!r}: shape {np.shape(got)} differs from torch {np.shape(ref)}")
+        denom = np.linalg.norm(a) * np.linalg.norm(b)
+        cosine = float(a @ b / denom) if denom > 0 else float(np.array_equal(a, b))
+        out[name] = {"max_abs": float(np.max(np.abs(a - b))) if a.size else 0.0, "cosine": cosine}
+    return out
+
+
+def validate_parity(model: Any, engine: Any, capacity: int, precision: str = "fp32") -> dict[str, Any]:
+    """Run torch and ``engine`` on a real padded prefill (a seed other than the export's) and on synthetic KV."""
+    module = model.fast_step_module().eval()
+    real = fast_inputs_from_model(model, capacity, seed=1)
+    assert real[2] is not None
+    valid = int(real[2][0].sum())
+    cases = {
+        "prefill_seed1": real,
+        "synthetic_half": synthetic_fast_inputs(real, max(1, capacity // 2), seed=2),
+        "synthetic_short": synthetic_fast_inputs(real, max(1, min(valid, capacity) // 3), seed=3),
+    }
+    device = next(model.parameters()).device
+    results = {}
+    for case, inputs in cases.items():
+        inputs = tuple(None if t is None else t.to(device) for t in inputs)  # dummy states are built on the CPU
+        with torch.inference_mode():
+            ref = [t.float().cpu().numpy() for t in module(*inputs)]
+        results[case] = compare(ref, list(engine(*inputs)))
+    tol = TOLERANCES[precision]
+    max_abs = max(v["max_abs"] for case in results.values() for v in case.values())
+    cos_min = min(v["cosine"] for case in results.values() for v in case.values())
+    return {
+        "backend": engine.name,
+        "reference": "torch (eager fast_step_module, fp32)" if precision == "fp32" else "torch (eager)",
+        "precision": precision,
+        "capacity": capacity,
+        "max_abs": max_abs,
+        "cosine_min": cos_min,
+        "tolerance": tol,
+        "passed": bool(max_abs <= tol["max_abs"] and cos_min >= tol["cosine_min"]),
+        "cases": results,
+    }
+
+
+def build_trt_engine(onnx_path: str | Path, engine_path: str | Path, precision: str = "fp16", workspace_gb: float = 4):
+    """Build a serialized TensorRT engine from the ONNX file with the tensorrt Python API."""
+    trt = require_tensorrt()
+    if precision not in ("fp32", "fp16", "bf16"):
+        raise ExportError(f"TensorRT precision must be fp32, fp16 or bf16, got {precision!r}")
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0
+    if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):  # required before TensorRT 10, gone after
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ExportError(f"TensorRT could not parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    if precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+    elif precision == "bf16":
+        config.set_flag(trt.BuilderFlag.BF16)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError("TensorRT engine build failed (see the TensorRT log above)")
+    engine_path = Path(engine_path)
+    engine_path.write_bytes(bytes(serialized))
+    return engine_path
+
+
+def load_model(preset: str | None = None, checkpoint: str | Path | None = None, device: str = "cpu") -> Any:
+    """Build a preset or load a checkpoint directory (model.safetensors + config.yaml), with clear errors."""
+    if (preset is None) == (checkpoint is None):
+        raise ExportError("give exactly one of --preset NAME or --checkpoint DIR")
+    import model as model_pkg
+
+    if checkpoint is not None:
+        ckpt = Path(checkpoint)
+        if not ckpt.is_dir():
+            raise ExportError(f"checkpoint directory not found: {ckpt}")
+        missing = [n for n in ("model.safetensors", "config.yaml") if not (ckpt / n).is_file()]
+        if missing:
+            raise ExportError(f"checkpoint directory {ckpt} lacks {', '.join(missing)}")
+        try:
+            return model_pkg.load_pretrained(str(ckpt), device=device)
+        except (RuntimeError, ValueError) as exc:  # PretrainedLoadError / ConfigError: name the bad tensor/field
+            raise ExportError(f"cannot load checkpoint {ckpt}: {exc}") from exc
+    known = _known_presets()
+    if known and preset not in known:
+        raise ExportError(f"unknown preset {preset!r}; known presets: {', '.join(known)}")
+    try:
+        return model_pkg.build_model(preset, device=device)
+    except (KeyError, ValueError) as exc:
+        raise ExportError(f"unknown preset {preset!r}: {exc}") from exc
+
+
+def _known_presets() -> list[str]:
+    try:
+        from model.config import PRESETS
+    except ImportError:
+        return []
+    return sorted(PRESETS)
+
+
+def export(
+    model: Any,
+    backend: str,
+    out_dir: str | Path,
+    capacity: int | None = None,
+    precision: str = "fp16",
+    opset: int = 17,
+    dynamo: bool = False,
+    source: str = "",
+) -> dict[str, Any]:
+    """Export to ONNX (and, for ``backend="tensorrt"``, build an engine), validate, write parity.json.
+
+    Returns the parity report. For TensorRT the tensorrt import is checked first, so a machine without it fails
+    before any work with MissingDependencyError.
+    """
+    if backend not in ("onnx", "tensorrt"):
+        raise ExportError(f"unknown backend {backend!r}; expected onnx or tensorrt")
+    if backend == "tensorrt":
+        require_tensorrt()
+    capacity = capacity or model.config.max_prefix_tokens
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    onnx_path = export_onnx(model, out / "fast_step.onnx", capacity=capacity, opset=opset, dynamo=dynamo)
+    report: dict[str, Any] = {"onnx": validate_parity(model, OnnxRuntimeEngine(onnx_path), capacity, "fp32")}
+    files = {"onnx": onnx_path.name}
+    if backend == "tensorrt":
+        engine_path = build_trt_engine(onnx_path, out / f"fast_step.{precision}.engine", precision)
+        trt_engine = TensorRTEngine(engine_path, device="cuda")
+        report["tensorrt"] = validate_parity(model.to("cuda"), trt_engine, capacity, precision)
+        files["tensorrt"] = engine_path.name
+    parity = report["tensorrt" if backend == "tensorrt" else "onnx"]
+    summary = {
+        "source": source,
+        "model": model.config.name,
+        "backend": backend,
+        "capacity": capacity,
+        "inputs": list(INPUT_NAMES if model.config.tokens.num_scene_tokens else INPUT_NAMES[:-1]),
+        "outputs": list(OUTPUT_NAMES),
+        "files": files,
+        "passed": all(r["passed"] for r in report.values()),
+        "max_abs": parity["max_abs"],
+        "cosine_min": parity["cosine_min"],
+        "export_s": round(time.perf_counter() - t0, 3),
+        "versions": {"torch": torch.__version__, "python": platform.python_version(), **_onnx_versions()},
+        "results": report,
+    }
+    (out / "parity.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _onnx_versions() -> dict[str, str]:
+    versions = {}
+    for name in ("onnx", "onnxruntime", "tensorrt"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            continue
+    return versions

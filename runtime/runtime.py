@@ -1,0 +1,397 @@
+"""The dual-rate runtime the agent talks to: ``submit`` feeds the slow path, ``step`` runs the fast path now.
+
+Slow path: DrivingObservation -> ``model.build_observation`` -> ``model.prefill`` (or ``model.reason``) -> copy into
+the back KV buffer -> atomic swap (runtime/buffers.py). Fast path: DrivingState -> ``model.build_state`` -> the
+selected engine on the pinned front buffer -> RuntimeOutput (numpy, batch 1).
+
+Thread budget (measured on the 2-core dev machines, torch 2.13 with the OpenMP backend): ``torch.set_num_threads``
+stores a process-wide default, but the OpenMP / MKL thread count it sets is per calling thread once that thread
+has run a torch op. So the worker sets ``threads_slow`` inside itself, and the fast path either runs on ONNX
+Runtime with its own ``intra_op_num_threads`` pool (recommended, it never touches torch's setting) or, for the
+torch engines, sets ``threads_fast`` in the thread that calls ``step`` (that thread keeps it; sync/blocking
+refreshes in that thread set ``threads_slow`` first, both default to all cores there).
+On CUDA the slow path runs on a normal-priority stream and the fast path on a high-priority one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from runtime.buffers import DoubleBufferedKV, SnapshotMeta
+from runtime.config import RuntimeConfig
+from runtime.engines import FastEngine, create_engine
+from runtime.telemetry import JsonlLog, Telemetry
+from runtime.types import DrivingObservation, DrivingState, RuntimeOutput
+
+log = logging.getLogger(__name__)
+
+STOP_NO_SNAPSHOT = "no_snapshot"
+STOP_STALE = "stale_snapshot"
+STOP_FAILED = "slow_path_failed"
+
+
+def _set_torch_threads(n: int) -> None:
+    # Only when different: at::set_num_threads also resizes a shared pthreadpool, which is not free.
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def _lower_thread_priority(increment: int) -> None:
+    """Raise the calling thread's nice value (Linux: setpriority on a thread id affects that thread only).
+
+    Under CPU contention the kernel then runs the fast path first; OpenMP threads the worker spawns inherit it.
+    """
+    if increment <= 0 or not hasattr(os, "setpriority") or not hasattr(threading, "get_native_id"):
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
+    except OSError as exc:  # e.g. a sandbox forbidding it: the runtime still works, only without the bias
+        log.warning("could not lower the slow-path thread priority: %s", exc)
+
+
+class AutoMoTRuntime:
+    """Owns the KV double buffer, the fast engine and (in async mode) the slow-path worker thread."""
+
+    def __init__(self, model: torch.nn.Module, config: RuntimeConfig, engine: FastEngine | None = None) -> None:
+        self.model = model
+        self.config = config
+        mc = model.config
+        self.capacity = config.capacity or mc.max_prefix_tokens
+        param = next(model.parameters())
+        self.device = param.device
+        self.threads_fast, self.threads_slow = config.resolved_threads()
+        self.store = DoubleBufferedKV(
+            mc.num_layers, mc.num_kv_heads, self.capacity, mc.head_dim, batch=1, dtype=param.dtype, device=self.device
+        )
+        self.telemetry = Telemetry(config.stats_window)
+        self._workdir = tempfile.TemporaryDirectory(prefix="automot-runtime-")
+        if engine is None:
+            engine = create_engine(
+                config.engine,
+                model,
+                self.capacity,
+                self.threads_fast,
+                self._workdir.name,
+                engine_file=config.engine_file,
+                compile_backend=config.compile_backend,
+                trt_precision=config.trt_precision,
+            )
+        self.engine = engine
+        self._jsonl = JsonlLog(config.jsonl_log) if config.jsonl_log else None
+        self._cond = threading.Condition()  # guards everything below
+        self._pending: tuple[DrivingObservation, float, int] | None = None
+        self._submitted = 0
+        self._refreshing = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._error_tb: str | None = None
+        self._torch_fast_path = self.engine.name in ("torch", "torch-compile")
+        cuda = self.device.type == "cuda" and torch.cuda.is_available()
+        self._slow_stream = torch.cuda.Stream(device=self.device, priority=0) if cuda else None
+        self._thread: threading.Thread | None = None
+        self._saved_switch_interval: float | None = None
+        if config.mode == "async":
+            if config.switch_interval_s is not None:
+                # The fast path re-takes the GIL after every C call; with Python's default 5 ms interval a worker
+                # busy in Python code (image preprocessing) can hold it that long each time.
+                self._saved_switch_interval = sys.getswitchinterval()
+                sys.setswitchinterval(config.switch_interval_s)
+            self._thread = threading.Thread(target=self._worker, name="automot-slow-path", daemon=True)
+            self._thread.start()
+
+    # ------------------------------------------------------------------ agent API
+    def submit(self, observation: DrivingObservation, sim_time: float, frame: int) -> None:
+        """Hand the newest frames/prompt to the slow path (async: queue, latest wins; sync/blocking: maybe refresh now)."""
+        self._check_open()
+        mode = self.config.mode
+        with self._cond:
+            self._submitted += 1
+            self.telemetry.count("observations")
+            if mode == "async":
+                if self._pending is not None:
+                    self.telemetry.count("dropped_observations")  # superseded before the worker got to it
+                self._pending = (observation, sim_time, frame)
+                self._cond.notify_all()
+                return
+        if self._error is not None:
+            return  # a failed runtime only safe-stops; the error is already recorded
+        due = mode == "blocking" or self.store.version == 0 or frame % self.config.sync_every == 0
+        if not due:
+            return
+        _set_torch_threads(self.threads_slow)
+        try:
+            self._refresh(observation, sim_time, frame)
+        except Exception as exc:  # kept, logged and reported by every later step, as in async mode
+            self._fail(exc)
+
+    def step(self, state: DrivingState, sim_time: float, frame: int) -> RuntimeOutput:
+        """Run the fast path on the newest published snapshot, or return a flagged safe stop."""
+        t0 = time.perf_counter()
+        self._check_open()
+        if self._error is not None:
+            return self._stop(t0, STOP_FAILED, self._failure_reason(), frame, sim_time)
+        if self.config.mode == "async" and self.store.version == 0 and self._submitted:
+            # Before the first snapshot: wait for it (bounded) instead of stopping on every warm-up tick.
+            self.store.wait(
+                lambda: self.store.version > 0 or self._error is not None or self._closed,
+                self.config.first_snapshot_timeout_s,
+            )
+            if self._error is not None:
+                return self._stop(t0, STOP_FAILED, self._failure_reason(), frame, sim_time)
+        t_fast = time.perf_counter()  # fast_step_ms excludes a first-snapshot wait; the tick latency includes it
+        if self._torch_fast_path:
+            _set_torch_threads(self.threads_fast)  # per calling thread; a no-op once set
+        action_state = self.model.build_state(
+            np.asarray(state.target_points, dtype=np.float32), float(state.speed), state.scene
+        )
+        with self.store.read() as view:
+            if view is None:
+                return self._stop(t0, STOP_NO_SNAPSHOT, "no snapshot yet (no refresh has completed)", frame, sim_time)
+            meta = view.meta
+            age_ticks, age_s = frame - meta.frame, sim_time - meta.sim_time
+            too_old = self._too_old(age_ticks, age_s)
+            if too_old:
+                return self._stop(t0, STOP_STALE, too_old, frame, sim_time, meta)
+            path, waypoints, logits = self.engine(
+                view.keys,
+                view.values,
+                view.pad_mask,
+                view.next_position,
+                action_state.target_points,
+                action_state.speed,
+                action_state.scene,
+            )
+        decision = self.model.decode_decision(torch.from_numpy(logits))[0]
+        fast_ms = (time.perf_counter() - t_fast) * 1e3
+        out = RuntimeOutput(
+            path=path[0],
+            waypoints=waypoints[0],
+            decision_text=decision,
+            reasoning_text=meta.reasoning_text,
+            snapshot_version=meta.version,
+            snapshot_frame=meta.frame,
+            snapshot_sim_time=meta.sim_time,
+            age_ticks=age_ticks,
+            age_s=age_s,
+            fast_step_ms=fast_ms,
+        )
+        self._record(out, t0, frame, sim_time, None)
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """Latency / staleness percentiles, counters, and the slow-path error if any."""
+        snap = self.telemetry.snapshot()
+        counters = snap.pop("counters")
+        return {
+            "mode": self.config.mode,
+            "engine": self.engine.name,
+            "capacity": self.capacity,
+            "threads": {"fast": self.threads_fast, "slow": self.threads_slow},
+            "snapshot_version": self.store.version,
+            "steps": counters.get("steps", 0),
+            "observations": counters.get("observations", 0),
+            "refreshes": counters.get("refreshes", 0),
+            "dropped_observations": counters.get("dropped_observations", 0),
+            "writer_waits": self.store.write_waits,
+            "worker_alive": bool(self._thread and self._thread.is_alive()),
+            "slow_path_error": None if self._error is None else repr(self._error),
+            "slow_path_traceback": self._error_tb,
+            **snap,
+        }
+
+    def close(self) -> None:
+        """Stop the worker (after its in-flight refresh, never publishing it) and release engine, log and files."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+        self.store.notify()
+        try:
+            if self._thread is not None:
+                self._thread.join(self.config.close_timeout_s)
+                if self._thread.is_alive():
+                    raise RuntimeError(
+                        f"slow-path thread still running {self.config.close_timeout_s} s after close() "
+                        "(a refresh longer than close_timeout_s)"
+                    )
+        finally:
+            if self._saved_switch_interval is not None and sys.getswitchinterval() == self.config.switch_interval_s:
+                sys.setswitchinterval(self._saved_switch_interval)
+            self.engine.close()
+            if self._jsonl is not None:
+                self._jsonl.close()
+            self._workdir.cleanup()
+
+    def __enter__(self) -> AutoMoTRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ helpers for tests / bench
+    @property
+    def snapshot_version(self) -> int:
+        return self.store.version
+
+    @property
+    def refresh_in_progress(self) -> bool:
+        return self._refreshing
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Async: block until nothing is pending or refreshing (True), the runtime failed, or the timeout passed."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: (self._pending is None and not self._refreshing) or self._error is not None, timeout
+            )
+
+    # ------------------------------------------------------------------ slow path
+    def _worker(self) -> None:
+        _set_torch_threads(self.threads_slow)  # per-thread under OpenMP: the caller's setting is untouched
+        _lower_thread_priority(self.config.slow_nice)
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._closed or self._pending is not None)
+                if self._closed:
+                    return
+                item, self._pending = self._pending, None
+                self._refreshing = True
+            try:
+                assert item is not None
+                self._refresh(*item)
+            except BaseException as exc:  # noqa: BLE001 - kept and reported by step()/stats(), thread ends
+                self._fail(exc)
+                return
+            finally:
+                with self._cond:
+                    self._refreshing = False
+                    self._cond.notify_all()
+
+    def _refresh(self, observation: DrivingObservation, sim_time: float, frame: int) -> None:
+        t0 = time.perf_counter()
+        model_obs = self.model.build_observation(
+            list(observation.images), np.asarray(observation.target_points, dtype=np.float32), float(observation.speed)
+        )
+        stream_ctx = torch.cuda.stream(self._slow_stream) if self._slow_stream is not None else contextlib.nullcontext()
+        with torch.inference_mode(), stream_ctx:
+            if self.config.reason:
+                snap = self.model.reason(model_obs, max_new_tokens=self.config.max_new_tokens)
+            else:
+                snap = self.model.prefill(model_obs, capacity=self.capacity)
+        reasoning = snap.reasoning_text[0] if snap.reasoning_text else None
+        if self._closed:
+            return  # never publish after close()
+        with self.store.write() as slot, torch.inference_mode(), stream_ctx:
+            valid = slot.load(snap.keys, snap.values, snap.pad_mask, snap.next_position)
+            if self._slow_stream is not None:
+                self._slow_stream.synchronize()  # readers must see finished buffers
+            refresh_ms = (time.perf_counter() - t0) * 1e3
+            slot.meta = SnapshotMeta(0, frame, sim_time, reasoning, refresh_ms, valid)
+        self.telemetry.record("refresh_ms", refresh_ms)
+        self.telemetry.count("refreshes")
+
+    def _fail(self, exc: BaseException) -> None:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        log.error("AutoMoT slow path failed; every step now returns a safe stop:\n%s", tb)
+        with self._cond:
+            if self._error is None:
+                self._error, self._error_tb = exc, tb
+            self._cond.notify_all()
+        self.store.notify()
+
+    # ------------------------------------------------------------------ fast-path helpers
+    def _failure_reason(self) -> str:
+        return f"slow path failed: {self._error!r}"
+
+    def _too_old(self, age_ticks: int, age_s: float) -> str | None:
+        c = self.config
+        if c.max_snapshot_age_ticks is not None and age_ticks > c.max_snapshot_age_ticks:
+            return f"snapshot too old: {age_ticks} ticks > max_snapshot_age_ticks={c.max_snapshot_age_ticks}"
+        if c.max_snapshot_age_s is not None and age_s > c.max_snapshot_age_s:
+            return f"snapshot too old: {age_s:.3f} s > max_snapshot_age_s={c.max_snapshot_age_s}"
+        return None
+
+    def _stop(
+        self, t0: float, kind: str, reason: str, frame: int, sim_time: float, meta: SnapshotMeta | None = None
+    ) -> RuntimeOutput:
+        out = RuntimeOutput.stop(reason, frame, sim_time)
+        if meta is not None:  # say which snapshot was refused and how old it was
+            out = replace(
+                out,
+                reasoning_text=meta.reasoning_text,
+                snapshot_version=meta.version,
+                snapshot_frame=meta.frame,
+                snapshot_sim_time=meta.sim_time,
+                age_ticks=frame - meta.frame,
+                age_s=sim_time - meta.sim_time,
+            )
+        out.extras["stop_kind"] = kind
+        self._record(out, t0, frame, sim_time, kind)
+        return out
+
+    def _record(self, out: RuntimeOutput, t0: float, frame: int, sim_time: float, stop_kind: str | None) -> None:
+        tick_ms = (time.perf_counter() - t0) * 1e3
+        self.telemetry.record_step(tick_ms, out.fast_step_ms, out.age_ticks, out.age_s, stop_kind)
+        if self._jsonl is not None:
+            self._jsonl.write(
+                {
+                    "frame": frame,
+                    "sim_time": sim_time,
+                    "snapshot_version": out.snapshot_version,
+                    "snapshot_frame": out.snapshot_frame,
+                    "age_ticks": out.age_ticks,
+                    "age_s": out.age_s,
+                    "fast_step_ms": round(out.fast_step_ms, 4),
+                    "tick_ms": round(tick_ms, 4),
+                    "decision": out.decision_text,
+                    "safe_stop": out.safe_stop,
+                    "reason": out.safe_stop_reason,
+                }
+            )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the runtime is closed")
+
+
+def build_runtime(
+    model_or_preset: Any,
+    mode: str | None = None,
+    engine: str | None = None,
+    config: RuntimeConfig | None = None,
+    device: str = "cpu",
+    **opts: Any,
+) -> AutoMoTRuntime:
+    """Build a runtime from a model, a preset name or an AutoMoTConfig.
+
+    ``mode`` / ``engine`` / ``opts`` are RuntimeConfig fields and override ``config`` (defaults: async, torch).
+    """
+    if isinstance(model_or_preset, torch.nn.Module):
+        model = model_or_preset
+    else:
+        from model import build_model
+
+        model = build_model(model_or_preset, device=device)
+    if mode is not None:
+        opts["mode"] = mode
+    if engine is not None:
+        opts["engine"] = engine
+    cfg = RuntimeConfig.from_options(config, **opts)
+    return AutoMoTRuntime(model, cfg)

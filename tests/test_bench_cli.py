@@ -1,0 +1,66 @@
+"""``automot bench`` writes the contract JSON (keys and types only: timings are never asserted in unit tests)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+from automot.cli import main
+from runtime.bench import check_targets
+
+CONTRACT_KEYS = {
+    "full_forward_ms",
+    "fast_step_ms",
+    "fast_step_speedup",
+    "tick_p99_ms_idle",
+    "tick_p99_ms_concurrent",
+    "concurrency_ratio",
+    "runtime_overhead",
+    "onnx_parity_max_abs",
+    "device",
+}
+
+
+def test_bench_tiny_writes_every_contract_key(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "automot.cli", "bench", "--preset", "tiny", "--iters", "2", "--warmup", "1"]
+    proc = subprocess.run([*cmd, "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert json.loads(proc.stdout) == result  # the same JSON is printed to stdout
+    assert CONTRACT_KEYS <= set(result)
+    assert set(result["fast_step_ms"]) == {"torch", "onnxruntime"}
+    numbers = [result[k] for k in CONTRACT_KEYS - {"fast_step_ms", "device"}] + list(result["fast_step_ms"].values())
+    assert all(isinstance(v, float) and math.isfinite(v) for v in numbers)
+    assert min(result["fast_step_ms"].values()) > 0 and result["full_forward_ms"] > 0 and result["device"]
+    assert result["fast_step_speedup"] == round(result["full_forward_ms"] / result["fast_step_ms"]["torch"], 3)
+    assert result["onnx_parity_max_abs"] <= 1e-4  # a correctness check, not a timing
+    assert result["details"]["runtime"]["concurrent"]["count"] > 0  # ticks really overlapped a refresh
+    assert set(result["targets"]) >= {
+        "fast_step_speedup",
+        "concurrency_ratio",
+        "runtime_overhead",
+        "onnx_parity_max_abs",
+    }
+    assert "MET" in proc.stderr and "[bench]" in proc.stderr  # progress and verdicts go to stderr
+
+
+def test_bench_rejects_unknown_backend(capsys):
+    assert main(["bench", "--preset", "tiny", "--backends", "torch,tflite"]) == 1
+    assert "tflite" in capsys.readouterr().err
+
+
+def test_check_targets_verdicts():
+    result = {
+        "fast_step_speedup": 12.0,
+        "concurrency_ratio": 1.6,
+        "runtime_overhead": 0.01,
+        "onnx_parity_max_abs": None,
+        "fast_step_ms": {"torch": 10.0, "onnxruntime": 8.0},
+    }
+    t = check_targets(result)
+    assert t["fast_step_speedup"]["met"] and not t["concurrency_ratio"]["met"] and t["runtime_overhead"]["met"]
+    assert not t["onnx_parity_max_abs"]["met"]  # not measured is not met
+    assert t["onnxruntime_vs_torch"] == {"value": 0.8, "target": "<= 1", "met": True}
