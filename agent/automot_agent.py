@@ -50,6 +50,18 @@ RuntimeFactory = Callable[[AgentConfig], Any]
 SIM_DT = 0.05  # leaderboard tick (20 Hz), used when a timestamp is unusable
 
 
+def recorder_dir(configured: str | None, save_name: str) -> Path:
+    """Where this route's video and tick log go.
+
+    ``AUTOMOT_RECORD_DIR`` (set by ``automot drive --out DIR``) wins and is used as is, so one run's files sit
+    next to its results.json; otherwise ``<recorder.out_dir | $SAVE_PATH | runs/agent>/<save_name>/``.
+    """
+    override = os.environ.get("AUTOMOT_RECORD_DIR")
+    if override:
+        return Path(override)
+    return Path(configured or os.environ.get("SAVE_PATH") or "runs/agent") / save_name
+
+
 def get_entry_point() -> str:
     """Class name the leaderboard instantiates."""
     return "AutoMoTAgent"
@@ -123,9 +135,8 @@ class AutoMoTAgent(AutonomousAgent):
         self.history = FrameHistory(cfg.history.buffer_len, cfg.history.offsets)
         self.b2d = Bench2DriveWriter.from_env(self.save_name, cfg.bench2drive)
         if cfg.recorder.video or cfg.recorder.ticks_jsonl:
-            base = cfg.recorder.out_dir or os.environ.get("SAVE_PATH") or "runs/agent"
             camera = self.rig.get(self.rig.primary_camera)
-            self.recorder = Recorder(Path(base) / self.save_name, camera, cfg.recorder)
+            self.recorder = Recorder(recorder_dir(cfg.recorder.out_dir, self.save_name), camera, cfg.recorder)
         self.runtime = check_runtime(self.runtime_factory(cfg))
         log.info(
             "AutoMoT agent ready: rig %s, runtime %s/%s, state %s, escape %s, save_name %s",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
@@ -106,3 +107,16 @@ def test_overlay_draws_plan_on_the_image():
     record.image = np.zeros((900, 1600, 3), np.uint8)
     frame = compose_frame(record, six, video_height=512, panel_width=250, bev_range_m=40.0)
     assert frame.shape[0] == 512 and frame.shape[1] % 16 == 0
+
+
+def test_record_dir_override(monkeypatch, tmp_path):
+    from agent.automot_agent import recorder_dir
+
+    monkeypatch.delenv("AUTOMOT_RECORD_DIR", raising=False)
+    monkeypatch.delenv("SAVE_PATH", raising=False)
+    assert recorder_dir(None, "route_1") == Path("runs/agent/route_1")
+    monkeypatch.setenv("SAVE_PATH", str(tmp_path / "b2d"))
+    assert recorder_dir(None, "route_1") == tmp_path / "b2d" / "route_1"
+    assert recorder_dir(str(tmp_path / "cfg"), "route_1") == tmp_path / "cfg" / "route_1"
+    monkeypatch.setenv("AUTOMOT_RECORD_DIR", str(tmp_path / "drive"))
+    assert recorder_dir(str(tmp_path / "cfg"), "route_1") == tmp_path / "drive"

@@ -1,0 +1,170 @@
+"""``automot drive``: run the agent closed-loop in the embedded highway-env world or in CARLA.
+
+Embedded: ``automot drive --route merge --out runs/merge [--agent expert] [--ticks N] [--seed S]`` writes
+``DIR/results.json`` and, through ``AUTOMOT_RECORD_DIR=DIR``, asks the agent's recorder to write its video and tick
+log there. CARLA: ``automot drive --world carla --routes ROUTES.xml --agent-config CFG.yaml`` runs the installed
+leaderboard evaluator in a subprocess.
+
+Exit codes: 0 finished (whatever the score); 1 user error; 3 CARLA / leaderboard missing; 4 the agent crashed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_AGENT = "agent/automot_agent.py"
+DEFAULT_CONFIG = "leaderboard_configs/automot_front.yaml"
+EXIT_USER_ERROR, EXIT_MISSING_DEPENDENCY, EXIT_AGENT_CRASHED = 1, 3, 4
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``drive`` subcommand."""
+    p = subparsers.add_parser(
+        "drive",
+        help="closed-loop driving in the embedded highway-env world or in CARLA",
+        description="Run a leaderboard agent on a route and score it like the CARLA leaderboard (results.json).",
+    )
+    p.add_argument("--world", choices=("embedded", "carla"), default="embedded", help="simulator (default: embedded)")
+    p.add_argument("--route", help="embedded route name (see --list-routes)")
+    p.add_argument("--list-routes", action="store_true", help="list the embedded routes and exit")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: runs/drive/<route>)")
+    p.add_argument(
+        "--config",
+        "--agent-config",
+        dest="agent_config",
+        default=DEFAULT_CONFIG,
+        metavar="AGENT.yaml",
+        help=f"agent config passed to setup() (default: {DEFAULT_CONFIG})",
+    )
+    p.add_argument("--agent", default=DEFAULT_AGENT, help=f"agent file, or 'expert' (default: {DEFAULT_AGENT})")
+    p.add_argument("--ticks", type=int, help="tick limit (embedded; default: the route's)")
+    p.add_argument("--seed", type=int, help="traffic / sensor-noise seed (embedded; default: the route's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    carla = p.add_argument_group("carla world")
+    carla.add_argument("--routes", metavar="XML", help="leaderboard route file")
+    carla.add_argument("--host", default="localhost")
+    carla.add_argument("--port", type=int, default=2000)
+    carla.add_argument("--tm-port", type=int, default=8000, help="traffic manager port")
+    p.set_defaults(func=_cmd_drive)
+
+
+def _err(msg: str) -> None:
+    print(f"automot: error: {msg}", file=sys.stderr, flush=True)
+
+
+def _resolve(path: str) -> str:
+    """A path as given if it exists, else relative to the repository (so defaults work from any folder)."""
+    return path if Path(path).exists() or not (REPO_ROOT / path).exists() else str(REPO_ROOT / path)
+
+
+def _cmd_drive(args: argparse.Namespace) -> int:
+    if args.list_routes:
+        from world.routes import list_routes, load_route
+
+        for name in list_routes():
+            print(f"{name:20s} {load_route(name).description}")
+        return 0
+    if args.world == "carla":
+        return _drive_carla(args)
+    return _drive_embedded(args)
+
+
+def _drive_embedded(args: argparse.Namespace) -> int:
+    from world.routes import UnknownRouteError
+    from world.runner import EXPERT_AGENT, AgentCrashed, run_route
+
+    if not args.route:
+        _err("--route is required for --world embedded (see --list-routes)")
+        return EXIT_USER_ERROR
+    agent = EXPERT_AGENT if args.agent == "expert" else _resolve(args.agent)
+    config = "" if args.agent == "expert" else _resolve(args.agent_config)
+    if not Path(agent).is_file():
+        _err(f"agent file not found: {agent}")
+        return EXIT_USER_ERROR
+    out = Path(args.out or f"runs/drive/{args.route}")
+    out.mkdir(parents=True, exist_ok=True)
+    # Contract with the agent: AUTOMOT_RECORD_DIR overrides its recorder.out_dir (video.mp4, ticks.jsonl).
+    os.environ["AUTOMOT_RECORD_DIR"] = str(out.resolve())
+    try:
+        results = run_route(
+            args.route, agent, config, out, ticks=args.ticks, seed=args.seed, progress=not args.no_progress
+        )
+    except UnknownRouteError as exc:
+        _err(str(exc))
+        return EXIT_USER_ERROR
+    except AgentCrashed as exc:
+        _err(str(exc))
+        return EXIT_AGENT_CRASHED
+    record = results["_checkpoint"]["records"][0]
+    print(f"route {args.route}: {record['status']}")
+    print(
+        f"  driving score {results['score_composed']:.2f}  route completion {results['score_route']:.2f}  "
+        f"penalty {results['score_penalty']:.3f}  ({record['meta']['duration_game']:.1f} s simulated, "
+        f"{record['meta']['duration_system']:.1f} s wall)"
+    )
+    for key, items in record["infractions"].items():
+        for item in items:
+            print(f"  {key}: {item}")
+    print(f"  results: {out / 'results.json'}")
+    return 0
+
+
+def missing_carla_modules() -> list[str]:
+    """Which of the CARLA client and the leaderboard / scenario runner packages cannot be imported."""
+    return [m for m in ("carla", "leaderboard", "srunner") if importlib.util.find_spec(m) is None]
+
+
+def evaluator_command(args: argparse.Namespace, out: Path) -> list[str]:
+    """The ``leaderboard_evaluator`` command line for ``--world carla``."""
+    return [
+        sys.executable,
+        "-m",
+        "leaderboard.leaderboard_evaluator",
+        "--routes",
+        str(args.routes),
+        "--agent",
+        _resolve(args.agent),
+        "--agent-config",
+        _resolve(args.agent_config),
+        "--track",
+        "SENSORS",
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--traffic-manager-port",
+        str(args.tm_port),
+        "--checkpoint",
+        str(out / "results.json"),
+        "--debug-checkpoint",
+        str(out / "live_results.txt"),
+    ]
+
+
+def _drive_carla(args: argparse.Namespace) -> int:
+    if not args.routes:
+        _err("--routes ROUTES.xml is required for --world carla")
+        return EXIT_USER_ERROR
+    if args.agent == "expert":
+        _err("the privileged expert only exists in the embedded world")
+        return EXIT_USER_ERROR
+    missing = missing_carla_modules()
+    if missing:
+        _err(
+            f"cannot import {', '.join(missing)}. Install the CARLA client with `pip install -e .[carla]` (or the "
+            "0.9.15 wheel matching your server, see README), and put the leaderboard and scenario runner on "
+            "PYTHONPATH, e.g. export PYTHONPATH=$LEADERBOARD_ROOT:$SCENARIO_RUNNER_ROOT:$PYTHONPATH "
+            "(Bench2Drive: Bench2Drive/leaderboard and Bench2Drive/scenario_runner)."
+        )
+        return EXIT_MISSING_DEPENDENCY
+    out = Path(args.out or "runs/drive/carla")
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = evaluator_command(args, out)
+    print("running:", " ".join(cmd), flush=True)
+    return subprocess.call(cmd)

@@ -1,0 +1,152 @@
+"""Run one embedded route with a leaderboard agent, exactly through the leaderboard lifecycle, and score it.
+
+The agent is loaded like ``leaderboard_evaluator`` does (the file's folder goes first on ``sys.path``, the module is
+imported by its basename and the class is ``getattr(module, module.get_entry_point())``), then:
+``AgentClass(host, port, debug)`` -> ``set_global_plan(gps, world)`` (the dense plan; the agent base class
+downsamples it) -> ``setup(config)`` -> ``sensors()`` (validated once) -> per 0.05 s tick: ``input_data`` ->
+``run_step(input_data, timestamp)`` -> apply the control -> step traffic and physics -> score -> ``destroy()``.
+Only ``out_dir/results.json`` is written.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from world.dynamics import read_control
+from world.geo import build_global_plan
+from world.provider import set_world
+from world.routes import RouteSpec, load_route
+from world.scoring import RouteScorer, build_results
+from world.sensors import SensorConfigurationInvalid, SensorSuite
+from world.sim import EmbeddedWorld
+
+EXPERT_AGENT = str(Path(__file__).resolve().with_name("expert_agent.py"))
+
+
+class AgentCrashed(RuntimeError):
+    """The agent raised; ``results`` holds what was written to results.json."""
+
+    def __init__(self, message: str, results: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.results = results
+
+
+def load_agent_class(agent_path: str | os.PathLike) -> type:
+    """Import an agent file the way the leaderboard evaluator does and return its entry-point class."""
+    path = Path(agent_path).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"agent file not found: {path}")
+    module_name = path.name.split(".")[0]
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    cached = sys.modules.get(module_name)
+    if cached is not None and Path(getattr(cached, "__file__", "") or "").resolve() != path:
+        del sys.modules[module_name]  # another file with the same basename was loaded before
+    importlib.invalidate_caches()
+    module = importlib.import_module(module_name)
+    if not hasattr(module, "get_entry_point"):
+        raise AttributeError(f"{path} has no get_entry_point() function")
+    return getattr(module, module.get_entry_point())
+
+
+def run_route(
+    route: str | RouteSpec,
+    agent_path: str | os.PathLike,
+    agent_config: str,
+    out_dir: str | os.PathLike,
+    ticks: int | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+    host: str = "localhost",
+    port: int = 2000,
+    debug: bool = False,
+    sensor_noise: bool = True,
+    render_ego: bool = True,
+) -> dict[str, Any]:
+    """Drive ``route`` (a name or a RouteSpec) with the agent and return the results dict (also written to
+    ``out_dir/results.json``). ``ticks`` overrides the route's tick limit; ``seed`` its seed. ``sensor_noise``
+    toggles the leaderboard's GNSS/IMU noise, ``render_ego`` whether cameras see the ego's own body."""
+    spec = route if isinstance(route, RouteSpec) else load_route(route)
+    seed = spec.seed if seed is None else int(seed)
+    tick_limit = int(ticks) if ticks is not None else spec.tick_limit
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    world = EmbeddedWorld(spec, seed=seed)
+    scorer = RouteScorer(world.path, world.dt, tick_limit)
+    town = f"embedded/{spec.env_id}"
+    icons: list[str] = []
+    t0 = time.monotonic()
+    entry_status, failure, error = "Finished", "", None
+    agent = None
+    stage = "Agent couldn't be set up"
+    set_world(world)
+    try:
+        gps_plan, world_plan = build_global_plan(world.path.points, world.path.options, spec.lat_ref, spec.lon_ref)
+        agent = load_agent_class(agent_path)(host, port, debug)
+        agent.set_global_plan(gps_plan, world_plan)
+        agent.setup(agent_config)
+        _check_track(agent)
+        stage = "Agent's sensors were invalid"
+        sensor_specs = agent.sensors()
+        suite = SensorSuite(sensor_specs, world, seed=seed, noise=sensor_noise, render_ego=render_ego)
+        icons = suite.icons()
+        stage = "Agent crashed"
+        _drive(agent, world, suite, scorer, spec.name, tick_limit, progress)
+    except SensorConfigurationInvalid as exc:
+        entry_status, failure, error = "Rejected", "Agent's sensors were invalid", exc
+    except Exception as exc:  # the leaderboard records agent failures, then the run ends
+        entry_status, failure, error = "Started", stage, exc
+    finally:
+        if agent is not None:
+            try:
+                agent.destroy()
+            except Exception as exc:  # a failing destroy() must not hide the route result
+                error = error or exc
+        set_world(None)
+        world.close()
+    if failure:
+        scorer.failure = failure
+    record = scorer.record(spec.name, town, world.time, time.monotonic() - t0)
+    results = build_results([record], icons, entry_status=entry_status)
+    with open(out / "results.json", "w", encoding="utf-8") as fh:
+        json.dump(results, fh, indent=2)
+    if error is not None:
+        raise AgentCrashed(f"{failure}: {error!r} (results in {out / 'results.json'})", results) from error
+    return results
+
+
+def _check_track(agent: Any) -> None:
+    track = getattr(agent, "track", "SENSORS")
+    name = getattr(track, "value", track)
+    if str(name) != "SENSORS":
+        raise ValueError(f"the embedded world only runs the SENSORS track (agent track: {name})")
+
+
+def _drive(agent, world: EmbeddedWorld, suite: SensorSuite, scorer: RouteScorer, name: str, limit: int, progress: bool):
+    bar = tqdm(total=limit, desc=name, unit="tick", file=sys.stderr, disable=not progress, leave=False)
+    try:
+        while not scorer.done:
+            input_data = suite.read()
+            control = read_control(agent.run_step(input_data, world.time))
+            world.apply_control(control)
+            world.tick()
+            ego = world.ego_state()
+            contacts = world.contacts()
+            on_road = world.on_road(ego.x, ego.y)
+            s, _, _ = world.path.project((ego.x, ego.y), scorer.s_reached - 5.0, scorer.s_reached + 30.0)
+            in_lanes = world.in_route_lanes(ego.x, ego.y, world.path.heading_at(s))
+            scorer.step(ego.x, ego.y, ego.speed, contacts, on_road, in_lanes)
+            bar.update(1)
+            if world.frame % 20 == 0:
+                bar.set_postfix(rc=f"{scorer.route_completion:.1f}", v=f"{ego.speed:.1f}")
+    finally:
+        bar.close()

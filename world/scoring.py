@@ -1,0 +1,316 @@
+"""Leaderboard 2.0 / Bench2Drive scoring for the embedded world, and the results.json they write.
+
+Per tick, ``RouteScorer.step`` applies the LB2 criteria to the ego's state:
+  * route completion: furthest arc length reached along the planned path (projection within a forward window,
+    accepted within 10 m of the path); >= 99 % counts as 100 % and ends the route ("Completed"/"Perfect");
+  * collisions: vehicles x0.6, static objects x0.65; the last collided actor is ignored for 5 s and any contact
+    within 3 m of the last collision spot is ignored (LB2 CollisionTest); leaving the drivable road is a layout collision (x0.65), once per excursion;
+  * outside_route_lanes: metres driven outside the route's lanes (off-road or in an opposite-direction lane);
+    the penalty multiplies by (1 - metres / route length), as LB2's PENALTY_PERC_DICT 'increases' rule with 0;
+  * route deviation (> 30 m from the path), agent blocked (< 0.1 m/s for 180 s) and timeout (tick limit) end the
+    route as "Failed - Agent deviated from the route" / "Failed - Agent got blocked" / "Failed - Agent timed out".
+DS = RC x product of penalties (score_composed).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from world.route_path import RoutePath
+
+PENALTY = {
+    "collisions_pedestrian": 0.5,
+    "collisions_vehicle": 0.6,
+    "collisions_layout": 0.65,
+    "red_light": 0.7,
+    "stop_infraction": 0.8,
+    "scenario_timeouts": 0.7,
+    "yield_emergency_vehicle_infractions": 0.7,
+}
+INFRACTION_KEYS = (
+    "collisions_layout",
+    "collisions_pedestrian",
+    "collisions_vehicle",
+    "red_light",
+    "stop_infraction",
+    "outside_route_lanes",
+    "min_speed_infractions",
+    "yield_emergency_vehicle_infractions",
+    "scenario_timeouts",
+    "route_dev",
+    "vehicle_blocked",
+    "route_timeout",
+)
+LABELS = [
+    "Avg. driving score",
+    "Avg. route completion",
+    "Avg. infraction penalty",
+    "Collisions with pedestrians",
+    "Collisions with vehicles",
+    "Collisions with layout",
+    "Red lights infractions",
+    "Stop sign infractions",
+    "Off-road infractions",
+    "Route deviations",
+    "Route timeouts",
+    "Agent blocked",
+    "Yield emergency vehicles infractions",
+    "Scenario timeouts",
+    "Min speed infractions",
+]
+_VALUE_KEYS = [
+    "collisions_pedestrian",
+    "collisions_vehicle",
+    "collisions_layout",
+    "red_light",
+    "stop_infraction",
+    "outside_route_lanes",
+    "route_dev",
+    "route_timeout",
+    "vehicle_blocked",
+    "yield_emergency_vehicle_infractions",
+    "scenario_timeouts",
+    "min_speed_infractions",
+]
+
+
+@dataclass(frozen=True)
+class ScoringParams:
+    """LB2 criteria thresholds."""
+
+    deviation_m: float = 30.0
+    progress_accept_m: float = 10.0
+    progress_window_m: float = 30.0
+    completion_pct: float = 99.0
+    blocked_speed: float = 0.1
+    blocked_time_s: float = 180.0
+    collision_repeat_s: float = 5.0
+    collision_min_move_m: float = 3.0
+    collision_reset_m: float = 5.0
+
+
+@dataclass(frozen=True)
+class Contact:
+    """An actor touching the ego this tick."""
+
+    id: int
+    type_id: str
+
+    @property
+    def is_vehicle(self) -> bool:
+        return self.type_id.startswith("vehicle.")
+
+
+def _at(x: float, y: float) -> str:
+    return f"(x={x:.3f}, y={y:.3f}, z=0.000)"
+
+
+class RouteScorer:
+    """Accumulates infractions and progress over one route; ``done`` turns True when the route ends."""
+
+    def __init__(self, path: RoutePath, dt: float, tick_limit: int, params: ScoringParams = ScoringParams()) -> None:
+        self.path = path
+        self.dt = dt
+        self.tick_limit = tick_limit
+        self.params = params
+        self.infractions: dict[str, list[str]] = {k: [] for k in INFRACTION_KEYS}
+        self.penalty = 1.0
+        self.s_reached = 0.0
+        self.completed = False
+        self.failure = ""
+        self.ticks = 0
+        self.outside_m = 0.0
+        self._prev_xy: tuple[float, float] | None = None
+        self._offroad = False
+        self._blocked_s = 0.0
+        self._last_id: int | None = None
+        self._last_time = 0.0
+        self._last_xy: tuple[float, float] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.completed or bool(self.failure)
+
+    @property
+    def route_completion(self) -> float:
+        """RC in percent."""
+        return 100.0 if self.completed else 100.0 * self.s_reached / self.path.length
+
+    def step(
+        self,
+        x: float,
+        y: float,
+        speed: float,
+        contacts: Sequence[Any] = (),
+        on_road: bool = True,
+        in_lanes: bool = True,
+    ) -> None:
+        """Score the state after one tick; ``contacts`` have ``id`` and ``type_id`` (vehicle.* or static.*)."""
+        if self.done:
+            return
+        self.ticks += 1
+        now = self.ticks * self.dt
+        moved = 0.0 if self._prev_xy is None else math.hypot(x - self._prev_xy[0], y - self._prev_xy[1])
+        self._prev_xy = (x, y)
+        p = self.params
+        s, _, dist = self.path.project((x, y), self.s_reached - 5.0, self.s_reached + p.progress_window_m)
+        if dist <= p.progress_accept_m:
+            self.s_reached = max(self.s_reached, s)
+        if not in_lanes and moved > 0.0:
+            self._add_outside(moved)
+        for contact in contacts:
+            self._collision(contact, now, x, y)
+        if not on_road and not self._offroad:
+            self._record(
+                "collisions_layout", f"Agent collided against object with type=static.terrain and id=0 at {_at(x, y)}"
+            )
+        self._offroad = not on_road
+        if self.path.project((x, y))[2] > p.deviation_m:
+            self.infractions["route_dev"].append(f"Agent deviated from the route at {_at(x, y)}")
+            self.failure = "Agent deviated from the route"
+            return
+        self._blocked_s = self._blocked_s + self.dt if speed < p.blocked_speed else 0.0
+        if self._blocked_s >= p.blocked_time_s:
+            self.infractions["vehicle_blocked"].append(f"Agent got blocked at {_at(x, y)}")
+            self.failure = "Agent got blocked"
+            return
+        if 100.0 * self.s_reached / self.path.length >= p.completion_pct:
+            self.completed = True
+            return
+        if self.ticks >= self.tick_limit:
+            self.timeout()
+
+    def timeout(self) -> None:
+        """End the route as timed out (tick limit reached)."""
+        if not self.done:
+            self.infractions["route_timeout"].append("Route timeout.")
+            self.failure = "Agent timed out"
+
+    def _collision(self, contact: Any, now: float, x: float, y: float) -> None:
+        # LB2 CollisionTest: ignore the last collided actor for 5 s, and anything within 3 m of the last
+        # collision spot until the ego is 5 m away from it.
+        if self._last_id is not None and now - self._last_time > self.params.collision_repeat_s:
+            self._last_id = None
+        if self._last_xy is not None and math.dist((x, y), self._last_xy) > self.params.collision_reset_m:
+            self._last_xy = None
+        if contact.id == self._last_id:
+            return
+        if self._last_xy is not None and math.dist((x, y), self._last_xy) <= self.params.collision_min_move_m:
+            return
+        self._last_id, self._last_time, self._last_xy = contact.id, now, (x, y)
+        if contact.type_id.startswith("vehicle."):
+            key = "collisions_vehicle"
+        elif contact.type_id.startswith("walker."):
+            key = "collisions_pedestrian"
+        else:
+            key = "collisions_layout"
+        self._record(
+            key, f"Agent collided against object with type={contact.type_id} and id={contact.id} at {_at(x, y)}"
+        )
+
+    def _record(self, key: str, message: str) -> None:
+        self.infractions[key].append(message)
+        self.penalty *= PENALTY[key]
+
+    def _add_outside(self, metres: float) -> None:
+        self.outside_m += metres
+        pct = 100.0 * self.outside_m / self.path.length
+        self.infractions["outside_route_lanes"] = [
+            f"Agent went outside its route lanes for about {round(self.outside_m, 3)} meters "
+            f"({round(pct, 2)}% of the completed route)"
+        ]
+
+    def scores(self) -> dict[str, float]:
+        """score_route, score_penalty, score_composed (rounded like LB2)."""
+        penalty = self.penalty * max(0.0, 1.0 - self.outside_m / self.path.length)
+        rc = self.route_completion
+        return {
+            "score_route": round(rc, 6),
+            "score_penalty": round(penalty, 6),
+            "score_composed": round(max(rc * penalty, 0.0), 6),
+        }
+
+    def status(self) -> str:
+        """LB2 status string."""
+        if self.completed:
+            return "Completed" if any(self.infractions.values()) else "Perfect"
+        return f"Failed - {self.failure}" if self.failure else "Failed"
+
+    def record(self, route_name: str, town: str, duration_game: float, duration_system: float) -> dict[str, Any]:
+        """The route record of ``_checkpoint.records`` (B2D fields included)."""
+        return {
+            "index": 0,
+            "route_id": "RouteScenario_0_rep0",
+            "scenario_name": route_name,
+            "weather_id": 0,
+            "save_name": f"{route_name}_{time.strftime('%m_%d_%H_%M_%S')}",
+            "town_name": town,
+            "status": self.status(),
+            "num_infractions": sum(len(v) for v in self.infractions.values()),
+            "infractions": {k: list(v) for k, v in self.infractions.items()},
+            "scores": self.scores(),
+            "meta": {
+                "route_length": round(self.path.length, 3),
+                "duration_game": round(duration_game, 3),
+                "duration_system": round(duration_system, 3),
+            },
+        }
+
+
+def build_results(records: list[dict[str, Any]], sensors: list[str], entry_status: str = "Finished") -> dict[str, Any]:
+    """Full results.json (LB2 checkpoint format) plus top-level score_* of the first route for convenience."""
+    n = max(len(records), 1)
+    mean = {
+        k: round(sum(r["scores"][k] for r in records) / n, 6)
+        for k in ("score_composed", "score_route", "score_penalty")
+    }
+    std = {k: 0.0 for k in mean}
+    if len(records) > 1:
+        for k in std:
+            std[k] = round(math.sqrt(sum((r["scores"][k] - mean[k]) ** 2 for r in records) / (n - 1)), 3)
+    km = max(sum(r["meta"]["route_length"] / 1000 * r["scores"]["score_route"] / 100 for r in records), 0.001)
+    per_km: dict[str, float] = {}
+    for key in INFRACTION_KEYS:
+        if key == "outside_route_lanes":  # LB2 reports kilometres, parsed back from the message
+            total = sum(float(r["infractions"][key][0].split(" ")[8]) / 1000 for r in records if r["infractions"][key])
+            per_km[key] = round(total, 3)
+        else:
+            per_km[key] = round(sum(len(r["infractions"][key]) for r in records) / km, 3)
+    status = "Perfect"
+    exceptions = []
+    for r in records:
+        if "Failed" in r["status"]:
+            status = "Failed"
+            exceptions.append((r["route_id"], r["index"], r["status"]))
+        elif status == "Perfect" and r["status"] != "Perfect":
+            status = r["status"]
+    global_record = {
+        "index": -1,
+        "route_id": -1,
+        "status": status,
+        "infractions": per_km,
+        "scores_mean": mean,
+        "scores_std_dev": std,
+        "meta": {
+            "total_length": round(sum(r["meta"]["route_length"] for r in records), 3),
+            "duration_game": round(sum(r["meta"]["duration_game"] for r in records), 3),
+            "duration_system": round(sum(r["meta"]["duration_system"] for r in records), 3),
+            "exceptions": exceptions,
+        },
+    }
+    values = [str(mean["score_composed"]), str(mean["score_route"]), str(mean["score_penalty"])]
+    values += [str(per_km[k]) for k in _VALUE_KEYS]
+    first = records[0]["scores"] if records else {"score_route": 0.0, "score_penalty": 0.0, "score_composed": 0.0}
+    return {
+        "_checkpoint": {"global_record": global_record, "progress": [len(records), len(records)], "records": records},
+        "entry_status": entry_status,
+        "eligible": entry_status == "Finished",
+        "sensors": sensors,
+        "values": values,
+        "labels": list(LABELS),
+        **first,
+    }
