@@ -7,7 +7,7 @@ setup(
     version="0.1.0",
     description="AutoMoT: asynchronous Mixture-of-Transformers VLA driving agent for CARLA / Bench2Drive",
     python_requires=">=3.10",
-    packages=find_packages(include=["automot*", "model*", "runtime*", "agent*", "world*"]),
+    packages=find_packages(include=["automot*", "model*", "runtime*", "agent*", "world*", "training*"]),
     include_package_data=True,
     package_data={"": ["*.yaml", "*.json", "*.xml", "*.md"]},
     install_requires=[
@@ -30,6 +30,7 @@ setup(
     extras_require={
         "dev": ["pytest", "ruff", "onnx", "onnxruntime", "onnxscript"],
         "onnx": ["onnx", "onnxruntime", "onnxscript"],
+        "train": ["peft", "tensorboard"],
         # The official client is 0.9.16; Bench2Drive servers are 0.9.15 (see README for the 0.9.15 wheel).
         "carla": ["carla==0.9.16", "py_trees", "shapely", "networkx", "dictor", "xmlschema", "ephem", "tabulate"],
         # TensorRT wheels come from NVIDIA's index on GPU machines; never a hard requirement.

@@ -16,6 +16,7 @@ _SUBCOMMAND_MODULES = [
     "model.released.cli",
     "runtime.cli",
     "world.cli",
+    "training.cli",
 ]
 
 
