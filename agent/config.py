@@ -33,6 +33,7 @@ class ModelConfig:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     cache: bool = True  # keep the loaded model for the next route (the leaderboard re-creates the agent per route)
+    refiner: bool = False  # apply the checkpoint's trajectory refiner (model/refiner.py); needs a checkpoint
 
 
 @dataclass

@@ -59,12 +59,14 @@ def resolve_device(device: str) -> str:
 
 def load_model(cfg: ModelConfig, device: str, cache: bool = True) -> Any:
     """``model.load_pretrained(checkpoint)`` when a checkpoint is set, else ``model.build_model(preset)``."""
-    key = (cfg.preset, cfg.checkpoint, device, cfg.dtype)
+    key = (cfg.preset, cfg.checkpoint, device, cfg.dtype, cfg.refiner)
     if cache and key in _model_cache:
         return _model_cache[key]
     model_pkg = _import("model")
+    if cfg.refiner and not cfg.checkpoint:
+        raise ValueError("model.refiner: true needs model.checkpoint (the refiner is saved with a trained checkpoint)")
     if cfg.checkpoint:
-        net = model_pkg.load_pretrained(cfg.checkpoint, device=device, dtype=cfg.dtype)
+        net = model_pkg.load_pretrained(cfg.checkpoint, device=device, dtype=cfg.dtype, refiner=cfg.refiner)
     else:
         log.warning("model.checkpoint is not set: preset %r with random weights (demo only)", cfg.preset)
         net = model_pkg.build_model(cfg.preset, device=device, dtype=cfg.dtype)

@@ -43,6 +43,16 @@ class AutoMoTModel(nn.Module):
         self.layouts = [self.understanding.layout, HeadLayout(a.num_heads, a.num_kv_heads, a.head_dim)]
         self.tokenizer = None
         self.image_processor = None
+        # Optional trajectory refiner (model/refiner.py). Held outside the module tree on purpose: the AutoMoT
+        # state dict (and released-checkpoint loading) stays the same with or without it.
+        self.__dict__["refiner"] = None
+
+    def attach_refiner(self, refiner: nn.Module | None) -> None:
+        """Refine path/waypoints in ``act`` / ``fast_step`` (so exported engines include it); None detaches."""
+        if refiner is not None:
+            # Inference only (training applies the refiner explicitly): frozen, so exporters can fold it in.
+            refiner = refiner.to(device=self.device).eval().requires_grad_(False)
+        self.__dict__["refiner"] = refiner
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -199,7 +209,17 @@ class AutoMoTModel(nn.Module):
         scene: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Pure-tensor action pass (the exported engine): returns (path, waypoints, decision_logits)."""
-        return self._heads(self._action_hidden(keys, values, pad_mask, next_position, target_points, speed, scene))
+        hidden = self._action_hidden(keys, values, pad_mask, next_position, target_points, speed, scene)
+        path, waypoints, logits = self._heads(hidden)
+        path, waypoints = self._refine(path, waypoints, hidden)
+        return path, waypoints, logits
+
+    def _refine(self, path: torch.Tensor, waypoints: torch.Tensor, hidden: torch.Tensor):
+        refiner = self.__dict__["refiner"]
+        if refiner is None:
+            return path, waypoints
+        path_r, waypoints_r = refiner.sample(path, waypoints, hidden.to(next(refiner.parameters()).dtype))
+        return path_r.to(path.dtype), waypoints_r.to(waypoints.dtype)
 
     @torch.no_grad()
     def act(self, snapshot: KVSnapshot, state: ActionState) -> ActionOutput:
@@ -215,6 +235,7 @@ class AutoMoTModel(nn.Module):
             None if state.scene is None else state.scene.to(dev),
         )
         path, waypoints, logits = self._heads(hidden)
+        path, waypoints = self._refine(path, waypoints, hidden)
         return ActionOutput(path, waypoints, logits, self.decode_decision(logits), hidden)
 
     def fast_step_module(self) -> nn.Module:
@@ -225,7 +246,8 @@ class AutoMoTModel(nn.Module):
     def forward(
         self, observation: Observation, state: ActionState, return_snapshot: bool = False
     ) -> ActionOutput | tuple[ActionOutput, KVSnapshot]:
-        """Joint single pass over prefix and action tokens (what training differentiates).
+        """Joint single pass over prefix and action tokens (what training differentiates; no refiner here —
+        the refiner stage applies it explicitly).
 
         With ``return_snapshot`` the UE K/V of this joint pass come back too (they must equal ``prefill``'s).
         """

@@ -79,9 +79,12 @@ def load_state_strict(model: AutoMoTModel, weights: str | Path) -> None:
 
 
 def load_pretrained(
-    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str | None = None,
+    refiner: bool = False,
 ) -> AutoMoTModel:
-    """Load a directory written by ``save_pretrained``."""
+    """Load a directory written by ``save_pretrained``; ``refiner=True`` also attaches its saved refiner."""
     path = Path(path)
     if not path.is_dir():
         raise PretrainedLoadError(f"checkpoint directory not found: {path}")
@@ -98,4 +101,8 @@ def load_pretrained(
         keep_rotary_fp32(model)  # RoPE frequencies stay fp32, as HF and the released loader keep them
     model = model.to(device).eval()
     attach_processors(model, str(path))
+    if refiner:
+        from model.refiner import load_refiner
+
+        model.attach_refiner(load_refiner(path, device=device))
     return model

@@ -215,8 +215,20 @@ def run_bench(
         def full() -> None:
             model.act(model.prefill(obs, capacity=capacity), state)
 
+        from model.refiner import ActionRefiner, RefinerConfig
+
+        # An untrained refiner costs what a trained one costs: enough for its latency.
+        refiner = ActionRefiner(RefinerConfig(cond_dim=cfg.action.hidden_size)).to(device).eval()
+
+        def torch_refined() -> None:
+            with torch.inference_mode():
+                hidden = model._action_hidden(*inputs)
+                path, waypoints, _ = model._heads(hidden)
+                refiner.sample(path, waypoints, hidden)
+
         calls: dict[str, Callable[[], object]] = {"full_forward": full}
         calls.update({name: (lambda e=e: e(*inputs)) for name, e in engines.items()})
+        calls["torch+refiner"] = torch_refined
         _progress(f"warm-up ({warmup} rounds; first torch-compile call compiles)")
         for _ in range(warmup):
             for fn in calls.values():
@@ -244,6 +256,8 @@ def run_bench(
         "concurrency_ratio": round(rt["concurrent"]["p99"] / rt["idle"]["p99"], 3),
         "runtime_overhead": round(rt["idle"]["p50"] / rt["bare"]["p50"] - 1.0, 4),
         "onnx_parity_max_abs": parity,
+        # The optional trajectory refiner (model/refiner.py), measured on eager torch next to the plain step.
+        "refiner_extra_ms": round(per_call["torch+refiner"] - per_call["torch"], 4),
         "device": device_description(device),
         "details": {
             "capacity": capacity,

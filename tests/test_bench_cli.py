@@ -19,6 +19,7 @@ CONTRACT_KEYS = {
     "concurrency_ratio",
     "runtime_overhead",
     "onnx_parity_max_abs",
+    "refiner_extra_ms",
     "device",
 }
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from model import build_model, make_dummy_inputs
+from model.refiner import ActionRefiner, RefinerConfig, apply_refiner, has_refiner, load_refiner, save_refiner
 from training.config import LossSection, StageSection
 from training.data.torch_dataset import TrainBatch
 from training.objective import TrainingObjective
-from training.refiner import ActionRefiner, RefinerConfig, apply_refiner, has_refiner, load_refiner, save_refiner
 from training.stages import configure_trainable
 
 

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from model.io import save_pretrained
+from model.refiner import ActionRefiner, save_refiner
 from training.config import TrainConfig
 from training.lora import ADAPTER_FILE, has_lora, lora_state, merged_lora
-from training.refiner import ActionRefiner, save_refiner
 
 TRAINER_STATE = "trainer_state.pt"
 TRAIN_CONFIG = "train_config.yaml"

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from model.automot import AutoMoTModel
+from model.refiner import ActionRefiner
 from training.config import LossSection
 from training.data.torch_dataset import IGNORE_INDEX, TrainBatch, VQABatch
-from training.refiner import ActionRefiner
 
 
 def vqa_loss(model: AutoMoTModel, vqa: VQABatch) -> torch.Tensor:

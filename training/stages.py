@@ -20,10 +20,10 @@ import yaml
 
 from model import AutoMoTModel, build_model, get_config, load_pretrained
 from model.config import PRESETS
+from model.refiner import ActionRefiner, RefinerConfig, has_refiner, load_refiner
 from training.config import ModelSection, OptimSection, RefinerSection, StageSection, TrainConfigError
 from training.data.schema import NUM_ROUTE_POINTS, NUM_WAYPOINTS
 from training.lora import add_lora
-from training.refiner import ActionRefiner, RefinerConfig, has_refiner, load_refiner
 
 _NEVER_TRAINED = ("action_io.velocity_head.", "action_io.route_head.query", "action_io.waypoints_head.query")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from model.refiner import apply_refiner
 from training.checkpoint import (
     VAL_METRICS,
     Progress,
@@ -36,7 +37,6 @@ from training.distributed import DistInfo, barrier, init_distributed
 from training.lora import ADAPTER_FILE, load_lora_state, merge_lora
 from training.metrics import OpenLoopMetrics
 from training.objective import TrainingObjective
-from training.refiner import apply_refiner
 from training.scalar_log import ScalarLogger
 from training.stages import (
     build_optimizer,
