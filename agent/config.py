@@ -338,7 +338,14 @@ def load_agent_config(path: str | Path | None) -> AgentConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from exc
-    return agent_config_from_dict(data, str(path))
+    cfg = agent_config_from_dict(data, str(path))
+    ckpt = cfg.model.checkpoint
+    if ckpt and not Path(ckpt).is_absolute() and not Path(ckpt).exists():
+        # Relative checkpoint paths may be written relative to the config file (works from any directory).
+        beside = (path.parent / ckpt).resolve()
+        if beside.exists():
+            cfg.model.checkpoint = str(beside)
+    return cfg
 
 
 def config_to_dict(cfg: Any) -> dict:

@@ -187,3 +187,14 @@ def test_ground_projection():
     assert uv[1, 0] > 512.0  # right of the centre line
     assert np.isnan(uv[2]).all()
     assert uv[3, 1] == pytest.approx(256.0, abs=1.0)  # far points approach the horizon
+
+
+def test_relative_checkpoint_resolves_beside_the_config(tmp_path, monkeypatch):
+    from agent.config import load_agent_config
+
+    (tmp_path / "ckpts" / "demo").mkdir(parents=True)
+    (tmp_path / "configs").mkdir()
+    cfg_file = tmp_path / "configs" / "agent.yaml"
+    cfg_file.write_text("model:\n  checkpoint: ../ckpts/demo\n")
+    monkeypatch.chdir(tmp_path.parent)
+    assert load_agent_config(cfg_file).model.checkpoint == str((tmp_path / "ckpts" / "demo").resolve())

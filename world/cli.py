@@ -19,7 +19,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_AGENT = "agent/automot_agent.py"
-DEFAULT_CONFIG = "leaderboard_configs/automot_front.yaml"
+DEFAULT_CONFIG = "leaderboard_configs/demo_tiny.yaml"  # the committed CPU-trained demo model
 EXIT_USER_ERROR, EXIT_MISSING_DEPENDENCY, EXIT_AGENT_CRASHED = 1, 3, 4
 
 
