@@ -28,7 +28,7 @@ setup(
         "highway-env>=1.10",
     ],
     extras_require={
-        "dev": ["pytest", "ruff", "onnx", "onnxruntime", "onnxscript"],
+        "dev": ["pytest", "ruff", "onnx", "onnxruntime", "onnxscript", "peft", "tensorboard"],
         "onnx": ["onnx", "onnxruntime", "onnxscript"],
         "train": ["peft", "tensorboard"],
         # The official client is 0.9.16; Bench2Drive servers are 0.9.15 (see README for the 0.9.15 wheel).
