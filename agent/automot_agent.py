@@ -4,8 +4,9 @@ The leaderboard imports this file as a top-level module with its folder on ``sys
 imported by fully qualified names (``agent.*``, ``runtime.*``) and the project root must be importable.
 
 Per tick: decode and validate ``input_data`` -> GNSS/compass measurement -> pose estimate (raw or UKF, fed the
-previous tick's control) -> route planner target points (ego frame) -> after warm-up: parking-escape update and
-target-point override, ``runtime.submit`` + ``runtime.step`` -> PID controllers and safety rules -> VehicleControl.
+previous tick's control) -> LiDAR half sweep pushed at that pose (when the runtime's model has a scene encoder) ->
+route planner target points (ego frame) -> after warm-up: parking-escape update and target-point override,
+BEV encoder inputs, ``runtime.submit`` + ``runtime.step`` -> PID controllers and safety rules -> VehicleControl.
 ``run_step`` never raises (unless ``strict``): any failure is logged with its traceback and answered with a
 full brake.
 """
@@ -40,6 +41,7 @@ from agent.recorder import Recorder, TickRecord
 from agent.rigs import Rig, get_rig, validate_sensors
 from agent.route_planner import RoutePlanner
 from agent.runtime_factory import build_runtime, check_runtime
+from agent.scene_inputs import SceneInputBuilder, default_bev_config
 from agent.state_estimation import Control, StateEstimator, build_estimator
 from runtime.types import DrivingObservation, DrivingState, RuntimeOutput
 
@@ -102,6 +104,7 @@ class AutoMoTAgent(AutonomousAgent):
         self.controller: DrivingController | None = None
         self.planner: RoutePlanner | None = None
         self.history: FrameHistory | None = None
+        self.scene_builder: SceneInputBuilder | None = None
         self.georeference = (DEFAULT_LAT_REF, DEFAULT_LON_REF)
         self.step = -1
         self.last_control: Any = None
@@ -138,6 +141,7 @@ class AutoMoTAgent(AutonomousAgent):
             camera = self.rig.get(self.rig.primary_camera)
             self.recorder = Recorder(recorder_dir(cfg.recorder.out_dir, self.save_name), camera, cfg.recorder)
         self.runtime = check_runtime(self.runtime_factory(cfg))
+        self.scene_builder = self._scene_builder()
         log.info(
             "AutoMoT agent ready: rig %s, runtime %s/%s, state %s, escape %s, save_name %s",
             cfg.rig,
@@ -147,6 +151,16 @@ class AutoMoTAgent(AutonomousAgent):
             "on" if self.escape_policy is not None else "off",
             self.save_name,
         )
+
+    def _scene_builder(self) -> SceneInputBuilder | None:
+        """A BEV-input builder when the runtime asks for raw scene inputs (the runtime knows the model, we do not)."""
+        if not getattr(self.runtime, "needs_scene_inputs", False):
+            return None
+        bev_cfg = getattr(self.runtime, "scene_config", None)
+        if bev_cfg is None:
+            log.warning("the runtime exposes no scene_config: BEV inputs use the spec's TF++ defaults")
+            bev_cfg = default_bev_config()
+        return SceneInputBuilder(bev_cfg, self.rig)
 
     def sensors(self) -> list[dict]:
         """The configured rig as leaderboard sensor dicts (validated against the SENSORS-track limits)."""
@@ -258,6 +272,9 @@ class AutoMoTAgent(AutonomousAgent):
         position, yaw = ego.position, ego.yaw  # the estimate is used everywhere below
 
         driving = not self.controller.in_warmup(tick)
+        scene_inputs = None
+        if self.scene_builder is not None:
+            scene_inputs = self.scene_builder.update(sensors, position, yaw, build=driving)
         self.planner.update(position)
         if driving and self.escape_policy is not None:
             self.escape_policy.update(tick, position, yaw)  # may drop route points before the TPs are taken
@@ -274,7 +291,8 @@ class AutoMoTAgent(AutonomousAgent):
                 tp_ego = np.asarray(self.escape_policy.adjust_target_points(tick, tp_ego), dtype=np.float32)
                 record.target_points = tp_ego  # record what the model saw
             self.runtime.submit(DrivingObservation(self.history.select(), tp_ego, speed), sim_time, tick)
-            output = self._checked(self.runtime.step(DrivingState(tp_ego, speed), sim_time, tick), tick, sim_time)
+            state = DrivingState(tp_ego, speed, scene_inputs=scene_inputs)
+            output = self._checked(self.runtime.step(state, sim_time, tick), tick, sim_time)
             self.last_output = output
             record.with_output(output)
             command = self._command(tick, output, speed, position)

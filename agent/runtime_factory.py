@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig, ModelConfig
@@ -57,15 +58,38 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def released_layout(checkpoint: str | None) -> str | None:
+    """'released' (the original folder, bev_config.json + config.json), 'converted' (``automot convert`` output,
+    bev_encoder.safetensors + config.yaml) or None: those two load with the BEV encoder attached."""
+    if not checkpoint or not Path(checkpoint).is_dir():
+        return None
+    folder = Path(checkpoint)
+    if (folder / "bev_encoder.safetensors").is_file() and (folder / "config.yaml").is_file():
+        return "converted"
+    if (folder / "bev_config.json").is_file() and (folder / "config.json").is_file():
+        return "released"
+    return None
+
+
 def load_model(cfg: ModelConfig, device: str, cache: bool = True) -> Any:
-    """``model.load_pretrained(checkpoint)`` when a checkpoint is set, else ``model.build_model(preset)``."""
+    """The released / converted AutoMoT folder (BEV encoder attached), ``model.load_pretrained(checkpoint)`` for
+    our checkpoints, else ``model.build_model(preset)``."""
     key = (cfg.preset, cfg.checkpoint, device, cfg.dtype, cfg.refiner)
     if cache and key in _model_cache:
         return _model_cache[key]
     model_pkg = _import("model")
     if cfg.refiner and not cfg.checkpoint:
         raise ValueError("model.refiner: true needs model.checkpoint (the refiner is saved with a trained checkpoint)")
-    if cfg.checkpoint:
+    released = released_layout(cfg.checkpoint)
+    if released is not None:
+        if cfg.refiner:
+            raise ValueError("model.refiner: true is not available for the released AutoMoT checkpoint")
+        loader = _import("model.released")
+        if released == "converted":
+            net = loader.load_converted(cfg.checkpoint, device=device, dtype=cfg.dtype)
+        else:
+            net = loader.load_released(cfg.checkpoint, device=device, dtype=cfg.dtype, preset=cfg.preset)
+    elif cfg.checkpoint:
         net = model_pkg.load_pretrained(cfg.checkpoint, device=device, dtype=cfg.dtype, refiner=cfg.refiner)
     else:
         log.warning("model.checkpoint is not set: preset %r with random weights (demo only)", cfg.preset)

@@ -2,7 +2,9 @@
 
 Slow path: DrivingObservation -> ``model.build_observation`` -> ``model.prefill`` (or ``model.reason``) -> copy into
 the back KV buffer -> atomic swap (runtime/buffers.py). Fast path: DrivingState -> ``model.build_state`` -> the
-selected engine on the pinned front buffer -> RuntimeOutput (numpy, batch 1).
+selected engine on the pinned front buffer -> RuntimeOutput (numpy, batch 1). When the model carries a scene encoder
+(the released BEV encoder, runtime/scene.py) and the state brings ``scene_inputs``, the encoder runs first on every
+step, in torch whatever the engine, and its tokens are the action expert's scene features.
 
 Thread budget (measured on the 2-core dev machines, torch 2.13 with the OpenMP backend): ``torch.set_num_threads``
 stores a process-wide default, but the OpenMP / MKL thread count it sets is per calling thread once that thread
@@ -32,6 +34,7 @@ import torch
 from runtime.buffers import DoubleBufferedKV, SnapshotMeta
 from runtime.config import RuntimeConfig
 from runtime.engines import FastEngine, create_engine
+from runtime.scene import SceneEncoderRunner, attached_scene_encoder
 from runtime.telemetry import JsonlLog, Telemetry
 from runtime.types import DrivingObservation, DrivingState, RuntimeOutput
 
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 STOP_NO_SNAPSHOT = "no_snapshot"
 STOP_STALE = "stale_snapshot"
 STOP_FAILED = "slow_path_failed"
+STOP_SCENE = "scene_missing"
 
 
 def _set_torch_threads(n: int) -> None:
@@ -90,6 +94,25 @@ class AutoMoTRuntime:
                 trt_precision=config.trt_precision,
             )
         self.engine = engine
+        self.scene_encoder: SceneEncoderRunner | None = None
+        attached = attached_scene_encoder(model) if mc.tokens.num_scene_tokens else None
+        if attached is not None:
+            # Share the engine's high-priority CUDA stream (torch / TensorRT engines have one) so the encoder and
+            # the action step are ordered on the fast stream; fast_stream() makes one otherwise.
+            try:
+                self.scene_encoder = SceneEncoderRunner(
+                    attached[0],
+                    attached[1],
+                    mc.tokens.num_scene_tokens,
+                    mc.tokens.scene_dim,
+                    self.device,
+                    param.dtype,
+                    stream=getattr(self.engine, "stream", None),
+                )
+            except Exception:  # a bev_config that does not fit the model: release what was built before raising
+                self.engine.close()
+                self._workdir.cleanup()
+                raise
         self._jsonl = JsonlLog(config.jsonl_log) if config.jsonl_log else None
         self._cond = threading.Condition()  # guards everything below
         self._pending: tuple[DrivingObservation, float, int] | None = None
@@ -152,11 +175,24 @@ class AutoMoTRuntime:
             if self._error is not None:
                 return self._stop(t0, STOP_FAILED, self._failure_reason(), frame, sim_time)
         t_fast = time.perf_counter()  # fast_step_ms excludes a first-snapshot wait; the tick latency includes it
-        if self._torch_fast_path:
+        if self._torch_fast_path or self.scene_encoder is not None:
             _set_torch_threads(self.threads_fast)  # per calling thread; a no-op once set
+        scene, scene_ms = state.scene, None
+        if scene is None and self.needs_scene:
+            problem = self._scene_problem(state)
+            if problem is not None:
+                return self._stop(t0, STOP_SCENE, problem, frame, sim_time)
+            # Before pinning the front slot: the encoder is the longest part of the step, and a pinned slot
+            # would make a publishing writer wait for it.
+            scene, scene_ms = self.scene_encoder(state.scene_inputs)
+            self.telemetry.record("scene_encoder_ms", scene_ms)
         action_state = self.model.build_state(
-            np.asarray(state.target_points, dtype=np.float32), float(state.speed), state.scene
+            np.asarray(state.target_points, dtype=np.float32),
+            float(state.speed),
+            state.scene if scene_ms is None else None,
         )
+        if scene_ms is not None:
+            action_state = replace(action_state, scene=scene)
         with self.store.read() as view:
             if view is None:
                 return self._stop(t0, STOP_NO_SNAPSHOT, "no snapshot yet (no refresh has completed)", frame, sim_time)
@@ -188,6 +224,8 @@ class AutoMoTRuntime:
             age_s=age_s,
             fast_step_ms=fast_ms,
         )
+        if scene_ms is not None:
+            out.extras["scene_encoder_ms"] = scene_ms  # part of fast_step_ms
         self._record(out, t0, frame, sim_time, None)
         return out
 
@@ -198,6 +236,7 @@ class AutoMoTRuntime:
         return {
             "mode": self.config.mode,
             "engine": self.engine.name,
+            "scene_encoder": None if self.scene_encoder is None else type(self.scene_encoder.encoder).__name__,
             "capacity": self.capacity,
             "threads": {"fast": self.threads_fast, "slow": self.threads_slow},
             "snapshot_version": self.store.version,
@@ -241,6 +280,40 @@ class AutoMoTRuntime:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # ------------------------------------------------------------------ scene tokens
+    @property
+    def needs_scene(self) -> bool:
+        """The model has scene tokens: every step needs ``scene`` or ``scene_inputs``."""
+        return bool(self.model.config.tokens.num_scene_tokens)
+
+    @property
+    def needs_scene_inputs(self) -> bool:
+        """The model has scene tokens and an attached encoder: callers should send raw ``scene_inputs``."""
+        return self.scene_encoder is not None
+
+    @property
+    def scene_config(self) -> Any:
+        """The attached encoder's config (model/released BEVConfig: crop, LiDAR grid, mounting), or None."""
+        return None if self.scene_encoder is None else self.scene_encoder.config
+
+    @property
+    def scene_input_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shapes (no batch dim) the encoder expects per ``scene_inputs`` key; empty without an encoder."""
+        return {} if self.scene_encoder is None else dict(self.scene_encoder.input_shapes)
+
+    def _scene_problem(self, state: DrivingState) -> str | None:
+        t = self.model.config.tokens
+        need = f"the model has {t.num_scene_tokens} scene tokens"
+        if self.scene_encoder is None:
+            return (
+                f"{need} but DrivingState.scene is None and no scene encoder is attached to the model (load the "
+                "released checkpoint with model.released.load_released/load_converted, or pass precomputed "
+                f"({t.num_scene_tokens}, {t.scene_dim}) features as DrivingState.scene)"
+            )
+        if state.scene_inputs is None:
+            return f"{need} but DrivingState has neither scene nor scene_inputs {{'rgb', 'lidar'}}"
+        return self.scene_encoder.check(state.scene_inputs)
 
     # ------------------------------------------------------------------ helpers for tests / bench
     @property

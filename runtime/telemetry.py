@@ -33,7 +33,7 @@ def summarize(samples: list[float] | np.ndarray) -> dict[str, float]:
 class Telemetry:
     """Thread-safe rolling series (the fast path and the worker both record) plus event counters."""
 
-    SERIES = ("tick_ms", "fast_step_ms", "refresh_ms", "staleness_ticks", "staleness_s")
+    SERIES = ("tick_ms", "fast_step_ms", "refresh_ms", "staleness_ticks", "staleness_s", "scene_encoder_ms")
 
     def __init__(self, window: int = 10_000) -> None:
         self._lock = threading.Lock()

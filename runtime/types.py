@@ -28,13 +28,17 @@ class DrivingObservation:
 class DrivingState:
     """What the fast path (action expert) consumes every tick.
 
-    scene: optional (N, D) scene-token features from a scene encoder (e.g. the BEV encoder); None when the
-    model has no scene tokens.
+    scene: optional (N, D) precomputed scene-token features (e.g. from the BEV encoder); None when the model has
+    no scene tokens or when ``scene_inputs`` is given instead.
+    scene_inputs: optional raw per-tick inputs of the scene encoder attached to the model, which the runtime then
+    runs on its fast path: {"rgb": (3, H, W) RGB 0..255, "lidar": (C, H', W') histogram} (runtime/scene.py).
+    ``scene`` wins when both are given.
     """
 
     target_points: np.ndarray
     speed: float
     scene: np.ndarray | None = None
+    scene_inputs: dict[str, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
