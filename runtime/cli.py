@@ -40,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "export",
         help="export the fast step to ONNX / TensorRT and validate it against torch",
         description="Export the action-expert fast step with a fixed-capacity padded KV snapshot plus pad mask; "
-        "writes fast_step.onnx (and a TensorRT engine) and parity.json into --out.",
+        "writes fast_step.onnx (and a TensorRT engine), bev_encoder.onnx (+ engine) when the model has a BEV encoder, "
+        "and parity.json into --out.",
     )
     source = export.add_mutually_exclusive_group(required=True)
     source.add_argument("--preset", help="model preset (random weights)")
@@ -126,5 +127,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
         f"-> {Path(args.out) / 'parity.json'}",
         file=sys.stderr,
     )
+    bev = summary.get("bev_encoder")
+    if bev is not None:
+        print(
+            f"[export] BEV encoder {tuple(bev['output_shape'])}: parity {'passed' if bev['passed'] else 'FAILED'}: "
+            f"max_abs={bev['max_abs']:.3g} cosine_min={bev['cosine_min']:.6f}",
+            file=sys.stderr,
+        )
     print(json.dumps({k: summary[k] for k in ("files", "passed", "max_abs", "cosine_min", "capacity")}))
     return 0 if summary["passed"] else EXIT_PARITY_FAILED

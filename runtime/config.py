@@ -48,6 +48,7 @@ class RuntimeConfig:
     first_snapshot_timeout_s: float = 10.0  # async only
     close_timeout_s: float = 60.0  # how long close() waits for an in-flight refresh to finish
     engine_file: str | None = None  # prebuilt .onnx (onnxruntime) or .engine/.onnx (tensorrt); None -> export now
+    scene_engine_file: str | None = None  # prebuilt bev_encoder.onnx / .engine for those engines; None -> export now
     compile_backend: str = "inductor"  # torch.compile backend for engine="torch-compile"
     trt_precision: str = "fp16"
     stats_window: int = 10_000  # samples kept per latency series

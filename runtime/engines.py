@@ -19,6 +19,9 @@ import torch
 
 INPUT_NAMES = ("keys", "values", "pad_mask", "next_position", "target_points", "speed", "scene")
 OUTPUT_NAMES = ("path", "waypoints", "decision_logits")
+# The exported BEV scene encoder (runtime/scene.py): batch-1 camera + LiDAR inputs -> (1, C, h, w) BEV feature.
+SCENE_INPUT_NAMES = ("rgb", "lidar")
+SCENE_OUTPUT_NAME = "bev_features"
 
 FastOutputs = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -104,6 +107,27 @@ class TorchCompileEngine(TorchEngine):
         return self.compiled(*inputs)
 
 
+def ort_session(onnx_path: str | Path, threads: int, device: torch.device):
+    """An ONNX Runtime session with its own ``threads``-wide intra-op pool and spinning disabled (CUDA EP if any)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "engine 'onnxruntime' needs the onnxruntime package: pip install onnxruntime (or pip install .[onnx])"
+        ) from exc
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
+
+
 class OnnxRuntimeEngine:
     """ONNX Runtime session with its own intra-op pool, sized independently of torch's threads.
 
@@ -113,24 +137,8 @@ class OnnxRuntimeEngine:
     name = "onnxruntime"
 
     def __init__(self, onnx_path: str | Path, threads: int = 1, device: torch.device | str = "cpu") -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise MissingDependencyError(
-                "engine 'onnxruntime' needs the onnxruntime package: pip install onnxruntime (or pip install .[onnx])"
-            ) from exc
         self.device = torch.device(device)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.log_severity_level = 3
-        providers = ["CPUExecutionProvider"]
-        if self.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        self.session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
+        self.session = ort_session(onnx_path, threads, self.device)
         self.input_names = [i.name for i in self.session.get_inputs()]
         unknown = set(self.input_names) - set(INPUT_NAMES)
         if unknown:
@@ -162,7 +170,9 @@ class TensorRTEngine:
 
     name = "tensorrt"
 
-    def __init__(self, engine_path: str | Path, device: torch.device | str = "cuda") -> None:
+    def __init__(
+        self, engine_path: str | Path, device: torch.device | str = "cuda", stream: torch.cuda.Stream | None = None
+    ) -> None:
         trt = require_tensorrt()
         self.device = torch.device(device)
         if self.device.type != "cuda" or not torch.cuda.is_available():
@@ -174,7 +184,7 @@ class TensorRTEngine:
         if self.engine is None:
             raise RuntimeError(f"{engine_path}: TensorRT could not deserialize the engine")
         self.context = self.engine.create_execution_context()
-        self.stream = fast_stream(self.device)
+        self.stream = stream if stream is not None else fast_stream(self.device)
         self.inputs: dict[str, torch.dtype] = {}
         self.outputs: dict[str, torch.Tensor] = {}
         for i in range(self.engine.num_io_tensors):
@@ -187,11 +197,13 @@ class TensorRTEngine:
                 self.outputs[name] = torch.empty(shape, dtype=dtype, device=self.device)
                 self.context.set_tensor_address(name, self.outputs[name].data_ptr())
 
-    def __call__(self, keys, values, pad_mask, next_position, target_points, speed, scene) -> FastOutputs:
-        given = dict(zip(INPUT_NAMES, (keys, values, pad_mask, next_position, target_points, speed, scene)))
+    def _execute(self, given: dict[str, torch.Tensor | np.ndarray]) -> None:
+        """Bind the named inputs (converted to the engine's device/dtype) and run the engine to completion."""
         keep = []  # converted inputs must outlive the asynchronous launch
         for name, dtype in self.inputs.items():
-            t = given[name].to(device=self.device, dtype=dtype).contiguous()
+            value = given[name]
+            t = torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+            t = t.to(device=self.device, dtype=dtype).contiguous()
             keep.append(t)
             self.context.set_tensor_address(name, t.data_ptr())
         assert self.stream is not None
@@ -199,11 +211,45 @@ class TensorRTEngine:
         if not self.context.execute_async_v3(self.stream.cuda_stream):
             raise RuntimeError("TensorRT execute_async_v3 failed")
         self.stream.synchronize()
+
+    def __call__(self, keys, values, pad_mask, next_position, target_points, speed, scene) -> FastOutputs:
+        self._execute(dict(zip(INPUT_NAMES, (keys, values, pad_mask, next_position, target_points, speed, scene))))
         return tuple(_to_numpy(self.outputs[name]) for name in OUTPUT_NAMES)  # type: ignore[return-value]
 
     def close(self) -> None:
         self.context = None
         self.engine = None
+
+
+class OnnxSceneEngine:
+    """The exported BEV encoder (``rgb``, ``lidar`` -> ``bev_features``) in its own ONNX Runtime session."""
+
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: str | Path, threads: int = 1, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.session = ort_session(onnx_path, threads, self.device)
+        names = [i.name for i in self.session.get_inputs()]
+        if sorted(names) != sorted(SCENE_INPUT_NAMES):
+            raise ValueError(f"{onnx_path}: graph inputs {names}, a BEV encoder export has {list(SCENE_INPUT_NAMES)}")
+        self.threads = threads
+
+    def __call__(self, rgb: np.ndarray, lidar: np.ndarray) -> torch.Tensor:
+        """(1, 3, H, W) and (1, C, H', W') float32 arrays -> the (1, C_out, h, w) BEV feature (CPU tensor)."""
+        (feature,) = self.session.run([SCENE_OUTPUT_NAME], {"rgb": rgb, "lidar": lidar})
+        return torch.from_numpy(feature)
+
+    def close(self) -> None:
+        self.session = None
+
+
+class TensorRTSceneEngine(TensorRTEngine):
+    """The BEV encoder as a serialized TensorRT engine, on the fast path's CUDA stream when one is given."""
+
+    def __call__(self, rgb: np.ndarray, lidar: np.ndarray) -> torch.Tensor:  # type: ignore[override]
+        """Same contract as OnnxSceneEngine; the feature is returned on the CUDA device (a copy, not the buffer)."""
+        self._execute({"rgb": rgb, "lidar": lidar})
+        return self.outputs[SCENE_OUTPUT_NAME].clone()
 
 
 def require_tensorrt():
@@ -265,4 +311,36 @@ def create_engine(
             onnx_path = path or export_onnx(model, Path(workdir) / "fast_step.onnx", capacity)
             path = build_trt_engine(onnx_path, Path(workdir) / f"fast_step.{trt_precision}.engine", trt_precision)
         return TensorRTEngine(path, device=device)
+    raise ValueError(f"unknown engine {name!r}")
+
+
+def create_scene_engine(
+    name: str,
+    encoder: torch.nn.Module,
+    threads: int,
+    workdir: str | Path,
+    device: torch.device | str = "cpu",
+    engine_file: str | Path | None = None,
+    trt_precision: str = "fp16",
+    stream: torch.cuda.Stream | None = None,
+) -> OnnxSceneEngine | TensorRTSceneEngine | None:
+    """The BEV encoder engine matching the fast engine ``name``, or None for the torch engines (eager encoder).
+
+    Like ``create_engine``: ``engine_file`` (a ``bev_encoder.onnx`` / ``.engine`` from ``automot export``) when
+    given, otherwise the encoder (in its current device/dtype) is exported into ``workdir`` now.
+    """
+    from runtime.export import build_trt_engine, export_bev_onnx
+
+    if name in ("torch", "torch-compile"):
+        return None
+    if name == "onnxruntime":
+        path = Path(engine_file) if engine_file else export_bev_onnx(encoder, Path(workdir) / "bev_encoder.onnx")
+        return OnnxSceneEngine(path, threads=threads, device=device)
+    if name == "tensorrt":
+        require_tensorrt()
+        path = Path(engine_file) if engine_file else None
+        if path is None or path.suffix == ".onnx":
+            onnx_path = path or export_bev_onnx(encoder, Path(workdir) / "bev_encoder.onnx")
+            path = build_trt_engine(onnx_path, Path(workdir) / f"bev_encoder.{trt_precision}.engine", trt_precision)
+        return TensorRTSceneEngine(path, device=device, stream=stream)
     raise ValueError(f"unknown engine {name!r}")

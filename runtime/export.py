@@ -9,17 +9,30 @@ eager torch module (max abs difference and cosine similarity per output) and the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from runtime.engines import INPUT_NAMES, OUTPUT_NAMES, OnnxRuntimeEngine, TensorRTEngine, require_tensorrt
+from runtime.engines import (
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    SCENE_INPUT_NAMES,
+    SCENE_OUTPUT_NAME,
+    OnnxRuntimeEngine,
+    OnnxSceneEngine,
+    TensorRTEngine,
+    TensorRTSceneEngine,
+    require_tensorrt,
+)
+from runtime.scene import attached_scene_encoder, scene_input_shapes
 
 # fp32 ONNX Runtime vs eager torch; reduced-precision TensorRT engines get their own, looser tolerance.
 TOLERANCES = {
@@ -94,10 +107,12 @@ def export_onnx(
     return path
 
 
-def compare(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict[str, dict[str, float]]:
+def compare(
+    reference: list[np.ndarray], candidate: list[np.ndarray], names: tuple[str, ...] = OUTPUT_NAMES
+) -> dict[str, dict[str, float]]:
     """Per-output max abs difference and cosine similarity (flattened, float64)."""
     out = {}
-    for name, ref, got in zip(OUTPUT_NAMES, reference, candidate):
+    for name, ref, got in zip(names, reference, candidate):
         a = np.asarray(ref, dtype=np.float64).ravel()
         b = np.asarray(got, dtype=np.float64).ravel()
         if a.shape != b.shape:
@@ -134,6 +149,118 @@ def validate_parity(model: Any, engine: Any, capacity: int, precision: str = "fp
         "reference": "torch (eager fast_step_module, fp32)" if precision == "fp32" else "torch (eager)",
         "precision": precision,
         "capacity": capacity,
+        "max_abs": max_abs,
+        "cosine_min": cos_min,
+        "tolerance": tol,
+        "passed": bool(max_abs <= tol["max_abs"] and cos_min >= tol["cosine_min"]),
+        "cases": results,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- BEV encoder
+def _pool_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) averaging matrix with adaptive_avg_pool's windows [floor(i*n/m), ceil((i+1)*n/m))."""
+    mat = torch.zeros(n_out, n_in)
+    for i in range(n_out):
+        start, end = (i * n_in) // n_out, -(-(i + 1) * n_in // n_out)
+        mat[i, start:end] = 1.0 / (end - start)
+    return mat
+
+
+class StaticAdaptiveAvgPool2d(torch.nn.Module):
+    """``AdaptiveAvgPool2d`` as two MatMuls with constant pooling matrices (exact for any input size).
+
+    The TorchScript ONNX exporter cannot export adaptive_avg_pool2d once it loses the input's static size (it does
+    inside the RegNet branches); the input sizes are fixed at export time, so the windows become constants.
+    """
+
+    def __init__(self, output_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = _pool_matrix(int(x.shape[-2]), self.output_size[0]).to(x.device, x.dtype)
+        cols = _pool_matrix(int(x.shape[-1]), self.output_size[1]).to(x.device, x.dtype)
+        return torch.matmul(torch.matmul(rows, x), cols.t())
+
+
+@contextlib.contextmanager
+def _static_pools(encoder: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Temporarily swap the encoder's adaptive average pools for ``StaticAdaptiveAvgPool2d`` (no weight copy)."""
+    saved = {}
+    for name, module in list(encoder.named_children()):
+        if isinstance(module, torch.nn.AdaptiveAvgPool2d):
+            size = module.output_size
+            size = (size, size) if isinstance(size, int) else tuple(size)
+            saved[name] = module
+            setattr(encoder, name, StaticAdaptiveAvgPool2d(size))  # type: ignore[arg-type]
+    try:
+        yield encoder
+    finally:
+        for name, module in saved.items():
+            setattr(encoder, name, module)
+
+
+def scene_inputs_for_export(bev_config: Any, seed: int = 0, device: Any = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch-1 float32 (rgb 0..255, sparse LiDAR histogram) at the sizes ``bev_config`` implies."""
+    shapes = scene_input_shapes(bev_config)
+    gen = torch.Generator().manual_seed(seed)
+    rgb = torch.rand((1, *shapes["rgb"]), generator=gen) * 255.0
+    hits = torch.rand((1, *shapes["lidar"]), generator=gen) < 0.2
+    lidar = hits.float() * torch.rand((1, *shapes["lidar"]), generator=gen)
+    return rgb.to(device), lidar.to(device)
+
+
+def export_bev_onnx(encoder: torch.nn.Module, path: str | Path, opset: int = 17, dynamo: bool = False) -> Path:
+    """Export the BEV encoder (inputs ``rgb``, ``lidar`` float32 at the config's sizes -> ``bev_features``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    device = next(encoder.parameters()).device
+    inputs = scene_inputs_for_export(encoder.cfg, seed=0, device=device)
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with _static_pools(encoder), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # legacy-exporter and TracerWarnings (static shapes are intended)
+            torch.onnx.export(
+                encoder,
+                inputs,
+                str(path),
+                input_names=list(SCENE_INPUT_NAMES),
+                output_names=[SCENE_OUTPUT_NAME],
+                opset_version=opset,
+                dynamo=dynamo,
+            )
+    finally:
+        encoder.train(was_training)
+    return path
+
+
+def validate_bev_parity(encoder: torch.nn.Module, engine: Any, precision: str = "fp32") -> dict[str, Any]:
+    """Eager encoder vs ``engine`` on inputs other than the export's: random, empty LiDAR, saturated camera."""
+    device = next(encoder.parameters()).device
+    rgb1, lidar1 = scene_inputs_for_export(encoder.cfg, seed=1, device=device)
+    rgb2, lidar2 = scene_inputs_for_export(encoder.cfg, seed=2, device=device)
+    cases = {
+        "random_seed1": (rgb1, lidar1),
+        "empty_lidar": (rgb2, torch.zeros_like(lidar2)),
+        "saturated_rgb": (torch.full_like(rgb2, 255.0), lidar2),
+    }
+    results = {}
+    for case, (rgb, lidar) in cases.items():
+        with torch.inference_mode():
+            ref = encoder.eval()(rgb, lidar).float().cpu().numpy()
+        got = engine(rgb.cpu().numpy(), lidar.cpu().numpy())
+        results[case] = compare([ref], [got.float().cpu().numpy()], names=(SCENE_OUTPUT_NAME,))
+    tol = TOLERANCES[precision]
+    max_abs = max(r[SCENE_OUTPUT_NAME]["max_abs"] for r in results.values())
+    cos_min = min(r[SCENE_OUTPUT_NAME]["cosine"] for r in results.values())
+    return {
+        "backend": engine.name,
+        "reference": "torch (eager BEV encoder)",
+        "precision": precision,
+        "inputs": {k: [1, *v] for k, v in scene_input_shapes(encoder.cfg).items()},
+        "output": list(ref.shape),
         "max_abs": max_abs,
         "cosine_min": cos_min,
         "tolerance": tol,
@@ -185,6 +312,12 @@ def load_model(preset: str | None = None, checkpoint: str | Path | None = None, 
         if missing:
             raise ExportError(f"checkpoint directory {ckpt} lacks {', '.join(missing)}")
         try:
+            if (ckpt / "bev_encoder.safetensors").is_file():
+                # A converted released checkpoint (model/released convert): load it with its BEV encoder attached,
+                # in fp32 like load_pretrained, so both exports are validated against fp32 eager torch.
+                from model.released import load_converted
+
+                return load_converted(str(ckpt), device=device, dtype=torch.float32)
             return model_pkg.load_pretrained(str(ckpt), device=device)
         except (RuntimeError, ValueError) as exc:  # PretrainedLoadError / ConfigError: name the bad tensor/field
             raise ExportError(f"cannot load checkpoint {ckpt}: {exc}") from exc
@@ -237,6 +370,9 @@ def export(
         report["tensorrt"] = validate_parity(model.to("cuda"), trt_engine, capacity, precision)
         files["tensorrt"] = engine_path.name
     parity = report["tensorrt" if backend == "tensorrt" else "onnx"]
+    bev = _export_bev(model, backend, out, precision, opset, dynamo)
+    if bev is not None:
+        files.update(bev.pop("files"))
     summary = {
         "source": source,
         "model": model.config.name,
@@ -245,15 +381,44 @@ def export(
         "inputs": list(INPUT_NAMES if model.config.tokens.num_scene_tokens else INPUT_NAMES[:-1]),
         "outputs": list(OUTPUT_NAMES),
         "files": files,
-        "passed": all(r["passed"] for r in report.values()),
+        "passed": all(r["passed"] for r in report.values()) and (bev is None or bev["passed"]),
         "max_abs": parity["max_abs"],
         "cosine_min": parity["cosine_min"],
         "export_s": round(time.perf_counter() - t0, 3),
         "versions": {"torch": torch.__version__, "python": platform.python_version(), **_onnx_versions()},
         "results": report,
+        "bev_encoder": bev,  # None: the model has no attached BEV encoder
     }
     (out / "parity.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _export_bev(model: Any, backend: str, out: Path, precision: str, opset: int, dynamo: bool) -> dict[str, Any] | None:
+    """Export + validate the attached BEV encoder next to the fast step (``bev_encoder.onnx`` [+ ``.engine``])."""
+    attached = attached_scene_encoder(model) if model.config.tokens.num_scene_tokens else None
+    if attached is None:
+        return None
+    encoder = attached[0]
+    onnx_path = export_bev_onnx(encoder, out / "bev_encoder.onnx", opset=opset, dynamo=dynamo)
+    report = {"onnx": validate_bev_parity(encoder, OnnxSceneEngine(onnx_path), "fp32")}
+    files = {"bev_onnx": onnx_path.name}
+    if backend == "tensorrt":
+        engine_path = build_trt_engine(onnx_path, out / f"bev_encoder.{precision}.engine", precision)
+        encoder.to("cuda")  # the loaders keep the encoder outside the model tree: model.to("cuda") did not move it
+        trt_engine = TensorRTSceneEngine(engine_path, device="cuda")
+        report["tensorrt"] = validate_bev_parity(encoder, trt_engine, precision)
+        files["bev_tensorrt"] = engine_path.name
+    parity = report["tensorrt" if backend == "tensorrt" else "onnx"]
+    return {
+        "files": files,
+        "inputs": parity["inputs"],
+        "outputs": [SCENE_OUTPUT_NAME],
+        "output_shape": parity["output"],
+        "passed": all(r["passed"] for r in report.values()),
+        "max_abs": parity["max_abs"],
+        "cosine_min": parity["cosine_min"],
+        "results": report,
+    }
 
 
 def _onnx_versions() -> dict[str, str]:

@@ -4,7 +4,8 @@ Slow path: DrivingObservation -> ``model.build_observation`` -> ``model.prefill`
 the back KV buffer -> atomic swap (runtime/buffers.py). Fast path: DrivingState -> ``model.build_state`` -> the
 selected engine on the pinned front buffer -> RuntimeOutput (numpy, batch 1). When the model carries a scene encoder
 (the released BEV encoder, runtime/scene.py) and the state brings ``scene_inputs``, the encoder runs first on every
-step, in torch whatever the engine, and its tokens are the action expert's scene features.
+step (eager torch for the torch engines, its exported ONNX / TensorRT engine for those engines), and its tokens
+are the action expert's scene features.
 
 Thread budget (measured on the 2-core dev machines, torch 2.13 with the OpenMP backend): ``torch.set_num_threads``
 stores a process-wide default, but the OpenMP / MKL thread count it sets is per calling thread once that thread
@@ -33,7 +34,7 @@ import torch
 
 from runtime.buffers import DoubleBufferedKV, SnapshotMeta
 from runtime.config import RuntimeConfig
-from runtime.engines import FastEngine, create_engine
+from runtime.engines import FastEngine, create_engine, create_scene_engine
 from runtime.scene import SceneEncoderRunner, attached_scene_encoder
 from runtime.telemetry import JsonlLog, Telemetry
 from runtime.types import DrivingObservation, DrivingState, RuntimeOutput
@@ -109,7 +110,21 @@ class AutoMoTRuntime:
                     param.dtype,
                     stream=getattr(self.engine, "stream", None),
                 )
-            except Exception:  # a bev_config that does not fit the model: release what was built before raising
+                # ONNX Runtime / TensorRT: the encoder runs as its own exported engine too (after the move above,
+                # so an export here is in the model's device/dtype); torch engines keep the eager encoder.
+                self.scene_encoder.backend = create_scene_engine(
+                    config.engine,
+                    self.scene_encoder.encoder,
+                    self.threads_fast,
+                    self._workdir.name,
+                    device=self.device,
+                    engine_file=config.scene_engine_file,
+                    trt_precision=config.trt_precision,
+                    stream=getattr(self.engine, "stream", None),
+                )
+            except Exception:  # a bev_config that does not fit the model / a failed export: release, then raise
+                if self.scene_encoder is not None:
+                    self.scene_encoder.close()
                 self.engine.close()
                 self._workdir.cleanup()
                 raise
@@ -175,7 +190,7 @@ class AutoMoTRuntime:
             if self._error is not None:
                 return self._stop(t0, STOP_FAILED, self._failure_reason(), frame, sim_time)
         t_fast = time.perf_counter()  # fast_step_ms excludes a first-snapshot wait; the tick latency includes it
-        if self._torch_fast_path or self.scene_encoder is not None:
+        if self._torch_fast_path or (self.scene_encoder is not None and self.scene_encoder.backend is None):
             _set_torch_threads(self.threads_fast)  # per calling thread; a no-op once set
         scene, scene_ms = state.scene, None
         if scene is None and self.needs_scene:
@@ -237,6 +252,7 @@ class AutoMoTRuntime:
             "mode": self.config.mode,
             "engine": self.engine.name,
             "scene_encoder": None if self.scene_encoder is None else type(self.scene_encoder.encoder).__name__,
+            "scene_engine": None if self.scene_encoder is None else self.scene_encoder.engine_name,
             "capacity": self.capacity,
             "threads": {"fast": self.threads_fast, "slow": self.threads_slow},
             "snapshot_version": self.store.version,
@@ -271,6 +287,8 @@ class AutoMoTRuntime:
             if self._saved_switch_interval is not None and sys.getswitchinterval() == self.config.switch_interval_s:
                 sys.setswitchinterval(self._saved_switch_interval)
             self.engine.close()
+            if self.scene_encoder is not None:
+                self.scene_encoder.close()
             if self._jsonl is not None:
                 self._jsonl.close()
             self._workdir.cleanup()

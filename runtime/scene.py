@@ -19,11 +19,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from runtime.engines import fast_stream
+from runtime.engines import OnnxSceneEngine, TensorRTSceneEngine, fast_stream
 
 log = logging.getLogger(__name__)
 
 SCENE_INPUT_KEYS = ("rgb", "lidar")
+
+
+def scene_input_shapes(bev_config: Any) -> dict[str, tuple[int, ...]]:
+    """Per-key input shapes (no batch dim) the encoder of ``bev_config`` takes: camera crop and LiDAR grid."""
+    cfg = bev_config
+    return {
+        "rgb": (3, int(cfg.cropped_height), int(cfg.cropped_width)),
+        "lidar": (int(cfg.lidar_in_channels), int(cfg.lidar_resolution_height), int(cfg.lidar_resolution_width)),
+    }
 
 
 def attached_scene_encoder(model: torch.nn.Module) -> tuple[torch.nn.Module, Any] | None:
@@ -64,10 +73,7 @@ class SceneEncoderRunner:
         self.device, self.dtype = device, dtype
         self.stream = stream if stream is not None else fast_stream(device)
         cfg = bev_config
-        self.input_shapes: dict[str, tuple[int, ...]] = {
-            "rgb": (3, int(cfg.cropped_height), int(cfg.cropped_width)),
-            "lidar": (int(cfg.lidar_in_channels), int(cfg.lidar_resolution_height), int(cfg.lidar_resolution_width)),
-        }
+        self.input_shapes: dict[str, tuple[int, ...]] = scene_input_shapes(cfg)
         # The encoder downsamples the LiDAR grid by 32; checked here so a wrong bev_config fails at build time.
         grid = (cfg.lidar_resolution_height // 32) * (cfg.lidar_resolution_width // 32)
         channels = int(getattr(encoder, "out_channels", token_dim))
@@ -78,6 +84,19 @@ class SceneEncoderRunner:
                 f"{num_tokens} x {token_dim} (tokens.num_scene_tokens x tokens.scene_dim)"
             )
         self.num_tokens, self.token_dim = num_tokens, token_dim
+        # An exported encoder (ONNX Runtime / TensorRT) replaces the eager one when attached; None = eager torch.
+        self.backend: OnnxSceneEngine | TensorRTSceneEngine | None = None
+
+    @property
+    def engine_name(self) -> str:
+        """Where the encoder runs: ``torch`` (eager) or the attached backend's name."""
+        return "torch" if self.backend is None else self.backend.name
+
+    def close(self) -> None:
+        """Release the exported backend (the eager encoder belongs to the model)."""
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
 
     def check(self, inputs: Any) -> str | None:
         """Why ``inputs`` cannot be encoded, or None when they can."""
@@ -97,9 +116,18 @@ class SceneEncoderRunner:
     def __call__(self, inputs: dict[str, np.ndarray]) -> tuple[torch.Tensor, float]:
         """Encode one tick: float32 (1, num_tokens, token_dim) tokens on the model's device, and the wall ms."""
         t0 = time.perf_counter()
-        rgb, lidar = (
-            torch.from_numpy(np.ascontiguousarray(inputs[k], dtype=np.float32))[None] for k in SCENE_INPUT_KEYS
-        )
+        rgb_np, lidar_np = (np.ascontiguousarray(inputs[k], dtype=np.float32)[None] for k in SCENE_INPUT_KEYS)
+        if self.backend is not None:
+            feature = self.backend(rgb_np, lidar_np)  # TensorRT synchronises its stream before returning
+            tokens = feature.flatten(2).transpose(1, 2).float().contiguous().to(self.device)
+        else:
+            tokens = self._eager(torch.from_numpy(rgb_np), torch.from_numpy(lidar_np))
+        if tokens.shape != (1, self.num_tokens, self.token_dim):
+            expected = (1, self.num_tokens, self.token_dim)
+            raise RuntimeError(f"scene encoder returned {tuple(tokens.shape)} tokens, expected {expected}")
+        return tokens, (time.perf_counter() - t0) * 1e3
+
+    def _eager(self, rgb: torch.Tensor, lidar: torch.Tensor) -> torch.Tensor:
         ctx = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
         with torch.inference_mode(), ctx:
             rgb = rgb.to(self.device, self.dtype, non_blocking=True)
@@ -109,7 +137,4 @@ class SceneEncoderRunner:
             tokens = feature.flatten(2).transpose(1, 2).float().contiguous()
             if self.stream is not None:
                 self.stream.synchronize()  # the measured time must include the GPU work
-        if tokens.shape != (1, self.num_tokens, self.token_dim):
-            expected = (1, self.num_tokens, self.token_dim)
-            raise RuntimeError(f"scene encoder returned {tuple(tokens.shape)} tokens, expected {expected}")
-        return tokens, (time.perf_counter() - t0) * 1e3
+        return tokens

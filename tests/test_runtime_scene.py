@@ -111,13 +111,13 @@ def test_encoder_follows_the_model_dtype_and_rejects_a_wrong_grid():
         bev.cfg.lidar_resolution_height = 64
 
 
-def test_onnxruntime_engine_encodes_in_torch_before_the_exported_step(tiny, runtime):
+def test_onnxruntime_engine_runs_the_exported_encoder_before_the_exported_step(tiny, runtime):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     inputs = _scene_inputs(4)
     ref = runtime.step(DrivingState(TP, 5.0, scene_inputs=inputs), 0.05, 1)
     with build_runtime(tiny[0], mode="blocking", engine="onnxruntime") as rt:
-        assert rt.needs_scene_inputs
+        assert rt.needs_scene_inputs and rt.stats()["scene_engine"] == "onnxruntime"
         rt.submit(_observation(), 0.0, 0)
         out = rt.step(DrivingState(TP, 5.0, scene_inputs=inputs), 0.05, 1)
     assert not out.safe_stop, out.safe_stop_reason
