@@ -20,6 +20,7 @@ CONTRACT_KEYS = {
     "runtime_overhead",
     "onnx_parity_max_abs",
     "refiner_extra_ms",
+    "cadence",
     "device",
 }
 
@@ -33,10 +34,15 @@ def test_bench_tiny_writes_every_contract_key(tmp_path):
     assert json.loads(proc.stdout) == result  # the same JSON is printed to stdout
     assert CONTRACT_KEYS <= set(result)
     assert set(result["fast_step_ms"]) == {"torch", "onnxruntime"}
-    numbers = [result[k] for k in CONTRACT_KEYS - {"fast_step_ms", "device"}] + list(result["fast_step_ms"].values())
+    numbers = [result[k] for k in CONTRACT_KEYS - {"fast_step_ms", "device", "cadence"}]
+    numbers += list(result["fast_step_ms"].values())
     assert all(isinstance(v, float) and math.isfinite(v) for v in numbers)
     assert min(result["fast_step_ms"].values()) > 0 and result["full_forward_ms"] > 0 and result["device"]
     assert result["fast_step_speedup"] == round(result["full_forward_ms"] / result["fast_step_ms"]["torch"], 3)
+    cadence = result["cadence"]
+    released, ours = (k for k in cadence if k != "tick_speedup")
+    assert released == "released_sync2_eager" and ours.startswith("async_")
+    assert cadence["tick_speedup"] == round(cadence[released]["mean"] / cadence[ours]["mean"], 3)
     assert result["onnx_parity_max_abs"] <= 1e-4  # a correctness check, not a timing
     assert result["details"]["runtime"]["concurrent"]["count"] > 0  # ticks really overlapped a refresh
     assert set(result["targets"]) >= {
