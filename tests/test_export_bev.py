@@ -13,24 +13,11 @@ from model.released.synthetic import build_tiny_released, tiny_released_config, 
 from runtime import build_runtime
 from runtime.engines import OnnxSceneEngine
 from runtime.export import StaticAdaptiveAvgPool2d, export_bev_onnx, scene_inputs_for_export, validate_bev_parity
-from runtime.types import DrivingObservation, DrivingState
+from runtime.types import DrivingState
+from tests.scene_helpers import TP, observation, scene_inputs  # noqa: F401
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
-
-TP = np.array([[10.0, -1.5], [25.0, 2.0]], np.float32)
-
-
-def _scene_inputs(seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    rgb = rng.integers(0, 256, (3, 64, 128)).astype(np.float32)
-    lidar = (rng.random((1, 64, 64)) < 0.2).astype(np.float32) * rng.random((1, 64, 64)).astype(np.float32)
-    return {"rgb": rgb, "lidar": lidar}
-
-
-def _observation() -> DrivingObservation:
-    rng = np.random.default_rng(7)
-    return DrivingObservation([rng.integers(0, 256, (64, 128, 3), dtype=np.uint8) for _ in range(4)], TP, 5.0)
 
 
 @pytest.fixture(scope="module")
@@ -74,18 +61,18 @@ def test_onnx_bev_matches_torch(tiny, bev_onnx):
 
 
 def test_runtime_onnx_scene_engine_matches_torch(tiny, bev_onnx):
-    inputs = _scene_inputs(4)
+    inputs = scene_inputs(4)
     with build_runtime(tiny[0], mode="blocking", engine="torch") as rt:
         assert rt.stats()["scene_engine"] == "torch"
-        rt.submit(_observation(), 0.0, 0)
+        rt.submit(observation(), 0.0, 0)
         ref = rt.step(DrivingState(TP, 5.0, scene_inputs=inputs), 0.05, 1)
     assert not ref.safe_stop, ref.safe_stop_reason
     for scene_file in (None, str(bev_onnx)):  # exported on construction, and a prebuilt file
         with build_runtime(tiny[0], mode="blocking", engine="onnxruntime", scene_engine_file=scene_file) as rt:
             assert isinstance(rt.scene_encoder.backend, OnnxSceneEngine)
-            rt.submit(_observation(), 0.0, 0)
+            rt.submit(observation(), 0.0, 0)
             out = rt.step(DrivingState(TP, 5.0, scene_inputs=inputs), 0.05, 1)
-            other = rt.step(DrivingState(TP, 5.0, scene_inputs=_scene_inputs(9)), 0.05, 1)
+            other = rt.step(DrivingState(TP, 5.0, scene_inputs=scene_inputs(9)), 0.05, 1)
             stats = rt.stats()
         assert not out.safe_stop, out.safe_stop_reason
         np.testing.assert_allclose(out.path, ref.path, rtol=1e-3, atol=1e-3)
@@ -100,13 +87,13 @@ def test_runtime_onnx_scene_engine_is_used_not_eager(tiny, bev_onnx, monkeypatch
     """With engine=onnxruntime the eager encoder must not run on the step."""
     model, bev = tiny
     with build_runtime(model, mode="blocking", engine="onnxruntime", scene_engine_file=str(bev_onnx)) as rt:
-        rt.submit(_observation(), 0.0, 0)
+        rt.submit(observation(), 0.0, 0)
 
         def boom(*args, **kwargs):
             raise AssertionError("eager BEV encoder called")
 
         monkeypatch.setattr(bev, "forward", boom)
-        out = rt.step(DrivingState(TP, 5.0, scene_inputs=_scene_inputs(4)), 0.05, 1)
+        out = rt.step(DrivingState(TP, 5.0, scene_inputs=scene_inputs(4)), 0.05, 1)
     assert not out.safe_stop, out.safe_stop_reason
 
 

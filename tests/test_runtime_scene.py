@@ -9,9 +9,8 @@ import torch
 from model.released.loader import ReleasedParts
 from model.released.synthetic import build_tiny_released
 from runtime import build_runtime
-from runtime.types import DrivingObservation, DrivingState
-
-TP = np.array([[10.0, -1.5], [25.0, 2.0]], np.float32)
+from runtime.types import DrivingState
+from tests.scene_helpers import TP, observation, scene_inputs  # noqa: F401
 
 
 def _tiny(seed: int = 0, attach: bool = True):
@@ -19,18 +18,6 @@ def _tiny(seed: int = 0, attach: bool = True):
     if attach:
         model.released = ReleasedParts(bev, bev.cfg, "synthetic")
     return model, bev
-
-
-def _scene_inputs(seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    rgb = rng.integers(0, 256, (3, 64, 128)).astype(np.float32)
-    lidar = (rng.random((1, 64, 64)) < 0.2).astype(np.float32) * rng.random((1, 64, 64)).astype(np.float32)
-    return {"rgb": rgb, "lidar": lidar}
-
-
-def _observation() -> DrivingObservation:
-    rng = np.random.default_rng(7)
-    return DrivingObservation([rng.integers(0, 256, (64, 128, 3), dtype=np.uint8) for _ in range(4)], TP, 5.0)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +28,7 @@ def tiny():
 @pytest.fixture()
 def runtime(tiny):
     rt = build_runtime(tiny[0], mode="blocking", engine="torch")
-    rt.submit(_observation(), 0.0, 0)
+    rt.submit(observation(), 0.0, 0)
     yield rt
     rt.close()
 
@@ -58,7 +45,7 @@ def test_scene_inputs_match_precomputed_features(tiny, runtime):
     _, bev = tiny
     assert runtime.needs_scene_inputs and runtime.scene_config is bev.cfg
     assert runtime.scene_input_shapes == {"rgb": (3, 64, 128), "lidar": (1, 64, 64)}
-    inputs = _scene_inputs(1)
+    inputs = scene_inputs(1)
     out = runtime.step(DrivingState(TP, 5.0, scene_inputs=inputs), 0.05, 1)
     assert not out.safe_stop, out.safe_stop_reason
     ref = runtime.step(DrivingState(TP, 5.0, scene=_encode(bev, inputs)), 0.05, 1)
@@ -67,7 +54,7 @@ def test_scene_inputs_match_precomputed_features(tiny, runtime):
     np.testing.assert_allclose(out.waypoints, ref.waypoints, rtol=1e-5, atol=1e-5)
     assert out.decision_text == ref.decision_text
     # Other sensor inputs give another plan: the encoder output really reaches the action expert.
-    other = runtime.step(DrivingState(TP, 5.0, scene_inputs=_scene_inputs(2)), 0.05, 1)
+    other = runtime.step(DrivingState(TP, 5.0, scene_inputs=scene_inputs(2)), 0.05, 1)
     assert not np.allclose(other.path, out.path, atol=1e-4)
     assert out.extras["scene_encoder_ms"] > 0.0 and "scene_encoder_ms" not in ref.extras
     stats = runtime.stats()
@@ -78,11 +65,11 @@ def test_missing_or_bad_scene_inputs_stop_with_reason(runtime):
     out = runtime.step(DrivingState(TP, 5.0), 0.05, 1)
     assert out.safe_stop and out.extras["stop_kind"] == "scene_missing"
     assert "scene tokens" in out.safe_stop_reason and "scene_inputs" in out.safe_stop_reason
-    bad = _scene_inputs(1)
+    bad = scene_inputs(1)
     bad["lidar"] = bad["lidar"][:, :32]
     out = runtime.step(DrivingState(TP, 5.0, scene_inputs=bad), 0.05, 1)
     assert out.safe_stop and "lidar" in out.safe_stop_reason and "(1, 64, 64)" in out.safe_stop_reason
-    out = runtime.step(DrivingState(TP, 5.0, scene_inputs={"rgb": _scene_inputs(1)["rgb"]}), 0.05, 1)
+    out = runtime.step(DrivingState(TP, 5.0, scene_inputs={"rgb": scene_inputs(1)["rgb"]}), 0.05, 1)
     assert out.safe_stop and "'lidar'" in out.safe_stop_reason
     assert runtime.stats()["safe_stops"]["scene_missing"] == 3
 
@@ -91,8 +78,8 @@ def test_model_without_encoder_names_the_problem():
     model, _ = _tiny(attach=False)
     with build_runtime(model, mode="blocking", engine="torch") as rt:
         assert rt.needs_scene and not rt.needs_scene_inputs and rt.scene_config is None
-        rt.submit(_observation(), 0.0, 0)
-        out = rt.step(DrivingState(TP, 5.0, scene_inputs=_scene_inputs(1)), 0.05, 1)
+        rt.submit(observation(), 0.0, 0)
+        out = rt.step(DrivingState(TP, 5.0, scene_inputs=scene_inputs(1)), 0.05, 1)
         assert out.safe_stop and "no scene encoder is attached" in out.safe_stop_reason
 
 
@@ -101,8 +88,8 @@ def test_encoder_follows_the_model_dtype_and_rejects_a_wrong_grid():
     bev.to(torch.bfloat16)  # the loaders keep it outside the model tree: model.to() would not move it
     with build_runtime(model, mode="blocking", engine="torch") as rt:
         assert next(bev.parameters()).dtype == torch.float32
-        rt.submit(_observation(), 0.0, 0)
-        assert not rt.step(DrivingState(TP, 5.0, scene_inputs=_scene_inputs(1)), 0.05, 1).safe_stop
+        rt.submit(observation(), 0.0, 0)
+        assert not rt.step(DrivingState(TP, 5.0, scene_inputs=scene_inputs(1)), 0.05, 1).safe_stop
     bev.cfg.lidar_resolution_height = 128  # 4x2 = 8 tokens, the model has 4
     try:
         with pytest.raises(ValueError, match="8 tokens"):
@@ -114,11 +101,11 @@ def test_encoder_follows_the_model_dtype_and_rejects_a_wrong_grid():
 def test_onnxruntime_engine_runs_the_exported_encoder_before_the_exported_step(tiny, runtime):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    inputs = _scene_inputs(4)
+    inputs = scene_inputs(4)
     ref = runtime.step(DrivingState(TP, 5.0, scene_inputs=inputs), 0.05, 1)
     with build_runtime(tiny[0], mode="blocking", engine="onnxruntime") as rt:
         assert rt.needs_scene_inputs and rt.stats()["scene_engine"] == "onnxruntime"
-        rt.submit(_observation(), 0.0, 0)
+        rt.submit(observation(), 0.0, 0)
         out = rt.step(DrivingState(TP, 5.0, scene_inputs=inputs), 0.05, 1)
     assert not out.safe_stop, out.safe_stop_reason
     np.testing.assert_allclose(out.path, ref.path, rtol=1e-3, atol=1e-3)
