@@ -206,6 +206,9 @@ def run_bench(
     backends: list[str] | None = None,
     runtime_engine: str | None = None,
     threads: int | None = None,
+    device: str = "cpu",
+    dtype: str | None = None,
+    checkpoint: str | None = None,
 ) -> dict[str, Any]:
     """Run the whole benchmark and return the contract dict (see module docstring of runtime.cli)."""
     from model import build_model, make_dummy_inputs
@@ -216,8 +219,21 @@ def run_bench(
     threads = threads or available_cores()
     torch.set_num_threads(threads)
     load_before = _loadavg()
-    _progress(f"building {preset!r}")
-    model = build_model(preset)
+    if checkpoint:
+        from runtime.export import load_model
+
+        _progress(f"loading {checkpoint}")
+        model = load_model(checkpoint=checkpoint, device=device)
+        if dtype is not None:
+            from model.factory import resolve_dtype
+            from model.rope import keep_rotary_fp32
+
+            model = model.to(resolve_dtype(dtype))
+            keep_rotary_fp32(model)
+        preset = model.config.name
+    else:
+        _progress(f"building {preset!r} on {device}")
+        model = build_model(preset, device=device, dtype=dtype)
     cfg = model.config
     capacity = cfg.max_prefix_tokens
     device = next(model.parameters()).device

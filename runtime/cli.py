@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     bench.add_argument("--runtime-engine", default=None, help="engine of the async runtime (default: onnxruntime)")
     bench.add_argument("--threads", type=int, default=None, help="threads for the side-by-side backend comparison")
+    bench.add_argument("--checkpoint", default=None, metavar="DIR", help="bench these weights instead of --preset")
+    bench.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (e.g. automot-4b on a GPU)")
+    bench.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: the model's)")
     bench.set_defaults(func=_cmd_bench)
 
     export = subparsers.add_parser(
@@ -72,7 +75,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         _err("--iters must be >= 1 and --warmup >= 0")
         return EXIT_USER_ERROR
     try:
-        result = run_bench(args.preset, args.iters, args.warmup, backends, args.runtime_engine, args.threads)
+        result = run_bench(
+            args.preset,
+            args.iters,
+            args.warmup,
+            backends,
+            args.runtime_engine,
+            args.threads,
+            device=args.device,
+            dtype=args.dtype,
+            checkpoint=args.checkpoint,
+        )
     except Exception as exc:
         from model import ConfigError
 

@@ -71,3 +71,15 @@ def test_check_targets_verdicts():
     assert t["fast_step_speedup"]["met"] and not t["concurrency_ratio"]["met"] and t["runtime_overhead"]["met"]
     assert not t["onnx_parity_max_abs"]["met"]  # not measured is not met
     assert t["onnxruntime_vs_torch"] == {"value": 0.8, "target": "<= 1", "met": True}
+
+
+def test_bench_from_a_checkpoint(tmp_path):
+    from model import build_model, save_pretrained
+
+    ckpt = save_pretrained(build_model("tiny", seed=2), tmp_path / "ckpt")
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "automot.cli", "bench", "--checkpoint", str(ckpt), "--iters", "2", "--warmup", "1"]
+    proc = subprocess.run([*cmd, "--dtype", "float32", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["preset"] == "tiny" and "loading" in proc.stderr
