@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from scene_helpers import TP, observation, scene_inputs  # noqa: F401  (tests/ is on sys.path under pytest)
 
 from model.released.loader import ReleasedParts, convert_released
 from model.released.synthetic import build_tiny_released, tiny_released_config, write_released_folder
@@ -14,7 +15,6 @@ from runtime import build_runtime
 from runtime.engines import OnnxSceneEngine
 from runtime.export import StaticAdaptiveAvgPool2d, export_bev_onnx, scene_inputs_for_export, validate_bev_parity
 from runtime.types import DrivingState
-from tests.scene_helpers import TP, observation, scene_inputs  # noqa: F401
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")

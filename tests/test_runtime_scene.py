@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scene_helpers import TP, observation, scene_inputs  # noqa: F401  (tests/ is on sys.path under pytest)
 
 from model.released.loader import ReleasedParts
 from model.released.synthetic import build_tiny_released
 from runtime import build_runtime
 from runtime.types import DrivingState
-from tests.scene_helpers import TP, observation, scene_inputs  # noqa: F401
 
 
 def _tiny(seed: int = 0, attach: bool = True):
