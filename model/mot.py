@@ -59,6 +59,23 @@ def _pad(x: torch.Tensor, heads: int, dim: int) -> torch.Tensor:
     return nn.functional.pad(x, (0, dim - d, 0, 0, 0, heads - h))
 
 
+def _grouped_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, joint: HeadLayout
+) -> torch.Tensor:
+    """GQA without materialising repeated K/V: the g query heads sharing a KV head are folded into the query axis.
+
+    q [B, Hq, T, D], k/v [B, Hq/g, S, D], mask bool [B, T, S] -> [B, Hq, T, D]. Query head h = j*g + r reads KV
+    head j (h // g), as in the unfolded form; only reshapes are involved, so it exports to ONNX unchanged.
+    """
+    b, hq, t, d = q.shape
+    g = joint.group
+    q = q.reshape(b, hq // g, g * t, d)
+    out = nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask.repeat(1, g, 1)[:, None], scale=joint.head_dim**-0.5
+    )
+    return out.reshape(b, hq, t, d)
+
+
 def mot_layer(
     experts: list[nn.Module],
     layouts: list[HeadLayout],
@@ -102,9 +119,15 @@ def mot_layer(
         vs.insert(0, past_kv[1][:, :n_kv])
 
     q = torch.cat(qs, dim=2)
-    k = torch.cat(ks, dim=2).repeat_interleave(joint.group, dim=1)
-    v = torch.cat(vs, dim=2).repeat_interleave(joint.group, dim=1)
-    out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], scale=joint.head_dim**-0.5)
+    k = torch.cat(ks, dim=2)
+    v = torch.cat(vs, dim=2)
+    if hiddens[0] is None:
+        out = _grouped_attention(q, k, v, mask, joint)
+    else:
+        # Prefill / training: the same repeat-then-attend order as HF's SDPA path, so the prefix K/V and hidden
+        # states stay bit-identical to the stock model.
+        k, v = k.repeat_interleave(joint.group, dim=1), v.repeat_interleave(joint.group, dim=1)
+        out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], scale=joint.head_dim**-0.5)
 
     new_hiddens: list[torch.Tensor | None] = [None] * len(hiddens)
     start = 0
