@@ -34,6 +34,9 @@ class ModelConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     cache: bool = True  # keep the loaded model for the next route (the leaderboard re-creates the agent per route)
     refiner: bool = False  # apply the checkpoint's trajectory refiner (model/refiner.py); needs a checkpoint
+    # Released folder only: read ema.safetensors (the original's USE_EMA_WEIGHTS=1). Missing file = error here;
+    # the original silently fell back to model.safetensors.
+    ema: bool = False
 
 
 @dataclass

@@ -74,13 +74,18 @@ def released_layout(checkpoint: str | None) -> str | None:
 def load_model(cfg: ModelConfig, device: str, cache: bool = True) -> Any:
     """The released / converted AutoMoT folder (BEV encoder attached), ``model.load_pretrained(checkpoint)`` for
     our checkpoints, else ``model.build_model(preset)``."""
-    key = (cfg.preset, cfg.checkpoint, device, cfg.dtype, cfg.refiner)
+    key = (cfg.preset, cfg.checkpoint, device, cfg.dtype, cfg.refiner, cfg.ema)
     if cache and key in _model_cache:
         return _model_cache[key]
     model_pkg = _import("model")
     if cfg.refiner and not cfg.checkpoint:
         raise ValueError("model.refiner: true needs model.checkpoint (the refiner is saved with a trained checkpoint)")
     released = released_layout(cfg.checkpoint)
+    if cfg.ema and released != "released":
+        raise ValueError(
+            "model.ema: true needs model.checkpoint to be the released AutoMoT folder (ema.safetensors is read "
+            f"from there; convert with `automot convert --ema` instead), got {cfg.checkpoint!r}"
+        )
     if released is not None:
         if cfg.refiner:
             raise ValueError("model.refiner: true is not available for the released AutoMoT checkpoint")
@@ -88,7 +93,7 @@ def load_model(cfg: ModelConfig, device: str, cache: bool = True) -> Any:
         if released == "converted":
             net = loader.load_converted(cfg.checkpoint, device=device, dtype=cfg.dtype)
         else:
-            net = loader.load_released(cfg.checkpoint, device=device, dtype=cfg.dtype, preset=cfg.preset)
+            net = loader.load_released(cfg.checkpoint, device=device, dtype=cfg.dtype, preset=cfg.preset, ema=cfg.ema)
     elif cfg.checkpoint:
         net = model_pkg.load_pretrained(cfg.checkpoint, device=device, dtype=cfg.dtype, refiner=cfg.refiner)
     else:

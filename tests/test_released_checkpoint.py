@@ -185,6 +185,10 @@ def _edited(folder, tmp_path, edit):
             ),
             r"lm_head\.weight differs from .*embed_tokens",
         ),
+        (
+            lambda t: t.update({"route_queries.weight": t["route_queries.weight"].long()}),
+            r"dtype mismatch \(1\):\s+route_queries\.weight: stored as I64, expected a float",
+        ),
     ],
 )
 def test_tensor_problems_are_hard_errors_naming_the_tensor(folder, tmp_path, edit, message):
@@ -255,3 +259,59 @@ def test_expected_keys_for_automot_4b(capsys):
     assert "bev_encoder_proj.weight [2560, 1512]" in lines
     assert not any(line.startswith("language_model.lm_head.") or "num_batches_tracked" in line for line in lines)
     assert len(lines) == len(set(lines))
+
+
+def test_stored_inv_freq_is_ignored_and_recomputed(source, folder, tmp_path, inputs, reference):
+    def edit(t):  # some exporters save the rotary buffer; the released loader skips it
+        t["language_model.model.rotary_emb.inv_freq"] = torch.zeros(16)
+
+    model = load_released(_edited(folder, tmp_path, edit), dtype="fp32", preset=tiny_released_config())
+    _, out = _run(model, model.released.bev_encoder, inputs)
+    assert torch.equal(out.waypoints, reference[1].waypoints)
+
+
+def test_tokenizer_problems_stop_before_any_weight_is_read(folder, tmp_path):
+    import shutil
+
+    dst = tmp_path / "notok"
+    shutil.copytree(folder, dst)
+    for f in ("tokenizer.json", "vocab.json", "merges.txt"):
+        (dst / f).unlink(missing_ok=True)
+    with pytest.raises(PretrainedLoadError, match=r"notok: no tokenizer files"):
+        convert_released(dst, tmp_path / "out", preset=tiny_released_config())
+    assert not (tmp_path / "out").exists()
+    shutil.rmtree(dst)
+    shutil.copytree(folder, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg["image_token_id"] += 1
+    (dst / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match=r"tokenizer and config\.json disagree: image_token_id"):
+        load_released(dst, dtype="fp32", preset=tiny_released_config(), allow_config_mismatch=True)
+
+
+def test_single_file_next_to_shards_is_ambiguous(folder, tmp_path):
+    import shutil
+
+    dst = tmp_path / "both"
+    shutil.copytree(folder, dst)
+    shutil.copy(dst / "model.safetensors", dst / "model-00001-of-00001.safetensors")
+    with pytest.raises(PretrainedLoadError, match="both model.safetensors and 1 model-"):
+        load_released(dst, dtype="fp32", preset=tiny_released_config())
+
+
+def test_processor_that_would_resize_the_frames_is_reported(folder, tmp_path):
+    import shutil
+
+    dst = tmp_path / "pre"
+    shutil.copytree(folder, dst)
+    pre = json.loads((dst / "preprocessor_config.json").read_text())
+    w, h = tiny_released_config().prompt.image_width, tiny_released_config().prompt.image_height
+    pre["size"]["longest_edge"] = w * h // 2
+    (dst / "preprocessor_config.json").write_text(json.dumps(pre))
+    with pytest.raises(ConfigError, match=r"size\.longest_edge: .* frames would be downscaled"):
+        load_released(dst, dtype="fp32", preset=tiny_released_config())
+
+
+def test_int_dtype_request_is_a_config_error(folder):
+    with pytest.raises(ConfigError, match="expected a float dtype"):
+        load_released(folder, dtype=torch.int8, preset=tiny_released_config())

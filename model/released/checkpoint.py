@@ -41,6 +41,30 @@ def is_optional(name: str) -> bool:
     return name == TIED_HEAD or name.endswith(".num_batches_tracked")
 
 
+def is_float_dtype(st_dtype: str) -> bool:
+    """Whether a safetensors dtype string ("BF16", "F32", "I64", ...) is floating point."""
+    return st_dtype.startswith(("F", "BF"))
+
+
+def _is_counter(name: str) -> bool:
+    return name.endswith(".num_batches_tracked")
+
+
+def is_ignored(name: str) -> bool:
+    """Tensors skipped when present: rotary ``inv_freq`` is recomputed in fp32, as the released loader does."""
+    return name.endswith(".inv_freq") or name == "inv_freq"
+
+
+def _open(path: Path):
+    """``safe_open`` with a load error naming the file when it is not a readable safetensors file."""
+    try:
+        return safe_open(str(path), framework="pt")
+    except Exception as exc:  # safetensors raises its own error type for bad headers / truncated files
+        raise PretrainedLoadError(
+            f"{path}: not a valid safetensors file ({type(exc).__name__}: {exc}); re-download it"
+        ) from exc
+
+
 def resolve_weight_files(folder: str | Path, ema: bool = False) -> list[Path]:
     """The weight files the released loader would read, in load order."""
     folder = Path(folder)
@@ -53,9 +77,14 @@ def resolve_weight_files(folder: str | Path, ema: bool = False) -> list[Path]:
             )
         return [path]
     single = folder / "model.safetensors"
+    shards = sorted(folder.glob("model-*.safetensors"))
+    if single.is_file() and shards:
+        raise PretrainedLoadError(
+            f"{folder}: both model.safetensors and {len(shards)} model-*.safetensors shards; keep one of the two "
+            "(which one the release means is ambiguous)"
+        )
     if single.is_file():
         return [single]
-    shards = sorted(folder.glob("model-*.safetensors"))
     if not shards:
         raise PretrainedLoadError(f"{folder}: no model.safetensors and no model-*.safetensors shards")
     return shards
@@ -65,8 +94,10 @@ def read_index(files: Iterable[Path]) -> dict[str, TensorInfo]:
     """name -> (file, shape, dtype) from the safetensors headers (no tensor data is read)."""
     index: dict[str, TensorInfo] = {}
     for path in files:
-        with safe_open(str(path), framework="pt") as f:
+        with _open(Path(path)) as f:
             for name in f.keys():
+                if is_ignored(name):
+                    continue
                 sl = f.get_slice(name)
                 if name in index:
                     raise PretrainedLoadError(
@@ -85,8 +116,19 @@ def match_manifest(index: dict[str, TensorInfo], expected: dict[str, tuple[int, 
         for n in index
         if n in expected and tuple(expected[n]) != index[n].shape
     ]
+    # Every tensor of the layout is floating point except BatchNorm counters; anything else would be cast silently.
+    wrong_kind = [
+        f"{n}: stored as {index[n].dtype}, expected {'an integer' if _is_counter(n) else 'a float (BF16/F16/F32)'}"
+        for n in index
+        if n in expected and is_float_dtype(index[n].dtype) == _is_counter(n)
+    ]
     problems = []
-    for title, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+    for title, items in (
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("shape mismatch", mismatched),
+        ("dtype mismatch", wrong_kind),
+    ):
         if items:
             shown = "\n    ".join(items[:20]) + (f"\n    ... and {len(items) - 20} more" if len(items) > 20 else "")
             problems.append(f"{title} ({len(items)}):\n    {shown}")
@@ -102,9 +144,13 @@ def iter_tensors(index: dict[str, TensorInfo], names: Iterable[str]) -> Iterable
     for name in names:
         by_file.setdefault(index[name].file, []).append(name)
     for path, file_names in by_file.items():
-        with safe_open(str(path), framework="pt") as f:
+        with _open(path) as f:
             for name in file_names:
-                yield name, f.get_tensor(name)
+                try:
+                    tensor = f.get_tensor(name)
+                except Exception as exc:  # a file truncated after its header fails only here
+                    raise PretrainedLoadError(f"{path}: cannot read tensor {name!r} ({exc}); re-download it") from exc
+                yield name, tensor
 
 
 def write_safetensors_streaming(

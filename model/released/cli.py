@@ -22,7 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", metavar="DIR", help="output folder (our format: model.safetensors + config.yaml + BEV encoder)"
     )
-    p.add_argument("--ema", action="store_true", help="read ema.safetensors instead of model.safetensors")
+    p.add_argument(
+        "--ema",
+        action="store_true",
+        help="read ema.safetensors instead of model.safetensors (the original's USE_EMA_WEIGHTS=1; a missing file "
+        "is an error here, where the original silently fell back to model.safetensors)",
+    )
     p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16", help="stored dtype (default bf16, as released)")
     p.add_argument("--preset", default="automot-4b", help="preset the folder is checked against (default automot-4b)")
     p.add_argument("--allow-config-mismatch", action="store_true", help="use config.json values where they differ")

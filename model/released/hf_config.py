@@ -144,7 +144,25 @@ def compare_preset(preset: AutoMoTConfig, folder: ReleasedFolder) -> list[str]:
                 diffs.append(
                     f"{pre_file.name}.{theirs}: {pre[theirs]!r} disagrees with vision_config.{ours}={folder.vision[ours]!r}"
                 )
+        diffs += _resize_problems(preset, pre, pre_file.name)
     return diffs
+
+
+def _resize_problems(preset: AutoMoTConfig, pre: dict, source: str) -> list[str]:
+    """The processor must leave the preset's frames at their size: a resize would change the image token count."""
+    size = pre.get("size") if isinstance(pre.get("size"), dict) else {}
+    lo = size.get("shortest_edge", pre.get("min_pixels"))
+    hi = size.get("longest_edge", pre.get("max_pixels"))
+    w, h = preset.prompt.image_width, preset.prompt.image_height
+    factor = int(pre.get("patch_size", 16)) * int(pre.get("merge_size", 2))
+    problems = []
+    if w % factor or h % factor:
+        problems.append(f"prompt.image_width/height: {w}x{h} is not a multiple of patch*merge = {factor} ({source})")
+    if lo is not None and w * h < int(lo):
+        problems.append(f"{source}.size.shortest_edge: {lo} pixels > {w}x{h}; frames would be upscaled")
+    if hi is not None and w * h > int(hi):
+        problems.append(f"{source}.size.longest_edge: {hi} pixels < {w}x{h}; frames would be downscaled")
+    return problems
 
 
 def check_bev_against_preset(preset: AutoMoTConfig, bev: BEVConfig, out_channels: int) -> list[str]:

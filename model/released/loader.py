@@ -26,6 +26,7 @@ from model.released.checkpoint import (
     EMBED,
     TIED_HEAD,
     TensorInfo,
+    is_float_dtype,
     is_optional,
     iter_tensors,
     match_manifest,
@@ -139,9 +140,26 @@ def _fill(targets: dict[str, torch.Tensor], index: dict[str, TensorInfo], names_
     _check_tie(index)
 
 
-def _check_token_ids(model: AutoMoTModel, where: str) -> None:
-    tok = model.tokenizer
-    ids = model.config.understanding.token_ids
+def _check_tokenizer(folder: Path, cfg: AutoMoTConfig) -> None:
+    """Before any weight is read: the tokenizer files exist and map the special tokens to config.json's ids."""
+    if cfg.tokenizer != "pretrained":
+        return
+    if not (folder / "tokenizer.json").is_file() and not (folder / "vocab.json").is_file():
+        raise PretrainedLoadError(
+            f"{folder}: no tokenizer files (expected tokenizer.json, or vocab.json + merges.txt, as shipped with "
+            "the released checkpoint)"
+        )
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except Exception as exc:
+        raise PretrainedLoadError(f"{folder}: the tokenizer files do not load ({type(exc).__name__}: {exc})") from exc
+    _check_token_ids(tok, cfg, str(folder))
+
+
+def _check_token_ids(tok, cfg: AutoMoTConfig, where: str) -> None:
+    ids = cfg.understanding.token_ids
     pairs = {
         "image_token_id": "<|image_pad|>",
         "vision_start_token_id": "<|vision_start|>",
@@ -170,6 +188,7 @@ def _prepare(
         raise ConfigError(f"{folder.path}: BEV encoder and model tokens disagree:\n  " + "\n  ".join(bev_diffs))
     expected = expected_released_tensors(cfg, folder.bev)
     match_manifest(index, expected, ", ".join(f.name for f in files))
+    _check_tokenizer(folder.path, cfg)
     return folder, cfg, index, warnings + bev_diffs
 
 
@@ -182,7 +201,7 @@ def load_released(
     allow_config_mismatch: bool = False,
 ) -> AutoMoTModel:
     """A ready AutoMoTModel from the released folder, with tokenizer, image processor and ``model.released``."""
-    dtype = resolve_dtype(dtype) or torch.bfloat16
+    dtype = _float_dtype(dtype)
     folder, cfg, index, warnings = _prepare(path, preset, ema, allow_config_mismatch)
     model = _materialize(_meta_model(cfg), device, dtype)
     _retie(model)
@@ -195,9 +214,15 @@ def load_released(
     _zero_missing_counters(bev, {v for v in bev_names.values()})
     _retie(model)
     attach_processors(model, str(folder.path))
-    _check_token_ids(model, str(folder.path))
     model.released = ReleasedParts(bev, folder.bev, str(folder.path), warnings)
     return model
+
+
+def _float_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+    resolved = resolve_dtype(dtype) or torch.bfloat16
+    if not resolved.is_floating_point:
+        raise ConfigError(f"dtype: expected a float dtype (bfloat16, float16, float32), got {resolved}")
+    return resolved
 
 
 def _zero_missing_counters(bev: nn.Module, loaded: set[str]) -> None:
@@ -219,7 +244,7 @@ def convert_released(
 
     Streams tensor by tensor: peak memory is one tensor, not the 13 GB checkpoint.
     """
-    dtype = resolve_dtype(dtype) or torch.bfloat16
+    dtype = _float_dtype(dtype)
     folder, cfg, index, warnings = _prepare(path, preset, ema, allow_config_mismatch)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -228,7 +253,7 @@ def convert_released(
     shapes = {n: tuple(t.shape) for n, t in meta.state_dict(keep_vars=True).items()}
     _check_tie(index)
     model_entries = [
-        (ours[n], shapes[ours[n]], dtype if _is_float(index[n].dtype) else torch.int64)
+        (ours[n], shapes[ours[n]], dtype if is_float_dtype(index[n].dtype) else torch.int64)
         for n in index
         if not n.startswith(BEV_PREFIX) and n != TIED_HEAD
     ]
@@ -241,7 +266,7 @@ def convert_released(
         {"format": "pt", "automot_config": cfg.name},
     )
     bev_entries = [
-        (n[len(BEV_PREFIX) :], index[n].shape, dtype if _is_float(index[n].dtype) else torch.int64)
+        (n[len(BEV_PREFIX) :], index[n].shape, dtype if is_float_dtype(index[n].dtype) else torch.int64)
         for n in index
         if n.startswith(BEV_PREFIX)
     ]
@@ -260,10 +285,6 @@ def convert_released(
     }
     (out / "released_conversion.json").write_text(json.dumps(provenance, indent=2))
     return out
-
-
-def _is_float(st_dtype: str) -> bool:
-    return st_dtype.startswith(("F", "BF"))
 
 
 def _write(path: Path, entries, index, to_released, metadata) -> None:
