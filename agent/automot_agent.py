@@ -160,6 +160,13 @@ class AutoMoTAgent(AutonomousAgent):
         if bev_cfg is None:
             log.warning("the runtime exposes no scene_config: BEV inputs use the spec's TF++ defaults")
             bev_cfg = default_bev_config()
+        if self.config.state_estimator != "ukf":
+            # The previous LiDAR half sweep is re-aligned with this pose; leaderboard GNSS noise (~0.5 m) would
+            # smear it by a few histogram cells every tick. The released agent uses the UKF here.
+            log.warning(
+                "BEV encoder inputs with state_estimator %r: set state_estimator: ukf as released",
+                self.config.state_estimator,
+            )
         return SceneInputBuilder(bev_cfg, self.rig)
 
     def sensors(self) -> list[dict]:

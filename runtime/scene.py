@@ -29,8 +29,9 @@ SCENE_INPUT_KEYS = ("rgb", "lidar")
 def scene_input_shapes(bev_config: Any) -> dict[str, tuple[int, ...]]:
     """Per-key input shapes (no batch dim) the encoder of ``bev_config`` takes: camera crop and LiDAR grid."""
     cfg = bev_config
+    rows, cols = cfg.image_shape() if hasattr(cfg, "image_shape") else (cfg.cropped_height, cfg.cropped_width)
     return {
-        "rgb": (3, int(cfg.cropped_height), int(cfg.cropped_width)),
+        "rgb": (3, int(rows), int(cols)),
         "lidar": (int(cfg.lidar_in_channels), int(cfg.lidar_resolution_height), int(cfg.lidar_resolution_width)),
     }
 

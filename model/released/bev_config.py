@@ -41,7 +41,9 @@ class BEVConfig:
     bev_features_chanels: int = 64  # sic: the released attribute name
     transformer_decoder_join: bool = True
     add_features: bool = True
-    # Camera crop (rows [0, cropped_height), width centred).
+    # Camera (the released rig's CAM_FRONT) and its crop (rows [0, cropped_height), width centred).
+    camera_width: int = 1024
+    camera_height: int = 512
     crop_image: bool = True
     cropped_height: int = 384
     cropped_width: int = 1024
@@ -64,6 +66,19 @@ class BEVConfig:
     @property
     def lidar_in_channels(self) -> int:
         return (2 if self.use_ground_plane else 1) * self.lidar_seq_len
+
+    def image_shape(self, width: int | None = None, height: int | None = None) -> tuple[int, int]:
+        """(rows, columns) of the encoder's camera input for a ``width`` x ``height`` frame (default: the rig's).
+
+        Same arithmetic as the released crop: rows [0, cropped_height) and (width - cropped_width) // 2 columns
+        cut on each side, so an odd difference keeps one extra column.
+        """
+        w = self.camera_width if width is None else int(width)
+        h = self.camera_height if height is None else int(height)
+        if not self.crop_image:
+            return h, w
+        side = (w - self.cropped_width) // 2
+        return min(self.cropped_height, h), w - 2 * side
 
     @property
     def has_top_down(self) -> bool:

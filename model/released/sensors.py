@@ -52,8 +52,9 @@ def camera_array(frame_bgr: np.ndarray, cfg: BEVConfig, jpeg: bool = True) -> np
         h, w = rgb.shape[:2]
         if cfg.cropped_height > h or cfg.cropped_width > w:
             raise ValueError(f"camera frame {w}x{h} is smaller than the crop {cfg.cropped_width}x{cfg.cropped_height}")
-        side = (w - cfg.cropped_width) // 2
-        rgb = rgb[: cfg.cropped_height, side : w - side]
+        rows, cols = cfg.image_shape(w, h)
+        side = (w - cols) // 2
+        rgb = rgb[:rows, side : side + cols]
     return np.ascontiguousarray(rgb.transpose(2, 0, 1)).astype(np.float32)
 
 
@@ -77,7 +78,10 @@ def align_lidar(
 
 def lidar_histogram(points: np.ndarray, cfg: BEVConfig) -> np.ndarray:
     """Ego-frame points -> float32 (C, H, W) histogram (C = 2 with ground plane, else 1)."""
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] < 3:
+        raise ValueError(f"LiDAR points: expected (N, >=3) x, y, z[, intensity], got shape {pts.shape}")
+    pts = pts[:, :3]
     ppm = int(cfg.pixels_per_meter)
     xbins = np.linspace(cfg.min_x, cfg.max_x, int(round((cfg.max_x - cfg.min_x) * ppm)) + 1)
     ybins = np.linspace(cfg.min_y, cfg.max_y, int(round((cfg.max_y - cfg.min_y) * ppm)) + 1)
