@@ -118,8 +118,9 @@ class AutoMoTModel(nn.Module):
         if io.decision_out_proj is not None:
             dec = io.decision_out_proj(dec)
         logits = self.understanding.lm_head(dec)
-        # Both heads predict per-step deltas; positions are their running sums (SimLingo / AutoMoT style).
-        path = torch.cumsum(io.route_head(route).float(), dim=1)
+        # Both heads predict per-step deltas; positions are their running sums (SimLingo / AutoMoT style). The
+        # released route head sums over (x, y) instead (tokens.route_cumsum, see config.py).
+        path = torch.cumsum(io.route_head(route).float(), dim=-1 if t.route_cumsum == "xy" else 1)
         waypoints = torch.cumsum(io.waypoints_head(wps).float(), dim=1)
         return path, waypoints, logits
 

@@ -60,6 +60,11 @@ class TokenLayoutConfig:
     # Hidden widths of the small MLPs (released: 2->256->512->H encoders, H->512->256->2 heads).
     encoder_widths: list = field(default_factory=lambda: [256, 512])
     head_widths: list = field(default_factory=lambda: [512, 256])
+    # How route-head outputs become path points. "points": running sum over the 20 points (each output a step).
+    # "xy": the released checkpoint's rule - its RouteHead cumsums dim 1 of a packed [N, 2] output, i.e. over
+    # (x, y) of each point, so point i = (a_i, a_i + b_i); it was trained that way (OscarHuangWind/AutoMoT,
+    # automot.py RouteHead.forward called on [B*20, H] in training and [20, H] in evaluation/inference.py).
+    route_cumsum: str = "points"
 
 
 @dataclass
@@ -173,6 +178,8 @@ class AutoMoTConfig:
         t = self.tokens
         if (t.num_scene_tokens > 0) != (t.scene_dim > 0):
             raise ConfigError("tokens: num_scene_tokens and scene_dim must both be 0 or both be > 0")
+        if self.tokens.route_cumsum not in ("points", "xy"):
+            raise ConfigError(f"tokens.route_cumsum: expected 'points' or 'xy', got {self.tokens.route_cumsum!r}")
 
 
 def _from_dict(cls: type, data: Any, path: str) -> Any:
@@ -322,7 +329,7 @@ def preset_automot_4b() -> AutoMoTConfig:
             prefix_image_bidirectional=True,
         ),
         action=ActionExpertConfig(hidden_size=2560, num_heads=16, num_kv_heads=4, head_dim=80, intermediate_size=4864),
-        tokens=TokenLayoutConfig(num_scene_tokens=64, scene_dim=1512, query_dim=588),
+        tokens=TokenLayoutConfig(num_scene_tokens=64, scene_dim=1512, query_dim=588, route_cumsum="xy"),
         prompt=PromptConfig(num_frames=4, image_width=512, image_height=256, end_with_newline=False),
         max_prefix_tokens=768,
         tokenizer="pretrained",

@@ -114,8 +114,11 @@ class PromptBuilder:
         self.merge = int(cfg.understanding.vision.get("spatial_merge_size", 2))
 
     def user_text(self, target_points: np.ndarray, speed: float) -> str:
-        tp = np.asarray(target_points, dtype=np.float64).reshape(2, 2)
-        return self.cfg.prompt.user.format(x1=tp[0, 0], y1=tp[0, 1], x2=tp[1, 0], y2=tp[1, 1], v=float(speed))
+        # Values go through float32 first, as the released agent holds them in float tensors before formatting:
+        # with 6 decimals the float32 rounding is visible in the prompt text.
+        tp = np.asarray(target_points, dtype=np.float32).reshape(2, 2).astype(np.float64)
+        v = float(np.float32(speed))
+        return self.cfg.prompt.user.format(x1=tp[0, 0], y1=tp[0, 1], x2=tp[1, 0], y2=tp[1, 1], v=v)
 
     def messages(self, num_images: int, text: str) -> list[dict]:
         content = [{"type": "image"}] * num_images + [{"type": "text", "text": text}]

@@ -52,6 +52,11 @@ class RuntimeConfig:
     compile_backend: str = "inductor"  # torch.compile backend for engine="torch-compile"
     trt_precision: str = "fp16"
     stats_window: int = 10_000  # samples kept per latency series
+    # Released quirk (OscarHuangWind/AutoMoT evaluation/inference.py, kv_cache_inference): every action pass appends
+    # its positions to the cached context, so the k-th pass on the same prefix places its action tokens at
+    # P + k * n_action instead of P. k is capped at this value; 0 = always P (as in training). The released agent
+    # (sync, every 2nd tick) has k in {0, 1}: 1 reproduces it and keeps async within what the checkpoint saw.
+    reused_prefix_position_shifts: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -64,6 +69,10 @@ class RuntimeConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"RuntimeConfig.{name} must be >= 1 or None, got {value}")
+        if self.reused_prefix_position_shifts < 0:
+            raise ValueError(
+                f"RuntimeConfig.reused_prefix_position_shifts must be >= 0, got {self.reused_prefix_position_shifts}"
+            )
         if self.max_new_tokens < 1:
             raise ValueError(f"RuntimeConfig.max_new_tokens must be >= 1, got {self.max_new_tokens}")
 

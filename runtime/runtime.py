@@ -134,6 +134,7 @@ class AutoMoTRuntime:
         self._submitted = 0
         self._refreshing = False
         self._closed = False
+        self._passes = (-1, 0)  # (snapshot version, action passes run on it): reused_prefix_position_shifts
         self._error: BaseException | None = None
         self._error_tb: str | None = None
         self._torch_fast_path = self.engine.name in ("torch", "torch-compile")
@@ -220,7 +221,7 @@ class AutoMoTRuntime:
                 view.keys,
                 view.values,
                 view.pad_mask,
-                view.next_position,
+                self._action_start(meta.version, view.next_position),
                 action_state.target_points,
                 action_state.speed,
                 action_state.scene,
@@ -243,6 +244,16 @@ class AutoMoTRuntime:
             out.extras["scene_encoder_ms"] = scene_ms  # part of fast_step_ms
         self._record(out, t0, frame, sim_time, None)
         return out
+
+    def _action_start(self, version: int, next_position: torch.Tensor) -> torch.Tensor:
+        """First action position for this pass: P, or P + k * n_action on the k-th reuse (released quirk)."""
+        cap = self.config.reused_prefix_position_shifts
+        if cap == 0:
+            return next_position
+        seen_version, passes = self._passes
+        k = passes if seen_version == version else 0
+        self._passes = (version, k + 1)
+        return next_position + min(k, cap) * self.model.config.num_action_tokens
 
     def stats(self) -> dict[str, Any]:
         """Latency / staleness percentiles, counters, and the slow-path error if any."""

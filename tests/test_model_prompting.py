@@ -87,3 +87,10 @@ def test_released_prompt_style_matches_released_builder(tiny_model):
     assert ours.input_ids[0, -1].item() == 2  # ends on <|im_end|>
     assert torch.equal(ours.input_ids, released.input_ids)
     assert torch.equal(ours.pixel_values, released.pixel_values)
+
+
+def test_prompt_numbers_are_float32_like_the_released_agent(tiny_model):
+    builder = tiny_model.prompt_builder()
+    text = builder.user_text(np.array([[123.456789, -0.5], [20.0, 1.0]]), 0.615)
+    # float64 would print 123.456789 and 0.61; float32(123.456789) = 123.4567871..., float32(0.615) = 0.6150000095
+    assert "(123.456787, -0.500000)" in text and "0.62 m/s" in text

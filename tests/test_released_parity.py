@@ -84,11 +84,14 @@ def test_action_positions_follow_the_prefix_on_all_axes(model, obs):
 def test_route_and_waypoints_are_cumsums_of_head_deltas(model, obs):
     out = model.act(model.prefill(obs), _state(model))
     t = model.config.tokens
+    assert t.route_cumsum == "xy"
     r0 = t.num_scene_tokens + 3 + t.num_decision_tokens
     h = out.hidden[0]
     route = model.action_io.route_head.mlp(h[r0 : r0 + 20]).detach()
     wps = model.action_io.waypoints_head.mlp(h[r0 + 20 : r0 + 26]).detach()
-    assert torch.allclose(out.path[0], route.cumsum(0), atol=1e-6)
+    # Released route head: the cumsum runs over (x, y) of each point, point i = (a_i, a_i + b_i).
+    assert torch.allclose(out.path[0], route.cumsum(-1), atol=1e-6)
+    assert torch.allclose(out.path[0, :, 1] - out.path[0, :, 0], route[:, 1], atol=1e-6)
     assert torch.allclose(out.waypoints[0], wps.cumsum(0), atol=1e-6)
     assert torch.allclose(out.waypoints[0, 1] - out.waypoints[0, 0], wps[1], atol=1e-6)
 

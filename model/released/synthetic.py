@@ -71,7 +71,12 @@ def tiny_released_config() -> AutoMoTConfig:
         ),
         action=ActionExpertConfig(hidden_size=128, num_heads=4, num_kv_heads=1, head_dim=16, intermediate_size=96),
         tokens=TokenLayoutConfig(
-            num_scene_tokens=4, scene_dim=368, query_dim=24, encoder_widths=[16, 32], head_widths=[32, 16]
+            num_scene_tokens=4,
+            scene_dim=368,
+            query_dim=24,
+            encoder_widths=[16, 32],
+            head_widths=[32, 16],
+            route_cumsum="xy",
         ),
         prompt=PromptConfig(num_frames=4, image_width=128, image_height=64),
         max_prefix_tokens=256,
