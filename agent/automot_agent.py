@@ -271,7 +271,8 @@ class AutoMoTAgent(AutonomousAgent):
         if image is not None:
             self.history.push(image)
         measured_xy = gps_to_local(sensors.gps[0], sensors.gps[1], *self.georeference)
-        measured_yaw = compass_to_yaw(sensors.compass, self._last_compass)
+        fallback = self._last_compass if self.config.compass_nan == "last_valid" else 0.0
+        measured_yaw = compass_to_yaw(sensors.compass, fallback)
         if math.isfinite(sensors.compass):
             self._last_compass = sensors.compass
         speed = sensors.speed

@@ -103,6 +103,9 @@ class AgentConfig:
     # Pose used by the route planner, target points, recorder and metric info: raw GNSS/compass, or the
     # released agent's UKF (agent/state_estimation.py; needs filterpy).
     state_estimator: Literal["gnss", "ukf"] = "gnss"
+    # A NaN IMU compass is replaced by the last valid one ("last_valid": no heading jump), or by 0 = north as the
+    # released agent does ("zero", mot_b2d_agent.py tick()), which with the UKF snaps the heading for that tick.
+    compass_nan: Literal["last_valid", "zero"] = "last_valid"
     ukf: UkfConfig = field(default_factory=UkfConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     recorder: RecorderConfig = field(default_factory=RecorderConfig)

@@ -73,10 +73,13 @@ class EscapeConfig:
     """
 
     enabled: bool = False
-    snapshot_every: int = 200  # position snapshot when tick % snapshot_every == 0
-    window_ticks: int = 1500  # snapshots older than this are dropped; the oldest must be this old to trigger
+    snapshot_every: int = 200  # position snapshot when tick % snapshot_every == 0 (none while escaping)
+    # Snapshots older than this are dropped when a new one is taken; the oldest must be this old to trigger.
+    window_ticks: int = 1500
     max_displacement: float = 5.0  # deadlock: every snapshot within this many metres of the oldest one
-    duration_ticks: int = 40  # forced-control timer
+    # Forced-control timer; it counts down on the trigger tick too, so control is forced for duration_ticks - 1
+    # ticks (mot_b2d_agent.py 278fa5a, _get_escape_target_points).
+    duration_ticks: int = 40
     cooldown_ticks: int = 2400  # no new escape this long after one ends
     pop_points: int = 5  # route points dropped on trigger ...
     keep_points: int = 3  # ... never leaving fewer than this
@@ -147,11 +150,16 @@ class WindowPID:
         size = max(int(window), 1)
         self._errors: deque[float] = deque([0.0] * size if zero_filled else [], maxlen=size)
 
-    def step(self, error: float) -> float:
-        """Push one error and return the PID output."""
+    def push(self, error: float) -> tuple[float, float]:
+        """Push one error and return (integral, derivative)."""
         self._errors.append(float(error))
         integral = float(np.mean(self._errors))
         derivative = self._errors[-1] - self._errors[-2] if len(self._errors) >= 2 else 0.0
+        return integral, derivative
+
+    def step(self, error: float) -> float:
+        """Push one error and return the PID output."""
+        integral, derivative = self.push(error)
         return self.kp * error + self.ki * integral + self.kd * derivative
 
 
@@ -180,7 +188,7 @@ class LateralController:
     def lookahead_index(self, speed: float, n_samples: int) -> int:
         """Lookahead in resample steps: clip(speed_scale * km/h + offset, min, max), at most the last sample."""
         cfg = self.config
-        raw = cfg.speed_scale * max(speed, 0.0) * 3.6 + cfg.speed_offset
+        raw = cfg.speed_scale * (max(speed, 0.0) * 3.6) + cfg.speed_offset  # km/h first, as released
         return int(min(np.clip(raw, cfg.min_lookahead, cfg.max_lookahead), n_samples - 1))
 
     def step(self, path: np.ndarray, speed: float) -> tuple[float, float]:
@@ -188,10 +196,19 @@ class LateralController:
         samples = resample_path(path, self.config.resample_step)
         idx = self.lookahead_index(speed, len(samples))
         target = samples[idx]
-        heading_error = (math.atan2(target[1], target[0]) + math.pi) % (2.0 * math.pi) - math.pi
-        error = math.degrees(heading_error) / 90.0  # normalised so a 90 degree error is 1
-        steer = float(np.clip(self._pid.step(error), -1.0, 1.0))
-        return round(steer, 3), float(np.linalg.norm(target))
+        # Wrapped to [-pi, pi) with the released LateralPIDController's arithmetic (nav_planner.py), so the
+        # result is bit-identical to it (atan2 is in (-pi, pi]; only exactly pi moves to -pi).
+        heading_error = float(np.arctan2(target[1], target[0])) % (2.0 * math.pi)
+        if heading_error >= math.pi:
+            heading_error -= 2.0 * math.pi
+        error = heading_error * 180.0 / math.pi / 90.0  # a 90 degree error is 1 (released operation order)
+        integral, derivative = self._pid.push(error)
+        pid = self._pid
+        # Terms summed in the released LateralPIDController's order (P, D, I) for bit-identical steering.
+        steer = np.clip(np.float64(pid.kp * error + pid.kd * derivative + pid.ki * integral), -1.0, 1.0)
+        # NumPy rounding (half-even on steer * 1000) as the released control_pid, whose round() gets a NumPy
+        # float; Python's round() on a float rounds the exact decimal value and differs on ties like 0.0005.
+        return float(np.round(steer, 3)), float(np.linalg.norm(target))
 
 
 class LongitudinalController:
@@ -268,6 +285,10 @@ class DrivingController:
         override = self.escape.override(tick, position, speed) if self.escape is not None else None
         if override is not None:
             steer, throttle, brake, mode = override.steer, override.throttle, override.brake > 0.0, override.mode
+            # An escape restarts the stuck counter and cancels creep, on its first tick and every tick it runs,
+            # so creep does not fire right after it (released: _activate_parking_escape and run_step).
+            self.stuck_counter = 0
+            self.force_move = 0
         else:
             if self.stuck_counter > safety.stuck_ticks and self.creep_enabled:
                 self.force_move = safety.creep_ticks  # re-armed every tick while still stuck

@@ -2,7 +2,8 @@
 
 When the ego has not left a 5 m circle for 1500 ticks (e.g. boxed in at a parking start, or waiting behind a
 parked car the model will not pass), the released agent drops a few route points, feeds the model a fixed
-sideways target point and forces a left turn with some throttle for up to 40 ticks, then rests for 2400 ticks.
+sideways target point and forces a left turn with some throttle for up to 39 ticks (its 40-tick timer is already
+counted down on the trigger tick), then rests for 2400 ticks.
 Every number is an ``EscapeConfig`` field (``control.escape`` in the agent YAML).
 """
 
@@ -49,23 +50,31 @@ class ParkingEscape:
     # ------------------------------------------------------------------ EscapePolicy
 
     def update(self, tick: int, position: np.ndarray, yaw: float) -> None:
-        """Record snapshots, end a running escape or start a new one."""
+        """Record snapshots, start a new escape or advance (and possibly end) the running one.
+
+        Order as in the released ``run_step`` (mot_b2d_agent.py 278fa5a: ``_update_pos_snapshots``,
+        ``_activate_parking_escape``, ``_check_escape_progress``, ``_get_escape_target_points``): snapshots and
+        the deadlock check only while no escape runs; a new escape is checked for progress and has its timer
+        counted down on its trigger tick already, so it forces control for ``duration_ticks - 1`` ticks.
+        """
         cfg = self.config
         pos = np.asarray(position, dtype=np.float64).reshape(2)
-        if tick % cfg.snapshot_every == 0:
-            self.snapshots.append((tick, pos.copy()))
-        while self.snapshots and tick - self.snapshots[0][0] > cfg.window_ticks:
-            self.snapshots.popleft()
-
-        if self.active:
+        if not self.active:
+            self._snapshot(tick, pos)
+            if tick >= self.cooldown_until and self.deadlocked(tick):
+                self._trigger(tick, pos, yaw)
+        if not self.active:
+            return
+        reason = self._progress_end_reason(pos, yaw)
+        if reason is None:
             self.timer -= 1
-            reason = self._end_reason(pos, yaw)
-            if reason is not None:
-                self.active = False
-                self.cooldown_until = tick + cfg.cooldown_ticks
-                log.info("parking escape %d ended at tick %d (%s)", self.attempt, tick, reason)
-        elif tick >= self.cooldown_until and self.deadlocked(tick):
-            self._trigger(tick, pos, yaw)
+            if self.timer <= 0:
+                reason = "timer"
+        if reason is not None:
+            self.active = False
+            self.timer = 0
+            self.cooldown_until = tick + cfg.cooldown_ticks
+            log.info("parking escape %d ended at tick %d (%s)", self.attempt, tick, reason)
 
     def adjust_target_points(self, tick: int, target_points: np.ndarray) -> np.ndarray:
         """During an escape: the fixed sideways target points; otherwise the input unchanged."""
@@ -85,13 +94,26 @@ class ParkingEscape:
     # ------------------------------------------------------------------ internals
 
     def deadlocked(self, tick: int) -> bool:
-        """The oldest kept snapshot is a full window old and no snapshot left the displacement circle around it."""
+        """At least two snapshots, the oldest a full window old, and none outside the displacement circle.
+
+        Checked on every tick (not only on snapshot ticks): the released agent prunes old snapshots only when it
+        takes a new one, so the oldest snapshot stays a full window old for up to ``snapshot_every`` ticks.
+        """
         cfg = self.config
-        if not self.snapshots or tick - self.snapshots[0][0] < cfg.window_ticks:
+        if len(self.snapshots) < 2 or tick - self.snapshots[0][0] < cfg.window_ticks:
             return False
         oldest = self.snapshots[0][1]
         spread = max(float(np.linalg.norm(p - oldest)) for _, p in self.snapshots)
         return spread < cfg.max_displacement
+
+    def _snapshot(self, tick: int, pos: np.ndarray) -> None:
+        """On snapshot ticks: keep the position and drop snapshots more than a window old (only then)."""
+        cfg = self.config
+        if tick % cfg.snapshot_every != 0:
+            return
+        self.snapshots.append((tick, pos.copy()))
+        while self.snapshots and self.snapshots[0][0] < tick - cfg.window_ticks:
+            self.snapshots.popleft()
 
     def _trigger(self, tick: int, pos: np.ndarray, yaw: float) -> None:
         cfg = self.config
@@ -104,10 +126,9 @@ class ParkingEscape:
             "parking deadlock at tick %d: escape attempt %d (dropped %d route points)", tick, self.attempt, self.popped
         )
 
-    def _end_reason(self, pos: np.ndarray, yaw: float) -> str | None:
+    def _progress_end_reason(self, pos: np.ndarray, yaw: float) -> str | None:
+        """Early end: heading changed or the ego moved far enough (checked before the timer, as released)."""
         cfg = self.config
-        if self.timer <= 0:
-            return "timer"
         heading_change = abs(math.degrees(float(wrap_angle(float(yaw) - self._start_yaw))))
         if heading_change > cfg.end_heading_deg:
             return f"heading changed {heading_change:.1f} deg"

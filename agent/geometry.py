@@ -81,19 +81,29 @@ def solve_georeference(world_xy: tuple[float, float], gps_latlon: tuple[float, f
 
 
 def compass_to_yaw(compass: float, fallback: float = 0.0) -> float:
-    """CARLA yaw (radians, wrapped to [-pi, pi)) from the IMU compass (radians, 0 = north).
+    """CARLA yaw (radians, wrapped to (-pi, pi]) from the IMU compass (radians, 0 = north).
 
-    The IMU reports NaN on the first frames; like the released agent, NaN is replaced (by ``fallback``, the
-    last valid compass when the caller has one, else 0) before subtracting pi/2.
+    The IMU reports NaN on some frames. The released agent replaces NaN by 0 (north); here NaN is replaced by
+    ``fallback`` (callers pass the last valid compass, or 0 for the released behaviour), and by 0 when that is
+    not finite either. The wrap uses the released ``normalize_angle`` arithmetic (automot_utils.py).
     """
     value = float(compass)
     if not math.isfinite(value):
         value = float(fallback) if math.isfinite(fallback) else 0.0
-    return wrap_angle(value - math.pi / 2.0)
+    return normalize_angle(value - math.pi / 2.0)
+
+
+def normalize_angle(angle: float) -> float:
+    """Wrap radians to (-pi, pi] exactly as the released ``automot_utils.normalize_angle`` (x mod 2 pi, minus
+    2 pi above pi), so compass and UKF residual values are bit-identical to the released agent's."""
+    value = float(angle) % (2.0 * math.pi)
+    if value > math.pi:
+        value -= 2.0 * math.pi
+    return value
 
 
 def wrap_angle(angle: float | np.ndarray) -> float | np.ndarray:
-    """Wrap radians to [-pi, pi)."""
+    """Wrap radians to [-pi, pi) (vectorised; for differences where the boundary does not matter)."""
     return (angle + math.pi) % (2.0 * math.pi) - math.pi
 
 

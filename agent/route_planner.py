@@ -15,6 +15,7 @@ from agent.contract import road_option_value
 from agent.geometry import heading_vector
 
 _LANE_CHANGE_OPTIONS = (5, 6)  # RoadOption.CHANGELANELEFT / CHANGELANERIGHT
+_LANE_FOLLOW = 4  # RoadOption.LANEFOLLOW
 
 
 @dataclass
@@ -23,8 +24,9 @@ class RoutePlannerConfig:
 
     min_distance: float = 7.5  # points closer than this are considered reached
     max_distance: float = 50.0  # only points within this cumulative route length are scanned
-    # Lane-change points count as reached from further away so the lane change starts early (TF++ rule);
-    # None uses min_distance for every point.
+    # Lane-change points count as reached from this far away (so the lane change starts early), under the TF++
+    # conditions of the released nav_planner.py: the segment after the point is shorter than min_distance, or
+    # the point after it is LANEFOLLOW. None uses min_distance for every point.
     lane_change_distance: float | None = 15.0
     next_tp_extension: float = 5.0  # 1-2 points left: next TP placed this far beyond the TP
     no_route_lookahead: float = 50.0  # 0 points left: next TP this far ahead along the heading
@@ -76,9 +78,7 @@ class RoutePlanner:
                 break
             cumulative += float(np.linalg.norm(route[i][0] - route[i - 1][0]))
             distance = float(np.linalg.norm(route[i][0] - ego))
-            reach = cfg.min_distance
-            if cfg.lane_change_distance is not None and route[i][1] in _LANE_CHANGE_OPTIONS:
-                reach = cfg.lane_change_distance
+            reach = cfg.lane_change_distance if self._lane_change_reach(i) else cfg.min_distance
             if distance <= reach and distance > farthest_reached:
                 farthest_reached = distance
                 to_pop = i
@@ -86,6 +86,18 @@ class RoutePlanner:
             if len(route) <= 2:
                 break
             route.popleft()
+
+    def _lane_change_reach(self, i: int) -> bool:
+        """Whether route[i] gets the longer lane-change reach (nav_planner.py RoutePlanner.run_step).
+
+        For the last point the released code indexes past the end of the route (an IndexError that would end
+        the route); here the last point simply gets the normal reach.
+        """
+        route, cfg = self.route, self.config
+        if cfg.lane_change_distance is None or route[i][1] not in _LANE_CHANGE_OPTIONS or i + 1 >= len(route):
+            return False
+        next_segment = float(np.linalg.norm(route[i + 1][0] - route[i][0]))
+        return next_segment < cfg.min_distance or route[i + 1][1] == _LANE_FOLLOW
 
     def pop_points(self, count: int, keep: int) -> int:
         """Drop up to ``count`` points from the front, never leaving fewer than ``keep``; returns how many.

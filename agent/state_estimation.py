@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from agent.geometry import compass_to_yaw, wrap_angle
+from agent.geometry import compass_to_yaw, normalize_angle
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class UkfConfig:
 
 @dataclass(frozen=True)
 class EgoState:
-    """Estimated pose: CARLA world position (2,), yaw (radians, [-pi, pi)) and speed (m/s)."""
+    """Estimated pose: CARLA world position (2,), yaw (radians, (-pi, pi]) and speed (m/s)."""
 
     position: np.ndarray
     yaw: float
@@ -91,18 +91,23 @@ def bicycle_step(state: np.ndarray, dt: float, control: Control, cfg: UkfConfig)
 
 
 def state_residual(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a - b with the yaw difference wrapped to [-pi, pi)."""
+    """a - b with the yaw difference wrapped to (-pi, pi] by the released arithmetic (ukf_utils.py)."""
     diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    diff[YAW] = wrap_angle(diff[YAW])
+    diff[YAW] = normalize_angle(diff[YAW])
     return diff
 
 
 def state_mean(sigmas: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted mean of sigma points; the yaw is the angle of the weighted sum of unit vectors."""
-    mean = np.dot(weights, sigmas)
-    mean[YAW] = math.atan2(
-        float(np.dot(weights, np.sin(sigmas[:, YAW]))), float(np.dot(weights, np.cos(sigmas[:, YAW])))
-    )
+    """Weighted mean of sigma points; the yaw is the angle of the weighted sum of unit vectors.
+
+    One dot product per column, as the released ``state_mean`` (ukf_utils.py): with alpha 1e-5 the Merwe weights
+    are ~1e10, so a different summation (e.g. one matrix-vector product) changes the estimate by ~1e-7 m.
+    """
+    sigmas = np.asarray(sigmas, dtype=np.float64)
+    mean = np.zeros(sigmas.shape[1])
+    for col in range(sigmas.shape[1]):
+        mean[col] = np.dot(sigmas[:, col], weights)
+    mean[YAW] = math.atan2(np.dot(np.sin(sigmas[:, YAW]), weights), np.dot(np.cos(sigmas[:, YAW]), weights))
     return mean
 
 
@@ -120,9 +125,10 @@ def _measure(state: np.ndarray) -> np.ndarray:
 class UkfEstimator:
     """The released agent's UKF on [x, y, yaw, speed] (needs ``filterpy``).
 
-    The first call initialises the state from the measurement. Every later call predicts one tick with the
-    previous control and updates with [x, y, yaw, speed]. A NaN yaw measurement (e.g. an IMU that has not
-    reported yet) is replaced by the predicted yaw, so the filter keeps its heading instead of snapping north.
+    The first call initialises the state from the measurement and then, like every later call, predicts one
+    tick with the previous control and updates with [x, y, yaw, speed] (the released agent does both on its
+    first tick too). A NaN yaw measurement (e.g. an IMU that has not reported yet) is replaced by the predicted
+    yaw, so the filter keeps its heading instead of snapping north.
     An indefinite covariance is repaired; an unrecoverable numerical failure re-initialises from the measurement
     rather than stopping the car. filterpy 1.4.x reproduces the released agent; 2.x works but differs slightly.
     """
@@ -196,16 +202,23 @@ class UkfEstimator:
     def update(self, position: np.ndarray, yaw: float, speed: float, control: Control) -> EgoState:
         """One tick: predict with ``control`` (the previous tick's), then update with the measurement."""
         pos = np.asarray(position, dtype=np.float64).reshape(2)
-        z = np.array([pos[0], pos[1], float(yaw), float(speed)])
+        yaw = float(yaw)
+        # The released agent wraps the (already wrapped) compass once more for the filter; repeated here because
+        # the second wrap can change the last bit of negative angles.
+        z = np.array([pos[0], pos[1], normalize_angle(yaw) if math.isfinite(yaw) else yaw, float(speed)])
         if not self.initialized:
             self._initialise(z)
-        elif not self._step(z, tuple(float(c) for c in control)):
+        if not self._step(z, tuple(float(c) for c in control)):
             self.resets += 1
             log.warning("UKF numerical failure (reset %d); re-initialising from the measurement", self.resets)
             self._initialise(z)
         x = self.filter.x
-        x[YAW] = wrap_angle(float(x[YAW]))
-        return EgoState(x[:2].copy(), float(x[YAW]), float(x[3]))
+        # The filter state is left as is (the released agent never wraps it); only the reported yaw is wrapped,
+        # and only when it left (-pi, pi], so in-range values keep their exact bits.
+        heading = float(x[YAW])
+        if not -math.pi < heading <= math.pi:
+            heading = normalize_angle(heading)
+        return EgoState(x[:2].copy(), heading, float(x[3]))
 
 
 def build_estimator(kind: str, config: UkfConfig | None = None) -> StateEstimator:

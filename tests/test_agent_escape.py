@@ -52,7 +52,7 @@ def test_triggers_exactly_after_the_deadlock_window():
     assert _idle(escape, WARMUP, FIRST_TRIGGER) == []
     assert [t for t, _ in escape.snapshots] == list(range(200, 1700, 200))
     escape.update(FIRST_TRIGGER, HERE, 0.0)
-    assert escape.active and escape.attempt == 1 and escape.timer == 40
+    assert escape.active and escape.attempt == 1 and escape.timer == 39  # counted down on the trigger tick
     assert escape.popped == 5 and len(planner) == 5  # min(5, 10 - 3)
 
     short = _planner(5)
@@ -75,11 +75,12 @@ def test_overrides_target_points_and_control_while_active():
 def test_ends_on_timer_then_cools_down_and_retries_with_a_wider_target():
     escape = ParkingEscape(EscapeConfig(enabled=True), _planner(20))
     first = _idle(escape, WARMUP, 4000)
-    assert first == list(range(FIRST_TRIGGER, FIRST_TRIGGER + 40))  # forced for exactly 40 ticks
-    assert escape.cooldown_until == FIRST_TRIGGER + 40 + 2400 and escape.attempt == 1
-    # After the cooldown (tick 4140) the next trigger waits for a tick whose oldest snapshot is a window old.
-    second_start = _idle(escape, 4000, 4301)[0]
-    assert second_start == 4300 and escape.attempt == 2 and escape.active
+    assert first == list(range(FIRST_TRIGGER, FIRST_TRIGGER + 39))  # 40-tick timer, counted down from the trigger
+    assert escape.cooldown_until == FIRST_TRIGGER + 39 + 2400 and escape.attempt == 1
+    # No snapshots while escaping; old ones are pruned only when a new one is taken (4000: 2600 is oldest), so
+    # the deadlock holds again on the first tick after the cooldown (4139).
+    second_start = _idle(escape, 4000, 4140)[0]
+    assert second_start == 4139 and escape.attempt == 2 and escape.active
     np.testing.assert_allclose(escape.adjust_target_points(second_start, np.zeros((2, 2)))[:, 1], [8.0, 8.0])
 
 
@@ -122,7 +123,7 @@ def test_controller_order_stuck_counter_escape_else_creep_then_speed_cap():
     escape.update(FIRST_TRIGGER, HERE, 0.0)
     cmd = ctrl.step(FIRST_TRIGGER, STRAIGHT, STOP, speed=0.0, position=HERE)
     assert (cmd.mode, cmd.steer, cmd.throttle, cmd.brake) == ("escape", -0.65, 0.45, 0.0)
-    assert cmd.stuck_ticks == FIRST_TRIGGER - WARMUP + 1  # the stuck counter still runs first
+    assert cmd.stuck_ticks == 0 and ctrl.force_move == 0  # the escape restarts the stuck counter, cancels creep
     escape.update(FIRST_TRIGGER + 1, HERE, 0.0)
     cmd = ctrl.step(FIRST_TRIGGER + 1, STRAIGHT, STOP, speed=36.0 / 3.6, position=HERE)
     assert (cmd.mode, cmd.throttle, cmd.brake) == ("speed_cap", 0.0, 1.0)  # the cap wins over the escape
@@ -160,7 +161,7 @@ def test_agent_escapes_a_deadlock_only_when_enabled(tmp_path):
     assert not agent.controller.creep_enabled  # parked start: creep is off, so only the escape can help
     assert all(c.brake == 1.0 for c in controls[:FIRST_TRIGGER])
     forced = [t for t, c in enumerate(controls) if (c.steer, c.throttle, c.brake) == (-0.65, 0.45, 0.0)]
-    assert forced == list(range(FIRST_TRIGGER, FIRST_TRIGGER + 40))
+    assert forced == list(range(FIRST_TRIGGER, FIRST_TRIGGER + 39))
     steps = {frame: state for state, _, frame in runtime.steps}
     submits = {frame: obs for obs, _, frame in runtime.submits}
     np.testing.assert_allclose(steps[FIRST_TRIGGER].target_points, [[3.0, 6.5], [6.0, 6.5]])

@@ -105,9 +105,12 @@ def test_ukf_beats_raw_gnss_on_noisy_drive(name, steer, yaw0):
 def test_first_measurement_initialises_the_state():
     ukf = UkfEstimator()
     ego = ukf.update(np.array([3.0, 4.0]), 0.5, 2.0, (0.0, 0.0, 0.0))
-    np.testing.assert_allclose(ego.position, [3.0, 4.0])
-    assert (ego.yaw, ego.speed) == (0.5, 2.0)
-    np.testing.assert_allclose(np.diag(ukf.filter.P), CFG.p0)
+    # Initialised from the measurement, then predicted (0.1 m along the heading) and updated with it, as released.
+    step = 2.0 * 0.05 * np.array([math.cos(0.5), math.sin(0.5)])
+    gain = (0.5 + 1e-4) / (0.5 + 1e-4 + 0.5)  # position Kalman gain: (P0 + Q) / (P0 + Q + R)
+    np.testing.assert_allclose(ego.position, np.array([3.0, 4.0]) + step * (1.0 - gain), atol=1e-5)
+    assert ego.yaw == pytest.approx(0.5, abs=1e-9) and ego.speed == pytest.approx(2.0, abs=1e-9)
+    assert np.all(np.diag(ukf.filter.P) < np.asarray(CFG.p0) + np.asarray(CFG.q))  # the update shrank P
     np.testing.assert_allclose(np.diag(ukf.filter.R), CFG.r)
     np.testing.assert_allclose(np.diag(ukf.filter.Q), CFG.q)
     points = ukf.filter.points_fn
