@@ -160,6 +160,8 @@ def dump(args: argparse.Namespace) -> int:  # pragma: no cover - needs the origi
         hidden = hidden.reshape(-1, hidden.shape[-1])[-seq.shape[0] :]
         reasoning = fast_in["packed_reasoning_token_indexes"]
         decision = model.language_model.lm_head(hidden[reasoning]).argmax(-1)
+        # An odd frame index reuses the cached prefix: the released reuse tick (shifted action positions).
+        reuse = inferencer(image=images, text=prompt, v_target_point=v_tp, bev_encoder_feature=feat, frame_idx=1)
         save_frame(
             out_dir / f"frame_{i:03d}.npz",
             images=np.stack([np.asarray(im) for im in images]),
@@ -181,6 +183,8 @@ def dump(args: argparse.Namespace) -> int:  # pragma: no cover - needs the origi
             route=result["route"][0].float().cpu().numpy(),
             waypoints=result["traj"][0].float().cpu().numpy(),
             decision_ids=decision.cpu().numpy(),
+            reuse_route=reuse["route"][0].float().cpu().numpy(),
+            reuse_waypoints=reuse["traj"][0].float().cpu().numpy(),
         )
         print(f"frame {i}: {result['text']!r}")
     return 0

@@ -64,6 +64,7 @@ def test_compare_script_passes_on_a_matching_dump(setup, capsys):
         "gen_hidden",
         "waypoints",
         "decision_ids",
+        "reuse_waypoints",
     ):
         assert f"PASS {name}" in out
     assert "FAIL" not in out and "1 frame(s), 0 failed" in out
@@ -95,3 +96,13 @@ def test_missing_arrays_skip_their_checks(setup):
     assert compare_frame(model, frame) == []
     with pytest.raises(ValueError, match="unknown arrays"):
         save_frame(Path("unused.npz"), waypoint=np.zeros(2))
+
+
+def test_reuse_pass_without_the_position_shift_is_flagged(setup):
+    root, _, model, _ = setup
+    frame = load_frame(root / "dump" / "frame_000.npz")
+    assert np.abs(frame["reuse_waypoints"] - frame["waypoints"]).max() > 1e-4  # the shift is observable here
+    frame["reuse_waypoints"] = frame["waypoints"]  # what an unshifted second pass would give
+    # The tiny random model's waypoints are centimetres long, so compare at a tolerance below the shift's effect.
+    checks = {c.name: c for c in compare_frame(model, frame, metres=1e-5)}
+    assert not checks["reuse_waypoints"].ok and checks["waypoints"].ok

@@ -9,6 +9,7 @@ K/V, BEV feature, gen-pass inputs and final hidden states; route / waypoints wit
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,10 @@ FIELDS = {
     "route": "(20, 2) float32",
     "waypoints": "(6, 2) float32",
     "decision_ids": "(8,) int64 argmax ids",
+    # A second action pass on the same prefix (an odd tick): its action positions are shifted by the number of
+    # action tokens (the released inferencer appends each pass's positions to the cached context).
+    "reuse_route": "(20, 2) float32 route of the second pass",
+    "reuse_waypoints": "(6, 2) float32 waypoints of the second pass",
 }
 
 
@@ -164,7 +169,19 @@ def compare_frame(
         checks.append(_metres("waypoints", _f32(out.waypoints[0]), frame["waypoints"], metres))
     if "decision_ids" in frame:
         checks.append(_exact("decision_ids", out.decision_logits[0].argmax(-1).cpu().numpy(), frame["decision_ids"]))
+    if "reuse_route" in frame or "reuse_waypoints" in frame:
+        with torch.no_grad():
+            again = model.act(_reused(model, snap), state)
+        if "reuse_route" in frame:
+            checks.append(_metres("reuse_route", _f32(again.path[0]), frame["reuse_route"], metres))
+        if "reuse_waypoints" in frame:
+            checks.append(_metres("reuse_waypoints", _f32(again.waypoints[0]), frame["reuse_waypoints"], metres))
     return checks
+
+
+def _reused(model: AutoMoTModel, snap):
+    """The snapshot as a second action pass sees it: action positions one block of action tokens further on."""
+    return dataclasses.replace(snap, next_position=snap.next_position + model.config.num_action_tokens)
 
 
 def frame_from_model(
@@ -183,6 +200,7 @@ def frame_from_model(
         state = ActionState(torch.as_tensor(tp, dtype=torch.float32)[None], torch.tensor([[float(speed)]]), scene)
         x = model.action_io.embed(state.target_points, state.speed, scene, model.dtype)
         out = model.act(snap, state)
+        again = model.act(_reused(model, snap), state)
     layers = list(kv_layers)
     return dict(
         images=frames,
@@ -204,4 +222,6 @@ def frame_from_model(
         route=_f32(out.path[0]),
         waypoints=_f32(out.waypoints[0]),
         decision_ids=out.decision_logits[0].argmax(-1).numpy(),
+        reuse_route=_f32(again.path[0]),
+        reuse_waypoints=_f32(again.waypoints[0]),
     )
