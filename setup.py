@@ -34,7 +34,8 @@ setup(
         # The official client is 0.9.16; Bench2Drive servers are 0.9.15 (see README for the 0.9.15 wheel).
         "carla": ["carla==0.9.16", "py_trees", "shapely", "networkx", "dictor", "xmlschema", "ephem", "tabulate"],
         # TensorRT wheels come from NVIDIA's index on GPU machines; never a hard requirement.
-        "trt": ["tensorrt"],
+        # 10.x: the code uses its named-tensor I/O API; 11 drops the fp16/bf16 builder flags the export sets.
+        "trt": ["tensorrt>=10,<11"],
     },
     entry_points={"console_scripts": ["automot=automot.cli:main"]},
 )

@@ -26,6 +26,7 @@ from runtime.engines import (
     TorchCompileEngine,
     TorchEngine,
     require_tensorrt,
+    require_trt_device,
 )
 from runtime.export import build_trt_engine, export_onnx, validate_parity
 from runtime.runtime import build_runtime
@@ -81,6 +82,7 @@ def _fast_engines(model: Any, names: list[str], onnx_path: Path | None, threads:
                 engines[name] = OnnxRuntimeEngine(onnx_path, threads=threads, device=device)
             elif name == "tensorrt":
                 require_tensorrt()
+                require_trt_device(device)  # skip before a minutes-long engine build, not after
                 assert onnx_path is not None
                 engines[name] = TensorRTEngine(build_trt_engine(onnx_path, workdir / "fast.engine"), device=device)
             else:

@@ -166,57 +166,106 @@ class OnnxRuntimeEngine:
 
 
 class TensorRTEngine:
-    """A serialized TensorRT engine executed on a high-priority CUDA stream (needs ``tensorrt`` and CUDA)."""
+    """A serialized TensorRT engine executed on a high-priority CUDA stream (needs ``tensorrt`` >= 10 and CUDA).
+
+    Uses the TensorRT 10 name-based I/O API (``num_io_tensors`` / ``set_tensor_address`` / ``execute_async_v3``);
+    the TensorRT 8 binding-index API is gone in 10.x.
+    """
 
     name = "tensorrt"
+    # Graph I/O this engine role expects (the fast step; ``scene`` is absent when the model has no scene tokens).
+    expected_inputs: tuple[str, ...] = INPUT_NAMES
+    expected_outputs: tuple[str, ...] = OUTPUT_NAMES
 
     def __init__(
         self, engine_path: str | Path, device: torch.device | str = "cuda", stream: torch.cuda.Stream | None = None
     ) -> None:
         trt = require_tensorrt()
-        self.device = torch.device(device)
-        if self.device.type != "cuda" or not torch.cuda.is_available():
-            raise RuntimeError("engine 'tensorrt' needs a CUDA device (set the model device to cuda)")
+        self.device = require_trt_device(device)
         self._trt = trt
-        logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(logger)
-        self.engine = self._runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
-        if self.engine is None:
-            raise RuntimeError(f"{engine_path}: TensorRT could not deserialize the engine")
-        self.context = self.engine.create_execution_context()
-        self.stream = stream if stream is not None else fast_stream(self.device)
+        # The engine and its context live on the device that is current when they are created (and executed).
+        with torch.cuda.device(self.device):
+            self._runtime = trt.Runtime(trt_logger())
+            self.engine = self._runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
+            if self.engine is None:
+                raise RuntimeError(
+                    f"{engine_path}: TensorRT could not deserialize the engine (see the TensorRT log above); engines "
+                    "only load with the TensorRT version and GPU model that built them: rebuild it on this machine"
+                )
+            self.context = self.engine.create_execution_context()
+            self.stream = stream if stream is not None else fast_stream(self.device)
         self.inputs: dict[str, torch.dtype] = {}
+        self.input_shapes: dict[str, tuple[int, ...]] = {}  # -1 = dynamic dimension (set per call)
+        self._output_dtypes: dict[str, torch.dtype] = {}
         self.outputs: dict[str, torch.Tensor] = {}
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
             dtype = _trt_to_torch_dtype(trt, self.engine.get_tensor_dtype(name))
             if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
                 self.inputs[name] = dtype
+                self.input_shapes[name] = tuple(self.engine.get_tensor_shape(name))
             else:
-                shape = tuple(self.engine.get_tensor_shape(name))
-                self.outputs[name] = torch.empty(shape, dtype=dtype, device=self.device)
-                self.context.set_tensor_address(name, self.outputs[name].data_ptr())
+                self._output_dtypes[name] = dtype
+        # A mismatched engine (e.g. a BEV encoder engine given as the fast step) fails here, not mid-drive.
+        unknown = set(self.inputs) - set(self.expected_inputs)
+        missing = set(self.expected_outputs) - set(self._output_dtypes)
+        if unknown or missing:
+            raise ValueError(
+                f"{engine_path}: engine I/O {sorted(self.inputs)} -> {sorted(self._output_dtypes)} does not match "
+                f"{list(self.expected_inputs)} -> {list(self.expected_outputs)}"
+            )
+        self._dynamic = any(d < 0 for shape in self.input_shapes.values() for d in shape)
+        if not self._dynamic:  # static engine: output buffers are allocated and bound once
+            self._bind_outputs()
 
-    def _execute(self, given: dict[str, torch.Tensor | np.ndarray]) -> None:
+    def _bind_outputs(self) -> None:
+        """(Re)allocate output buffers at the context's current output shapes and bind their addresses."""
+        for name, dtype in self._output_dtypes.items():
+            shape = tuple(self.context.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise RuntimeError(f"TensorRT output {name!r} has a data-dependent shape {shape}: not supported")
+            buf = self.outputs.get(name)
+            if buf is None or tuple(buf.shape) != shape:
+                buf = self.outputs[name] = torch.empty(shape, dtype=dtype, device=self.device)
+                if not self.context.set_tensor_address(name, buf.data_ptr()):
+                    raise RuntimeError(f"TensorRT rejected the address of output {name!r}")
+
+    def _execute(self, given: dict[str, torch.Tensor | np.ndarray | None]) -> None:
         """Bind the named inputs (converted to the engine's device/dtype) and run the engine to completion."""
         keep = []  # converted inputs must outlive the asynchronous launch
-        for name, dtype in self.inputs.items():
-            value = given[name]
-            t = torch.from_numpy(value) if isinstance(value, np.ndarray) else value
-            t = t.to(device=self.device, dtype=dtype).contiguous()
-            keep.append(t)
-            self.context.set_tensor_address(name, t.data_ptr())
-        assert self.stream is not None
-        self.stream.wait_stream(torch.cuda.current_stream(self.device))
-        if not self.context.execute_async_v3(self.stream.cuda_stream):
-            raise RuntimeError("TensorRT execute_async_v3 failed")
-        self.stream.synchronize()
+        with torch.cuda.device(self.device):
+            for name, dtype in self.inputs.items():
+                value = given.get(name)
+                if value is None:
+                    raise ValueError(f"the TensorRT engine needs input {name!r}, got None")
+                t = torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+                t = t.to(device=self.device, dtype=dtype).contiguous()
+                # TensorRT reads raw memory: a wrong shape would be read out of bounds instead of failing.
+                expected = self.input_shapes[name]
+                if t.dim() != len(expected) or any(e not in (-1, s) for e, s in zip(expected, t.shape)):
+                    raise ValueError(f"input {name!r} has shape {tuple(t.shape)}, the engine was built for {expected}")
+                if t.data_ptr() % 256:  # setTensorAddress needs 256-byte alignment; a view may be offset
+                    t = t.clone()
+                if self._dynamic and not self.context.set_input_shape(name, tuple(t.shape)):
+                    raise ValueError(f"input {name!r} shape {tuple(t.shape)} is outside the engine's profile")
+                keep.append(t)
+                if not self.context.set_tensor_address(name, t.data_ptr()):
+                    raise RuntimeError(f"TensorRT rejected the address of input {name!r}")
+            if self._dynamic:
+                self._bind_outputs()  # output shapes follow the input shapes just set
+            assert self.stream is not None
+            # Inputs were converted/copied on the caller's current stream: order the engine after them.
+            self.stream.wait_stream(torch.cuda.current_stream(self.device))
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
+            self.stream.synchronize()  # outputs are read (and inputs freed) by the caller right after
 
     def __call__(self, keys, values, pad_mask, next_position, target_points, speed, scene) -> FastOutputs:
         self._execute(dict(zip(INPUT_NAMES, (keys, values, pad_mask, next_position, target_points, speed, scene))))
         return tuple(_to_numpy(self.outputs[name]) for name in OUTPUT_NAMES)  # type: ignore[return-value]
 
     def close(self) -> None:
+        # The context must go before the engine it was created from.
         self.context = None
         self.engine = None
 
@@ -246,6 +295,9 @@ class OnnxSceneEngine:
 class TensorRTSceneEngine(TensorRTEngine):
     """The BEV encoder as a serialized TensorRT engine, on the fast path's CUDA stream when one is given."""
 
+    expected_inputs = SCENE_INPUT_NAMES
+    expected_outputs = (SCENE_OUTPUT_NAME,)
+
     def __call__(self, rgb: np.ndarray, lidar: np.ndarray) -> torch.Tensor:  # type: ignore[override]
         """Same contract as OnnxSceneEngine; the feature is returned on the CUDA device (a copy, not the buffer)."""
         self._execute({"rgb": rgb, "lidar": lidar})
@@ -253,7 +305,7 @@ class TensorRTSceneEngine(TensorRTEngine):
 
 
 def require_tensorrt():
-    """Import tensorrt or raise MissingDependencyError naming the package and how to install it."""
+    """Import tensorrt (>= 10) or raise MissingDependencyError naming the package and how to install it."""
     try:
         import tensorrt
     except ImportError as exc:
@@ -261,19 +313,49 @@ def require_tensorrt():
             f"the TensorRT backend needs the 'tensorrt' Python package, which is not installed ({exc}). "
             "Install it on a GPU machine with: pip install .[trt]"
         ) from exc
+    # The code uses the TensorRT 10 API (named I/O tensors, execute_async_v3, INT64/BF16 I/O); 8.x lacks parts of it.
+    version = str(getattr(tensorrt, "__version__", "0"))
+    if not version.split(".")[0].isdigit() or int(version.split(".")[0]) < 10:
+        raise MissingDependencyError(
+            f"the TensorRT backend needs the 'tensorrt' Python package >= 10, found {version}. "
+            "Upgrade it on the GPU machine with: pip install -U 'tensorrt>=10'"
+        )
     return tensorrt
 
 
+_TRT_LOGGER = None
+
+
+def trt_logger():
+    """One process-wide TensorRT logger: TensorRT keeps a single logger for all builders/runtimes (it warns and
+    ignores a different one while another object is alive), and the logger must outlive every object using it."""
+    global _TRT_LOGGER
+    if _TRT_LOGGER is None:
+        trt = require_tensorrt()
+        _TRT_LOGGER = trt.Logger(trt.Logger.WARNING)
+    return _TRT_LOGGER
+
+
+def require_trt_device(device: torch.device | str) -> torch.device:
+    """The CUDA device TensorRT will run on (with an explicit index), or a RuntimeError before any slow build."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        raise RuntimeError("engine 'tensorrt' needs a CUDA device (set the model device to cuda)")
+    return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
+
+
 def _trt_to_torch_dtype(trt, dtype) -> torch.dtype:
+    # TensorRT 10 I/O types with a torch equivalent (bool pad_mask and int64 next_position are native I/O types).
     table = {
         trt.float32: torch.float32,
         trt.float16: torch.float16,
+        trt.bfloat16: torch.bfloat16,
         trt.int32: torch.int32,
         trt.int64: torch.int64,
+        trt.int8: torch.int8,
+        trt.uint8: torch.uint8,
         trt.bool: torch.bool,
     }
-    if hasattr(trt, "bfloat16"):
-        table[trt.bfloat16] = torch.bfloat16
     if dtype not in table:
         raise TypeError(f"unsupported TensorRT I/O dtype {dtype}")
     return table[dtype]
@@ -305,7 +387,8 @@ def create_engine(
         path = Path(engine_file) if engine_file else export_onnx(model, Path(workdir) / "fast_step.onnx", capacity)
         return OnnxRuntimeEngine(path, threads=threads, device=device)
     if name == "tensorrt":
-        require_tensorrt()  # fail before a pointless export
+        require_tensorrt()  # fail before a pointless export / engine build
+        require_trt_device(device)
         path = Path(engine_file) if engine_file else None
         if path is None or path.suffix == ".onnx":
             onnx_path = path or export_onnx(model, Path(workdir) / "fast_step.onnx", capacity)
@@ -337,7 +420,8 @@ def create_scene_engine(
         path = Path(engine_file) if engine_file else export_bev_onnx(encoder, Path(workdir) / "bev_encoder.onnx")
         return OnnxSceneEngine(path, threads=threads, device=device)
     if name == "tensorrt":
-        require_tensorrt()
+        require_tensorrt()  # fail before a pointless export / engine build
+        require_trt_device(device)
         path = Path(engine_file) if engine_file else None
         if path is None or path.suffix == ".onnx":
             onnx_path = path or export_bev_onnx(encoder, Path(workdir) / "bev_encoder.onnx")

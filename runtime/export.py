@@ -31,6 +31,7 @@ from runtime.engines import (
     TensorRTEngine,
     TensorRTSceneEngine,
     require_tensorrt,
+    trt_logger,
 )
 from runtime.scene import attached_scene_encoder, scene_input_shapes
 
@@ -270,26 +271,36 @@ def validate_bev_parity(encoder: torch.nn.Module, engine: Any, precision: str = 
 
 
 def build_trt_engine(onnx_path: str | Path, engine_path: str | Path, precision: str = "fp16", workspace_gb: float = 4):
-    """Build a serialized TensorRT engine from the ONNX file with the tensorrt Python API."""
+    """Build a serialized TensorRT engine from the ONNX file with the TensorRT 10 Python API."""
     trt = require_tensorrt()
     if precision not in ("fp32", "fp16", "bf16"):
         raise ExportError(f"TensorRT precision must be fp32, fp16 or bf16, got {precision!r}")
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    flags = 0
-    if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):  # required before TensorRT 10, gone after
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
+    builder = trt.Builder(trt_logger())
+    # TensorRT 10 networks are always explicit-batch: EXPLICIT_BATCH is deprecated and ignored, so no flags.
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, trt_logger())
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ExportError(f"TensorRT could not parse {onnx_path}: {errors}")
+        raise ExportError(f"TensorRT could not parse {onnx_path}: {errors or 'no parser message (see the log above)'}")
+    # Our exports have static shapes; a dynamic input would need an optimization profile we cannot size here.
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        if any(d < 0 for d in tuple(tensor.shape)):
+            raise ExportError(
+                f"{onnx_path}: input {tensor.name!r} has dynamic shape {tuple(tensor.shape)}; "
+                "export it with static shapes (automot export) before building a TensorRT engine"
+            )
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    if precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
-    elif precision == "bf16":
-        config.set_flag(trt.BuilderFlag.BF16)
+    if precision != "fp32":
+        # FP16/BF16 builder flags (weak typing) exist in TensorRT 10 but were removed in 11 (strong typing only).
+        flag = getattr(trt.BuilderFlag, precision.upper(), None)
+        if flag is None:
+            raise ExportError(
+                f"TensorRT {trt.__version__} has no BuilderFlag.{precision.upper()} (removed in TensorRT 11): "
+                "use precision fp32 or TensorRT 10.x (pip install 'tensorrt>=10,<11')"
+            )
+        config.set_flag(flag)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError("TensorRT engine build failed (see the TensorRT log above)")
