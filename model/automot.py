@@ -18,7 +18,7 @@ from torch import nn
 from model.action_expert import ActionExpertLayer, ActionIO, RMSNorm
 from model.config import AutoMoTConfig
 from model.masks import action_group_ids, joint_action_rows, prefix_mask
-from model.mot import HeadLayout, mot_layer
+from model.mot import HeadLayout, fold_group_mask, mot_layer
 from model.prompting import PromptBuilder, build_state
 from model.rope import mrope_cos_sin
 from model.types import ActionOutput, ActionState, KVSnapshot, Observation
@@ -102,7 +102,8 @@ class AutoMoTModel(nn.Module):
     def _action_hidden(self, keys, values, pad_mask, next_position, target_points, speed, scene) -> torch.Tensor:
         x = self.action_io.embed(target_points, speed, scene, self.dtype)
         rope = self._rope(self._action_positions(next_position))
-        mask = joint_action_rows(pad_mask.bool(), self.action_groups)
+        # Folded for grouped-query attention once here, not in each of the layers.
+        mask = fold_group_mask(joint_action_rows(pad_mask.bool(), self.action_groups), self.layouts[0].group)
         for i in range(self.config.num_layers):
             (_, x), _ = mot_layer(self._experts(i), self.layouts, [None, x], [None, rope], mask, (keys[i], values[i]))
         return self.action_norm(x)

@@ -59,20 +59,29 @@ def _pad(x: torch.Tensor, heads: int, dim: int) -> torch.Tensor:
     return nn.functional.pad(x, (0, dim - d, 0, 0, 0, heads - h))
 
 
+def fold_group_mask(mask: torch.Tensor, group: int) -> torch.Tensor:
+    """bool [B, T, S] -> [B, group*T, S]: the mask of the folded query axis used by ``_grouped_attention``.
+
+    A layer stack without UE queries can fold once and pass the result to every ``mot_layer`` call.
+    """
+    return mask.repeat(1, group, 1)
+
+
 def _grouped_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, joint: HeadLayout
 ) -> torch.Tensor:
     """GQA without materialising repeated K/V: the g query heads sharing a KV head are folded into the query axis.
 
-    q [B, Hq, T, D], k/v [B, Hq/g, S, D], mask bool [B, T, S] -> [B, Hq, T, D]. Query head h = j*g + r reads KV
-    head j (h // g), as in the unfolded form; only reshapes are involved, so it exports to ONNX unchanged.
+    q [B, Hq, T, D], k/v [B, Hq/g, S, D], mask bool [B, T, S] or already folded [B, g*T, S] -> [B, Hq, T, D].
+    Query head h = j*g + r reads KV head j (h // g), as in the unfolded form; only reshapes are involved, so it
+    exports to ONNX unchanged.
     """
     b, hq, t, d = q.shape
     g = joint.group
     q = q.reshape(b, hq // g, g * t, d)
-    out = nn.functional.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask.repeat(1, g, 1)[:, None], scale=joint.head_dim**-0.5
-    )
+    if mask.shape[1] != g * t:
+        mask = fold_group_mask(mask, g)
+    out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], scale=joint.head_dim**-0.5)
     return out.reshape(b, hq, t, d)
 
 
@@ -86,7 +95,8 @@ def mot_layer(
 ) -> tuple[list[torch.Tensor | None], tuple[torch.Tensor, torch.Tensor] | None]:
     """Run one joint layer.
 
-    mask: bool [B, T_q, T_k] over queries (experts' tokens in list order) and keys (past, then the same tokens).
+    mask: bool [B, T_q, T_k] over queries (experts' tokens in list order) and keys (past, then the same tokens);
+    without UE tokens it may come pre-folded by ``fold_group_mask`` ([B, g*T_q, T_k]).
     past_kv: cached prefix (k, v) [B, Hkv, S, D] of this layer (post-norm, post-RoPE).
     Returns the new hidden states per expert and the first expert's own (k, v) for caching (None if inactive).
     """
