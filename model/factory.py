@@ -29,8 +29,9 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return _DTYPES[dtype]
 
 
-def attach_processors(model: AutoMoTModel, path: str | None = None) -> None:
-    """Attach tokenizer + image processor: the builtin offline ones, or those saved in ``path``."""
+def attach_processors(model: AutoMoTModel, path: str | None = None, tokenizer=None) -> None:
+    """Attach tokenizer + image processor: the builtin offline ones, or those saved in ``path`` (``tokenizer``:
+    one already loaded from ``path``, so it is not read twice)."""
     cfg = model.config
     if cfg.tokenizer == "builtin":
         tok = builtin_tokenizer()
@@ -41,9 +42,11 @@ def attach_processors(model: AutoMoTModel, path: str | None = None) -> None:
     else:
         if path is None:
             return  # e.g. automot-4b built on the meta device: no tokenizer until weights are given
-        from transformers import AutoTokenizer
+        if tokenizer is None:
+            from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        tok = tokenizer
         tok.padding_side = "left"
     model.tokenizer = tok
     model.image_processor = make_image_processor(cfg, path)

@@ -12,6 +12,7 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -140,10 +141,12 @@ def _fill(targets: dict[str, torch.Tensor], index: dict[str, TensorInfo], names_
     _check_tie(index)
 
 
-def _check_tokenizer(folder: Path, cfg: AutoMoTConfig) -> None:
-    """Before any weight is read: the tokenizer files exist and map the special tokens to config.json's ids."""
+def _check_tokenizer(folder: Path, cfg: AutoMoTConfig):
+    """Before any weight is read: the tokenizer files exist and map the special tokens to config.json's ids.
+
+    Returns the loaded tokenizer (None when the config uses the builtin one)."""
     if cfg.tokenizer != "pretrained":
-        return
+        return None
     if not (folder / "tokenizer.json").is_file() and not (folder / "vocab.json").is_file():
         raise PretrainedLoadError(
             f"{folder}: no tokenizer files (expected tokenizer.json, or vocab.json + merges.txt, as shipped with "
@@ -156,6 +159,7 @@ def _check_tokenizer(folder: Path, cfg: AutoMoTConfig) -> None:
     except Exception as exc:
         raise PretrainedLoadError(f"{folder}: the tokenizer files do not load ({type(exc).__name__}: {exc})") from exc
     _check_token_ids(tok, cfg, str(folder))
+    return tok
 
 
 def _check_token_ids(tok, cfg: AutoMoTConfig, where: str) -> None:
@@ -176,7 +180,7 @@ def _check_token_ids(tok, cfg: AutoMoTConfig, where: str) -> None:
 
 def _prepare(
     path: str | Path, preset: str | AutoMoTConfig, ema: bool, allow_config_mismatch: bool
-) -> tuple[ReleasedFolder, AutoMoTConfig, dict[str, TensorInfo], list[str]]:
+) -> tuple[ReleasedFolder, AutoMoTConfig, dict[str, TensorInfo], list[str], Any]:
     """Read and check everything (configs, file headers, names, shapes) before any weight is materialised."""
     folder = read_released_folder(path)
     cfg, warnings = released_model_config(folder, preset, strict=not allow_config_mismatch)
@@ -188,8 +192,8 @@ def _prepare(
         raise ConfigError(f"{folder.path}: BEV encoder and model tokens disagree:\n  " + "\n  ".join(bev_diffs))
     expected = expected_released_tensors(cfg, folder.bev)
     match_manifest(index, expected, ", ".join(f.name for f in files))
-    _check_tokenizer(folder.path, cfg)
-    return folder, cfg, index, warnings + bev_diffs
+    tokenizer = _check_tokenizer(folder.path, cfg)
+    return folder, cfg, index, warnings + bev_diffs, tokenizer
 
 
 def load_released(
@@ -202,7 +206,7 @@ def load_released(
 ) -> AutoMoTModel:
     """A ready AutoMoTModel from the released folder, with tokenizer, image processor and ``model.released``."""
     dtype = _float_dtype(dtype)
-    folder, cfg, index, warnings = _prepare(path, preset, ema, allow_config_mismatch)
+    folder, cfg, index, warnings, tokenizer = _prepare(path, preset, ema, allow_config_mismatch)
     model = _materialize(_meta_model(cfg), device, dtype)
     _retie(model)
     bev = _materialize(_meta_bev(folder.bev), device, dtype)
@@ -213,7 +217,7 @@ def load_released(
     _fill(bev.state_dict(keep_vars=True), index, bev_names)
     _zero_missing_counters(bev, {v for v in bev_names.values()})
     _retie(model)
-    attach_processors(model, str(folder.path))
+    attach_processors(model, str(folder.path), tokenizer=tokenizer)
     model.released = ReleasedParts(bev, folder.bev, str(folder.path), warnings)
     return model
 
@@ -245,7 +249,7 @@ def convert_released(
     Streams tensor by tensor: peak memory is one tensor, not the 13 GB checkpoint.
     """
     dtype = _float_dtype(dtype)
-    folder, cfg, index, warnings = _prepare(path, preset, ema, allow_config_mismatch)
+    folder, cfg, index, warnings, _ = _prepare(path, preset, ema, allow_config_mismatch)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = _meta_model(cfg)
