@@ -14,57 +14,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from scene_helpers import creeping_inputs, creeping_plan
 from test_agent_lifecycle import _agent as lifecycle_agent
 from test_agent_lifecycle import _inputs as lifecycle_inputs
 
 from agent.automot_agent import AutoMoTAgent
 from agent.config import load_agent_config
-from agent.contract import Location, RoadOption, Rotation, Transform
 from agent.control import ControlConfig, DrivingController, EscapeConfig, LateralConfig, LateralController
 from agent.escape import ParkingEscape
-from agent.geometry import compass_to_yaw, local_to_gps
+from agent.geometry import compass_to_yaw
 from agent.route_planner import RoutePlanner
 from agent.state_estimation import UkfConfig, UkfEstimator, state_residual
 
 PROFILE = Path(__file__).resolve().parents[1] / "leaderboard_configs" / "automot_released.yaml"
-GEOREF = (48.137, 11.575)
 HERE = np.array([10.0, 20.0])
 STRAIGHT = np.stack([np.arange(1, 21, dtype=float), np.zeros(20)], axis=1)
 STOP = np.zeros((6, 2))
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def _plan() -> tuple[list, list]:
-    xy = [(0.0, 0.0), (50.0, 0.0), (100.0, 0.0), (150.0, 0.0)]
-    world = [(Transform(Location(x, y, 0.0), Rotation()), RoadOption.LANEFOLLOW) for x, y in xy]
-    latlon = np.asarray(local_to_gps(np.array(xy)[:, 0], np.array(xy)[:, 1], *GEOREF)).reshape(-1, 2)
-    return [({"lat": a, "lon": o, "z": 0.0}, RoadOption.LANEFOLLOW) for a, o in latlon], world
-
-
-def _inputs(specs: list[dict], tick: int) -> dict:
-    """Ego creeping east; every camera pixel holds the tick number so history frames can be identified."""
-    rng = np.random.default_rng(tick)
-    lat, lon = local_to_gps(0.05 * tick, 0.0, *GEOREF)
-    data = {}
-    for spec in specs:
-        kind = spec["type"]
-        if kind == "sensor.camera.rgb":
-            img = np.full((spec["height"], spec["width"], 4), tick % 256, np.uint8)
-            payload = img
-        elif kind == "sensor.lidar.ray_cast":
-            y = rng.uniform(-4.0, 4.0, 200)
-            payload = np.stack([-y, np.full(200, 6.0), rng.uniform(-2.0, 0.0, 200), np.ones(200)], 1)
-            payload = payload.astype(np.float32)
-        elif kind == "sensor.other.gnss":
-            payload = np.array([lat, lon, 0.5])
-        elif kind == "sensor.other.imu":
-            payload = np.array([0.0, 0.0, 9.81, 0.0, 0.0, 0.0, math.pi / 2])
-        else:
-            payload = {"speed": 1.0}
-        data[spec["id"]] = (tick, payload)
-    return data
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +97,7 @@ def _released_profile_agent(tmp_path, model) -> tuple[AutoMoTAgent, dict]:
         return rt
 
     agent = AutoMoTAgent(runtime_factory=factory)
-    agent.set_global_plan(*_plan())
+    agent.set_global_plan(*creeping_plan())
     agent.setup(f"{path}+audit")
     return agent, holder
 
@@ -145,7 +113,7 @@ def test_released_profile_cadence_history_and_warmup_end_to_end(tmp_path, releas
         specs = agent.sensors()
         ages = {}
         for tick in range(37):
-            control = agent.run_step(_inputs(specs, tick), 0.05 * tick)
+            control = agent.run_step(creeping_inputs(specs, tick, tick_camera=True), 0.05 * tick)
             assert agent.last_record.error is None, agent.last_record.error
             if tick < 31:
                 assert (control.throttle, control.steer, control.brake) == (0.0, 0.0, 1.0)
@@ -184,7 +152,7 @@ def test_reused_prefix_shifts_action_positions_like_released(tmp_path, released_
     try:
         specs = agent.sensors()
         for tick in range(34):
-            agent.run_step(_inputs(specs, tick), 0.05 * tick)
+            agent.run_step(creeping_inputs(specs, tick, tick_camera=True), 0.05 * tick)
         n_action = released_tiny.action_groups.shape[0]
         pos = holder["spy"].positions  # ticks 31, 32, 33
         assert pos[2] == pos[1] + n_action

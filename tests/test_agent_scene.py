@@ -7,10 +7,9 @@ import math
 import numpy as np
 import pytest
 import yaml
+from scene_helpers import creeping_inputs, creeping_plan
 
 from agent.automot_agent import AutoMoTAgent
-from agent.contract import Location, RoadOption, Rotation, Transform
-from agent.geometry import local_to_gps
 from agent.inputs import SensorFrame
 from agent.rigs import get_rig
 from agent.runtime_factory import released_layout
@@ -21,41 +20,7 @@ from model.released.synthetic import build_tiny_released, tiny_bev_config, tiny_
 from runtime import build_runtime
 
 W, H = 128, 64  # the tiny BEV config crops 128x64, so this is the smallest camera it accepts
-GEOREF = (48.137, 11.575)
 WARMUP = 3
-
-
-def _plan() -> tuple[list, list]:
-    xy = [(0.0, 0.0), (50.0, 0.0), (100.0, 0.0), (150.0, 0.0)]
-    world = [(Transform(Location(x, y, 0.0), Rotation()), RoadOption.LANEFOLLOW) for x, y in xy]
-    latlon = local_to_gps(np.array(xy)[:, 0], np.array(xy)[:, 1], *GEOREF)
-    gps = [({"lat": a, "lon": o, "z": 0.0}, RoadOption.LANEFOLLOW) for a, o in np.asarray(latlon).reshape(-1, 2)]
-    return gps, world
-
-
-def _inputs(specs: list[dict], frame: int, drop: str | None = None) -> dict:
-    """A car creeping east (+x) at 1 m/s with a noisy camera and a LiDAR seeing a wall 6 m ahead."""
-    rng = np.random.default_rng(frame)
-    lat, lon = local_to_gps(0.05 * frame, 0.0, *GEOREF)
-    data = {}
-    for spec in specs:
-        kind = spec["type"]
-        if kind == "sensor.camera.rgb":
-            payload = rng.integers(0, 256, (spec["height"], spec["width"], 4), dtype=np.uint8)
-        elif kind == "sensor.lidar.ray_cast":
-            # Sensor frame (mounted at yaw -90): ego (x, y) = (sensor y, -sensor x); z = ego z - 2.5.
-            ego_y = rng.uniform(-4.0, 4.0, 300)
-            payload = np.stack([-ego_y, np.full(300, 6.0), rng.uniform(-2.0, 0.0, 300), np.ones(300)], 1)
-            payload = payload.astype(np.float32)
-        elif kind == "sensor.other.gnss":
-            payload = np.array([lat, lon, 0.5])
-        elif kind == "sensor.other.imu":
-            payload = np.array([0.0, 0.0, 9.81, 0.0, 0.0, 0.0, math.pi / 2])
-        else:
-            payload = {"speed": 1.0}
-        if spec["id"] != drop:
-            data[spec["id"]] = (frame, payload)
-    return data
 
 
 def _config(tmp_path, **overrides) -> str:
@@ -79,7 +44,7 @@ def tiny_model():
 
 def _agent(tmp_path, model, **overrides) -> AutoMoTAgent:
     agent = AutoMoTAgent(runtime_factory=lambda cfg: build_runtime(model, mode="sync", engine="torch"))
-    agent.set_global_plan(*_plan())
+    agent.set_global_plan(*creeping_plan())
     agent.setup(_config(tmp_path, **overrides))
     return agent
 
@@ -88,7 +53,7 @@ def _drive(agent: AutoMoTAgent, ticks: int) -> list:
     specs = agent.sensors()
     outputs = []
     for t in range(ticks):
-        agent.run_step(_inputs(specs, t), 0.05 * t)
+        agent.run_step(creeping_inputs(specs, t), 0.05 * t)
         assert agent.last_record.error is None, agent.last_record.error
         if t >= WARMUP:
             outputs.append(agent.last_output)
@@ -114,11 +79,11 @@ def test_missing_lidar_or_camera_brakes_then_recovers(tmp_path, tiny_model, capl
     try:
         _drive(agent, WARMUP + 1)
         for t, drop in ((WARMUP + 1, "LIDAR"), (WARMUP + 2, "CAM_FRONT")):
-            control = agent.run_step(_inputs(specs, t, drop=drop), 0.05 * t)
+            control = agent.run_step(creeping_inputs(specs, t, drop=drop), 0.05 * t)
             assert control.brake == 1.0 and control.throttle == 0.0
             assert drop in agent.last_record.error
         assert "LIDAR" in caplog.text
-        agent.run_step(_inputs(specs, WARMUP + 3), 0.05 * (WARMUP + 3))
+        agent.run_step(creeping_inputs(specs, WARMUP + 3), 0.05 * (WARMUP + 3))
         assert agent.last_record.error is None and not agent.last_output.safe_stop
     finally:
         agent.destroy()
@@ -127,7 +92,7 @@ def test_missing_lidar_or_camera_brakes_then_recovers(tmp_path, tiny_model, capl
 def test_rig_without_lidar_brakes_with_a_named_error(tmp_path, tiny_model):
     agent = _agent(tmp_path, tiny_model, rig="bench2drive-6cam")
     try:
-        control = agent.run_step(_inputs(agent.sensors(), 0), 0.0)
+        control = agent.run_step(creeping_inputs(agent.sensors(), 0), 0.0)
         assert control.brake == 1.0 and "without a LiDAR" in agent.last_record.error
     finally:
         agent.destroy()
@@ -174,7 +139,7 @@ def test_agent_loads_a_converted_checkpoint_through_the_factory(tmp_path):
         "runtime": {"mode": "sync", "engine": "torch"},
     }
     agent = AutoMoTAgent()
-    agent.set_global_plan(*_plan())
+    agent.set_global_plan(*creeping_plan())
     agent.setup(_config(tmp_path, **overrides))
     try:
         outputs = _drive(agent, WARMUP + 2)
