@@ -2,12 +2,25 @@
 
 from setuptools import find_packages, setup
 
+SUBPACKAGES = ("model", "runtime", "agent", "world", "training")
+
+
+def _packages() -> list[str]:
+    found = ["automot", *find_packages(include=["automot.*"])]
+    for name in SUBPACKAGES:
+        found += [f"automot.{pkg}" for pkg in find_packages(include=[name, f"{name}.*"])]
+    return found
+
+
 setup(
     name="automot",
     version="0.1.0",
     description="AutoMoT: asynchronous Mixture-of-Transformers VLA driving agent for CARLA / Bench2Drive",
     python_requires=">=3.10",
-    packages=find_packages(include=["automot*", "model*", "runtime*", "agent*", "world*", "training*"]),
+    # One import root: the folders stay at the top of the repository but install as automot.<folder>, so a
+    # leaderboard team-code folder with its own `model/` or `agent/` package can never shadow ours.
+    packages=_packages(),
+    package_dir={"automot": "automot", **{f"automot.{name}": name for name in SUBPACKAGES}},
     include_package_data=True,
     package_data={"": ["*.yaml", "*.json", "*.xml", "*.md"]},
     install_requires=[

@@ -1,7 +1,7 @@
 """AutoMoT leaderboard agent: ``--agent agent/automot_agent.py`` (entry point ``AutoMoTAgent``).
 
 The leaderboard imports this file as a top-level module with its folder on ``sys.path``, so project code is
-imported by fully qualified names (``agent.*``, ``runtime.*``) and the project root must be importable.
+imported under the one installed root (``automot.agent``, ``automot.runtime``); the project must be installed.
 
 Per tick: decode and validate ``input_data`` -> GNSS/compass measurement -> pose estimate (raw or UKF, fed the
 previous tick's control) -> LiDAR half sweep pushed at that pose (when the runtime's model has a scene encoder) ->
@@ -23,12 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from agent.bench2drive_io import Bench2DriveWriter, estimate_metric_info, resolve_save_name
-from agent.config import AgentConfig, config_to_dict, load_agent_config
-from agent.contract import AutonomousAgent, Track, make_control, road_option_value, transform_xy
-from agent.control import ControlCommand, DrivingController, EscapePolicy
-from agent.escape import ParkingEscape
-from agent.geometry import (
+from automot.agent.bench2drive_io import Bench2DriveWriter, estimate_metric_info, resolve_save_name
+from automot.agent.config import AgentConfig, config_to_dict, load_agent_config
+from automot.agent.contract import AutonomousAgent, Track, make_control, road_option_value, transform_xy
+from automot.agent.control import ControlCommand, DrivingController, EscapePolicy
+from automot.agent.escape import ParkingEscape
+from automot.agent.geometry import (
     DEFAULT_LAT_REF,
     DEFAULT_LON_REF,
     compass_to_yaw,
@@ -36,17 +36,17 @@ from agent.geometry import (
     solve_georeference,
     world_to_ego,
 )
-from agent.inputs import FrameHistory, InputError, describe, parse_input_data
-from agent.recorder import Recorder, TickRecord
-from agent.rigs import Rig, get_rig, validate_sensors
-from agent.route_planner import RoutePlanner
-from agent.runtime_factory import build_runtime, check_runtime
-from agent.scene_inputs import SceneInputBuilder, default_bev_config
-from agent.state_estimation import Control, StateEstimator, build_estimator
-from runtime.types import DrivingObservation, DrivingState, RuntimeOutput
+from automot.agent.inputs import FrameHistory, InputError, describe, parse_input_data
+from automot.agent.recorder import Recorder, TickRecord
+from automot.agent.rigs import Rig, get_rig, validate_sensors
+from automot.agent.route_planner import RoutePlanner
+from automot.agent.runtime_factory import build_runtime, check_runtime
+from automot.agent.scene_inputs import SceneInputBuilder, default_bev_config
+from automot.agent.state_estimation import Control, StateEstimator, build_estimator
+from automot.runtime.types import DrivingObservation, DrivingState, RuntimeOutput
 
 # Fixed name: this file is imported as ``automot_agent`` by the evaluator and as ``agent.automot_agent`` by tests.
-log = logging.getLogger("agent.automot_agent")
+log = logging.getLogger("automot.agent.automot_agent")
 
 RuntimeFactory = Callable[[AgentConfig], Any]
 SIM_DT = 0.05  # leaderboard tick (20 Hz), used when a timestamp is unusable

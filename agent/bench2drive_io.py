@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from agent.config import Bench2DriveConfig
+from automot.agent.config import Bench2DriveConfig
 
 METRIC_INFO_NAME = "metric_info.json"
 

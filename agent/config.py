@@ -18,10 +18,10 @@ from typing import Any, Literal
 
 import yaml
 
-from agent.control import ControlConfig
-from agent.rigs import RIGS
-from agent.route_planner import RoutePlannerConfig
-from agent.state_estimation import UkfConfig
+from automot.agent.control import ControlConfig
+from automot.agent.rigs import RIGS
+from automot.agent.route_planner import RoutePlannerConfig
+from automot.agent.state_estimation import UkfConfig
 
 
 @dataclass

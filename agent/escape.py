@@ -16,8 +16,8 @@ from typing import Protocol
 
 import numpy as np
 
-from agent.control import ControlCommand, EscapeConfig
-from agent.geometry import wrap_angle
+from automot.agent.control import ControlCommand, EscapeConfig
+from automot.agent.geometry import wrap_angle
 
 log = logging.getLogger(__name__)
 

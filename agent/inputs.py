@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from agent.rigs import CAMERA, GNSS, IMU, LIDAR, SPEEDOMETER, Rig, SensorSpec
+from automot.agent.rigs import CAMERA, GNSS, IMU, LIDAR, SPEEDOMETER, Rig, SensorSpec
 
 
 class InputError(ValueError):

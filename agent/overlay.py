@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from agent.rigs import SensorSpec, camera_extrinsics, camera_intrinsics, project_ego_points
+from automot.agent.rigs import SensorSpec, camera_extrinsics, camera_intrinsics, project_ego_points
 
 if TYPE_CHECKING:
-    from agent.recorder import TickRecord
+    from automot.agent.recorder import TickRecord
 
 PATH_RGB = (40, 220, 40)
 WAYPOINT_RGB = (255, 170, 0)

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from agent.config import RecorderConfig
-from agent.overlay import compose_frame
-from agent.rigs import SensorSpec
-from runtime.types import RuntimeOutput
+from automot.agent.config import RecorderConfig
+from automot.agent.overlay import compose_frame
+from automot.agent.rigs import SensorSpec
+from automot.runtime.types import RuntimeOutput
 
 log = logging.getLogger(__name__)
 

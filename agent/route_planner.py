@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.contract import road_option_value
-from agent.geometry import heading_vector
+from automot.agent.contract import road_option_value
+from automot.agent.geometry import heading_vector
 
 _LANE_CHANGE_OPTIONS = (5, 6)  # RoadOption.CHANGELANELEFT / CHANGELANERIGHT
 _LANE_FOLLOW = 4  # RoadOption.LANEFOLLOW

@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from agent.config import AgentConfig, ModelConfig
+from automot.agent.config import AgentConfig, ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def load_model(cfg: ModelConfig, device: str, cache: bool = True) -> Any:
     key = (cfg.preset, cfg.checkpoint, device, cfg.dtype, cfg.refiner, cfg.ema)
     if cache and key in _model_cache:
         return _model_cache[key]
-    model_pkg = _import("model")
+    model_pkg = _import("automot.model")
     if cfg.refiner and not cfg.checkpoint:
         raise ValueError("model.refiner: true needs model.checkpoint (the refiner is saved with a trained checkpoint)")
     released = released_layout(cfg.checkpoint)
@@ -89,7 +89,7 @@ def load_model(cfg: ModelConfig, device: str, cache: bool = True) -> Any:
     if released is not None:
         if cfg.refiner:
             raise ValueError("model.refiner: true is not available for the released AutoMoT checkpoint")
-        loader = _import("model.released")
+        loader = _import("automot.model.released")
         if released == "converted":
             net = loader.load_converted(cfg.checkpoint, device=device, dtype=cfg.dtype)
         else:
@@ -111,10 +111,12 @@ def build_runtime(cfg: AgentConfig) -> Any:
     Calls ``runtime.build_runtime(net, mode=, engine=, device=, sync_every=, max_snapshot_age_s=, **options)``
     where ``net`` comes from :func:`load_model` and ``options`` are further ``runtime.RuntimeConfig`` fields.
     """
-    runtime_pkg = _import("runtime")
+    runtime_pkg = _import("automot.runtime")
     factory = getattr(runtime_pkg, "build_runtime", None)
     if not callable(factory):
-        raise RuntimeUnavailableError(f"'runtime' ({getattr(runtime_pkg, '__file__', '?')}) has no build_runtime()")
+        raise RuntimeUnavailableError(
+            f"'automot.runtime' ({getattr(runtime_pkg, '__file__', '?')}) has no build_runtime()"
+        )
     device = resolve_device(cfg.model.device)
     net = load_model(cfg.model, device, cache=cfg.model.cache)
     rc = cfg.runtime

@@ -13,15 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from agent.inputs import InputError, SensorFrame, describe
-from agent.rigs import LIDAR, Rig
+from automot.agent.inputs import InputError, SensorFrame, describe
+from automot.agent.rigs import LIDAR, Rig
 
 log = logging.getLogger(__name__)
 
 
 def default_bev_config() -> Any:
     """The spec's TF++ defaults (used when the runtime does not expose the checkpoint's bev_config)."""
-    from model.released.bev_config import BEVConfig
+    from automot.model.released.bev_config import BEVConfig
 
     return BEVConfig()
 
@@ -31,7 +31,7 @@ class SceneInputBuilder:
 
     def __init__(self, bev_config: Any, rig: Rig) -> None:
         # Imported here: model.released.sensors pulls in OpenCV/torch, which agents without scene tokens never need.
-        from model.released import sensors
+        from automot.model.released import sensors
 
         self._sensors = sensors
         self.cfg = bev_config

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from agent.geometry import compass_to_yaw, normalize_angle
+from automot.agent.geometry import compass_to_yaw, normalize_angle
 
 log = logging.getLogger(__name__)
 

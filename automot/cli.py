@@ -12,11 +12,11 @@ import sys
 
 # (module, description) — module must define register(subparsers).
 _SUBCOMMAND_MODULES = [
-    "model.cli",
-    "model.released.cli",
-    "runtime.cli",
-    "world.cli",
-    "training.cli",
+    "automot.model.cli",
+    "automot.model.released.cli",
+    "automot.runtime.cli",
+    "automot.world.cli",
+    "automot.training.cli",
 ]
 
 

@@ -1,10 +1,10 @@
 """AutoMoT model: a Hugging Face VLM (understanding expert) and an action expert fused layer by layer."""
 
-from model.automot import AutoMoTModel, FastStep
-from model.config import PRESETS, AutoMoTConfig, ConfigError, get_config
-from model.factory import build_model, make_dummy_inputs
-from model.io import load_pretrained, save_pretrained
-from model.types import ActionOutput, ActionState, KVSnapshot, Observation
+from automot.model.automot import AutoMoTModel, FastStep
+from automot.model.config import PRESETS, AutoMoTConfig, ConfigError, get_config
+from automot.model.factory import build_model, make_dummy_inputs
+from automot.model.io import load_pretrained, save_pretrained
+from automot.model.types import ActionOutput, ActionState, KVSnapshot, Observation
 
 __all__ = [
     "PRESETS",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model.config import ActionExpertConfig, AutoMoTConfig
+from automot.model.config import ActionExpertConfig, AutoMoTConfig
 
 
 class RMSNorm(nn.Module):

@@ -15,14 +15,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.action_expert import ActionExpertLayer, ActionIO, RMSNorm
-from model.config import AutoMoTConfig
-from model.masks import action_group_ids, joint_action_rows, prefix_mask
-from model.mot import HeadLayout, fold_group_mask, mot_layer
-from model.prompting import PromptBuilder, build_state
-from model.rope import mrope_cos_sin
-from model.types import ActionOutput, ActionState, KVSnapshot, Observation
-from model.understanding import PrefixInputs, UnderstandingExpert
+from automot.model.action_expert import ActionExpertLayer, ActionIO, RMSNorm
+from automot.model.config import AutoMoTConfig
+from automot.model.masks import action_group_ids, joint_action_rows, prefix_mask
+from automot.model.mot import HeadLayout, fold_group_mask, mot_layer
+from automot.model.prompting import PromptBuilder, build_state
+from automot.model.rope import mrope_cos_sin
+from automot.model.types import ActionOutput, ActionState, KVSnapshot, Observation
+from automot.model.understanding import PrefixInputs, UnderstandingExpert
 
 
 class AutoMoTModel(nn.Module):

@@ -17,14 +17,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from model import build_model
-    from model.config import ConfigError
-    from model.summary import parameter_summary
-    from model.understanding import PretrainedLoadError
+    from automot.model import build_model
+    from automot.model.config import ConfigError
+    from automot.model.summary import parameter_summary
+    from automot.model.understanding import PretrainedLoadError
 
     try:
         if args.checkpoint:
-            from model.io import load_pretrained
+            from automot.model.io import load_pretrained
 
             model = load_pretrained(args.checkpoint, device="cpu")
         else:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from model.automot import AutoMoTModel
-from model.config import AutoMoTConfig, ConfigError, get_config
-from model.prompting import builtin_tokenizer, make_image_processor
-from model.rope import keep_rotary_fp32
-from model.types import ActionState, Observation
-from model.understanding import load_pretrained_vlm
+from automot.model.automot import AutoMoTModel
+from automot.model.config import AutoMoTConfig, ConfigError, get_config
+from automot.model.prompting import builtin_tokenizer, make_image_processor
+from automot.model.rope import keep_rotary_fp32
+from automot.model.types import ActionState, Observation
+from automot.model.understanding import load_pretrained_vlm
 
 _DTYPES = {
     "float32": torch.float32,

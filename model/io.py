@@ -13,11 +13,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from model.automot import AutoMoTModel
-from model.config import AutoMoTConfig
-from model.factory import attach_processors, resolve_dtype
-from model.rope import keep_rotary_fp32
-from model.understanding import PretrainedLoadError
+from automot.model.automot import AutoMoTModel
+from automot.model.config import AutoMoTConfig
+from automot.model.factory import attach_processors, resolve_dtype
+from automot.model.rope import keep_rotary_fp32
+from automot.model.understanding import PretrainedLoadError
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.yaml"
@@ -102,7 +102,7 @@ def load_pretrained(
     model = model.to(device).eval()
     attach_processors(model, str(path))
     if refiner:
-        from model.refiner import load_refiner
+        from automot.model.refiner import load_refiner
 
         model.attach_refiner(load_refiner(path, device=device))
     return model

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from model.rope import apply_rope
+from automot.model.rope import apply_rope
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.config import AutoMoTConfig
-from model.types import ActionState, Observation
+from automot.model.config import AutoMoTConfig
+from automot.model.types import ActionState, Observation
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",

@@ -36,7 +36,7 @@ import torch
 import yaml
 from torch import nn
 
-from model.types import ActionOutput
+from automot.model.types import ActionOutput
 
 WEIGHTS = "refiner.safetensors"
 CONFIG = "refiner.yaml"

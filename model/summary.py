@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from model.automot import AutoMoTModel
+from automot.model.automot import AutoMoTModel
 
 
 def _count(params) -> int:

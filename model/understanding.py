@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from model.config import ConfigError, UnderstandingConfig
-from model.mot import HeadLayout
-from model.rope import mrope_axis_map
-from model.types import Observation
+from automot.model.config import ConfigError, UnderstandingConfig
+from automot.model.mot import HeadLayout
+from automot.model.rope import mrope_axis_map
+from automot.model.types import Observation
 
 _ARCHITECTURES = {
     "qwen3_vl": ("Qwen3VLConfig", "Qwen3VLForConditionalGeneration"),

@@ -2,7 +2,7 @@
 
 Public API::
 
-    from runtime import build_runtime, RuntimeConfig, DrivingObservation, DrivingState, RuntimeOutput
+    from automot.runtime import build_runtime, RuntimeConfig, DrivingObservation, DrivingState, RuntimeOutput
 
     with build_runtime("tiny", mode="async", engine="onnxruntime") as rt:
         rt.submit(DrivingObservation(images, target_points, speed), sim_time, frame)
@@ -19,19 +19,19 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "AutoMoTRuntime": "runtime.runtime",
-    "build_runtime": "runtime.runtime",
-    "RuntimeConfig": "runtime.config",
-    "MODES": "runtime.config",
-    "ENGINES": "runtime.config",
-    "DoubleBufferedKV": "runtime.buffers",
-    "SnapshotMeta": "runtime.buffers",
-    "SnapshotView": "runtime.buffers",
-    "MissingDependencyError": "runtime.engines",
-    "create_engine": "runtime.engines",
-    "DrivingObservation": "runtime.types",
-    "DrivingState": "runtime.types",
-    "RuntimeOutput": "runtime.types",
+    "AutoMoTRuntime": "automot.runtime.runtime",
+    "build_runtime": "automot.runtime.runtime",
+    "RuntimeConfig": "automot.runtime.config",
+    "MODES": "automot.runtime.config",
+    "ENGINES": "automot.runtime.config",
+    "DoubleBufferedKV": "automot.runtime.buffers",
+    "SnapshotMeta": "automot.runtime.buffers",
+    "SnapshotView": "automot.runtime.buffers",
+    "MissingDependencyError": "automot.runtime.engines",
+    "create_engine": "automot.runtime.engines",
+    "DrivingObservation": "automot.runtime.types",
+    "DrivingState": "automot.runtime.types",
+    "RuntimeOutput": "automot.runtime.types",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -40,7 +40,7 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'runtime' has no attribute {name!r}")
+        raise AttributeError(f"module 'automot.runtime' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # cache: later lookups skip __getattr__
     return value

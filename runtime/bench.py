@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from runtime.config import available_cores
-from runtime.engines import (
+from automot.runtime.config import available_cores
+from automot.runtime.engines import (
     MissingDependencyError,
     OnnxRuntimeEngine,
     TensorRTEngine,
@@ -28,10 +28,10 @@ from runtime.engines import (
     require_tensorrt,
     require_trt_device,
 )
-from runtime.export import build_trt_engine, export_onnx, validate_parity
-from runtime.runtime import build_runtime
-from runtime.telemetry import summarize
-from runtime.types import DrivingObservation, DrivingState
+from automot.runtime.export import build_trt_engine, export_onnx, validate_parity
+from automot.runtime.runtime import build_runtime
+from automot.runtime.telemetry import summarize
+from automot.runtime.types import DrivingObservation, DrivingState
 
 TARGETS = {
     "fast_step_speedup": (">=", 10.0),
@@ -213,7 +213,7 @@ def run_bench(
     checkpoint: str | None = None,
 ) -> dict[str, Any]:
     """Run the whole benchmark and return the contract dict (see module docstring of runtime.cli)."""
-    from model import build_model, make_dummy_inputs
+    from automot.model import build_model, make_dummy_inputs
 
     backends = backends or ["torch", "onnxruntime"]
     if "torch" not in backends:
@@ -222,13 +222,13 @@ def run_bench(
     torch.set_num_threads(threads)
     load_before = _loadavg()
     if checkpoint:
-        from runtime.export import load_model
+        from automot.runtime.export import load_model
 
         _progress(f"loading {checkpoint}")
         model = load_model(checkpoint=checkpoint, device=device)
         if dtype is not None:
-            from model.factory import resolve_dtype
-            from model.rope import keep_rotary_fp32
+            from automot.model.factory import resolve_dtype
+            from automot.model.rope import keep_rotary_fp32
 
             model = model.to(resolve_dtype(dtype))
             keep_rotary_fp32(model)
@@ -260,7 +260,7 @@ def run_bench(
         def full() -> None:
             model.act(model.prefill(obs, capacity=capacity), state)
 
-        from model.refiner import ActionRefiner, RefinerConfig
+        from automot.model.refiner import ActionRefiner, RefinerConfig
 
         # An untrained refiner costs what a trained one costs: enough for its latency.
         refiner = ActionRefiner(RefinerConfig(cond_dim=cfg.action.hidden_size)).to(device).eval()

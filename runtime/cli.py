@@ -64,7 +64,7 @@ def _err(msg: str) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from runtime.bench import run_bench
+    from automot.runtime.bench import run_bench
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = sorted(set(backends) - {"torch", "torch-compile", "onnxruntime", "tensorrt"})
@@ -87,7 +87,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
         )
     except Exception as exc:
-        from model import ConfigError
+        from automot.model import ConfigError
 
         if isinstance(exc, ConfigError):
             _err(str(exc))
@@ -107,12 +107,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from runtime.engines import MissingDependencyError
-    from runtime.export import ExportError, export, load_model
+    from automot.runtime.engines import MissingDependencyError
+    from automot.runtime.export import ExportError, export, load_model
 
     try:
         if args.backend == "tensorrt":
-            from runtime.engines import require_tensorrt
+            from automot.runtime.engines import require_tensorrt
 
             require_tensorrt()  # before loading a possibly large model
         model = load_model(args.preset, args.checkpoint, device=args.device)
@@ -128,7 +128,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         _err(str(exc))
         return EXIT_USER_ERROR
     except Exception as exc:
-        from model import ConfigError
+        from automot.model import ConfigError
 
         if isinstance(exc, ConfigError):
             _err(str(exc))

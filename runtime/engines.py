@@ -376,7 +376,7 @@ def create_engine(
     ONNX Runtime / TensorRT use ``engine_file`` when given, otherwise the fast step is exported into ``workdir``
     (ONNX export is seconds for the test presets; use ``automot export`` once for big models).
     """
-    from runtime.export import build_trt_engine, export_onnx
+    from automot.runtime.export import build_trt_engine, export_onnx
 
     device = next(model.parameters()).device
     if name == "torch":
@@ -412,7 +412,7 @@ def create_scene_engine(
     Like ``create_engine``: ``engine_file`` (a ``bev_encoder.onnx`` / ``.engine`` from ``automot export``) when
     given, otherwise the encoder (in its current device/dtype) is exported into ``workdir`` now.
     """
-    from runtime.export import build_trt_engine, export_bev_onnx
+    from automot.runtime.export import build_trt_engine, export_bev_onnx
 
     if name in ("torch", "torch-compile"):
         return None

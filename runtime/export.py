@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from runtime.engines import (
+from automot.runtime.engines import (
     INPUT_NAMES,
     OUTPUT_NAMES,
     SCENE_INPUT_NAMES,
@@ -33,7 +33,7 @@ from runtime.engines import (
     require_tensorrt,
     trt_logger,
 )
-from runtime.scene import attached_scene_encoder, scene_input_shapes
+from automot.runtime.scene import attached_scene_encoder, scene_input_shapes
 
 # fp32 ONNX Runtime vs eager torch; reduced-precision TensorRT engines get their own, looser tolerance.
 TOLERANCES = {
@@ -49,7 +49,7 @@ class ExportError(RuntimeError):
 
 def fast_inputs_from_model(model: Any, capacity: int, seed: int = 0) -> tuple[torch.Tensor | None, ...]:
     """Real fast-step inputs: a prefill of the model's dummy observation, padded to ``capacity``."""
-    from model import make_dummy_inputs
+    from automot.model import make_dummy_inputs
 
     obs, state = make_dummy_inputs(model.config, batch=1, seed=seed)
     with torch.inference_mode():
@@ -313,7 +313,7 @@ def load_model(preset: str | None = None, checkpoint: str | Path | None = None, 
     """Build a preset or load a checkpoint directory (model.safetensors + config.yaml), with clear errors."""
     if (preset is None) == (checkpoint is None):
         raise ExportError("give exactly one of --preset NAME or --checkpoint DIR")
-    import model as model_pkg
+    import automot.model as model_pkg
 
     if checkpoint is not None:
         ckpt = Path(checkpoint)
@@ -326,7 +326,7 @@ def load_model(preset: str | None = None, checkpoint: str | Path | None = None, 
             if (ckpt / "bev_encoder.safetensors").is_file():
                 # A converted released checkpoint (model/released convert): load it with its BEV encoder attached,
                 # in fp32 like load_pretrained, so both exports are validated against fp32 eager torch.
-                from model.released import load_converted
+                from automot.model.released import load_converted
 
                 return load_converted(str(ckpt), device=device, dtype=torch.float32)
             return model_pkg.load_pretrained(str(ckpt), device=device)
@@ -343,7 +343,7 @@ def load_model(preset: str | None = None, checkpoint: str | Path | None = None, 
 
 def _known_presets() -> list[str]:
     try:
-        from model.config import PRESETS
+        from automot.model.config import PRESETS
     except ImportError:
         return []
     return sorted(PRESETS)

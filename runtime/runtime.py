@@ -32,12 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from runtime.buffers import DoubleBufferedKV, SnapshotMeta
-from runtime.config import RuntimeConfig
-from runtime.engines import FastEngine, create_engine, create_scene_engine
-from runtime.scene import SceneEncoderRunner, attached_scene_encoder
-from runtime.telemetry import JsonlLog, Telemetry
-from runtime.types import DrivingObservation, DrivingState, RuntimeOutput
+from automot.runtime.buffers import DoubleBufferedKV, SnapshotMeta
+from automot.runtime.config import RuntimeConfig
+from automot.runtime.engines import FastEngine, create_engine, create_scene_engine
+from automot.runtime.scene import SceneEncoderRunner, attached_scene_encoder
+from automot.runtime.telemetry import JsonlLog, Telemetry
+from automot.runtime.types import DrivingObservation, DrivingState, RuntimeOutput
 
 log = logging.getLogger(__name__)
 
@@ -488,7 +488,7 @@ def build_runtime(
     if isinstance(model_or_preset, torch.nn.Module):
         model = model_or_preset
     else:
-        from model import build_model
+        from automot.model import build_model
 
         model = build_model(model_or_preset, device=device)
     if mode is not None:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from runtime.engines import OnnxSceneEngine, TensorRTSceneEngine, fast_stream
+from automot.runtime.engines import OnnxSceneEngine, TensorRTSceneEngine, fast_stream
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from world.routes import list_routes  # noqa: E402
-from world.runner import run_route  # noqa: E402
+from automot.world.routes import list_routes  # noqa: E402
+from automot.world.runner import run_route  # noqa: E402
 
 AGENT = str(REPO / "agent" / "automot_agent.py")
 EXPERT = str(REPO / "world" / "expert_agent.py")

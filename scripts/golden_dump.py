@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def compare(args: argparse.Namespace) -> int:
     import torch
 
-    from model.released.golden import compare_frame, load_frame
-    from model.released.loader import load_converted, load_released
-    from model.released.numerics import apply_released_numerics
+    from automot.model.released.golden import compare_frame, load_frame
+    from automot.model.released.loader import load_converted, load_released
+    from automot.model.released.numerics import apply_released_numerics
 
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     if args.converted:
@@ -74,7 +74,7 @@ def dump(args: argparse.Namespace) -> int:  # pragma: no cover - needs the origi
     import torch
     from PIL import Image
 
-    from model.released.golden import save_frame
+    from automot.model.released.golden import save_frame
 
     repo = Path(args.automot_repo).resolve()
     for p in (repo / "leaderboard", repo / "Automot", repo / "Automot" / "mot", repo):

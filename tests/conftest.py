@@ -16,7 +16,7 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    from model import build_model
+    from automot.model import build_model
 
     return build_model("tiny", seed=0)
 
@@ -24,7 +24,7 @@ def tiny_model():
 @pytest.fixture(scope="session")
 def tiny_scene_model():
     """Tiny preset with 4 scene tokens, so the scene-token path is exercised too."""
-    from model import build_model, get_config
+    from automot.model import build_model, get_config
 
     cfg = get_config("tiny")
     cfg.tokens.num_scene_tokens = 4

@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 
-from agent.contract import Location, RoadOption, Rotation, Transform
-from agent.geometry import local_to_gps
-from runtime.types import DrivingObservation
+from automot.agent.contract import Location, RoadOption, Rotation, Transform
+from automot.agent.geometry import local_to_gps
+from automot.runtime.types import DrivingObservation
 
 GEOREF = (48.137, 11.575)
 

@@ -18,13 +18,13 @@ from scene_helpers import creeping_inputs, creeping_plan
 from test_agent_lifecycle import _agent as lifecycle_agent
 from test_agent_lifecycle import _inputs as lifecycle_inputs
 
-from agent.automot_agent import AutoMoTAgent
-from agent.config import load_agent_config
-from agent.control import ControlConfig, DrivingController, EscapeConfig, LateralConfig, LateralController
-from agent.escape import ParkingEscape
-from agent.geometry import compass_to_yaw
-from agent.route_planner import RoutePlanner
-from agent.state_estimation import UkfConfig, UkfEstimator, state_residual
+from automot.agent.automot_agent import AutoMoTAgent
+from automot.agent.config import load_agent_config
+from automot.agent.control import ControlConfig, DrivingController, EscapeConfig, LateralConfig, LateralController
+from automot.agent.escape import ParkingEscape
+from automot.agent.geometry import compass_to_yaw
+from automot.agent.route_planner import RoutePlanner
+from automot.agent.state_estimation import UkfConfig, UkfEstimator, state_residual
 
 PROFILE = Path(__file__).resolve().parents[1] / "leaderboard_configs" / "automot_released.yaml"
 HERE = np.array([10.0, 20.0])
@@ -37,8 +37,8 @@ STOP = np.zeros((6, 2))
 
 @pytest.fixture(scope="module")
 def released_tiny():
-    from model.released.loader import ReleasedParts
-    from model.released.synthetic import build_tiny_released
+    from automot.model.released.loader import ReleasedParts
+    from automot.model.released.synthetic import build_tiny_released
 
     model, bev = build_tiny_released(seed=5)
     model.released = ReleasedParts(bev, bev.cfg, "synthetic")
@@ -72,7 +72,7 @@ class _Spy:
 
 def _released_profile_agent(tmp_path, model) -> tuple[AutoMoTAgent, dict]:
     """The shipped automot_released.yaml, with only the model, camera size and output files changed."""
-    from runtime import build_runtime
+    from automot.runtime import build_runtime
 
     prof = yaml.safe_load(PROFILE.read_text())
     prof["model"].update(checkpoint=None, device="cpu", dtype="float32")

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.config import AgentConfig, ConfigError, agent_config_from_dict, load_agent_config
-from agent.rigs import (
+from automot.agent.config import AgentConfig, ConfigError, agent_config_from_dict, load_agent_config
+from automot.agent.rigs import (
     CAMERA,
     SensorConfigError,
     camera_extrinsics,
@@ -190,7 +190,7 @@ def test_ground_projection():
 
 
 def test_relative_checkpoint_resolves_beside_the_config(tmp_path, monkeypatch):
-    from agent.config import load_agent_config
+    from automot.agent.config import load_agent_config
 
     (tmp_path / "ckpts" / "demo").mkdir(parents=True)
     (tmp_path / "configs").mkdir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.control import (
+from automot.agent.control import (
     ControlCommand,
     ControlConfig,
     DrivingController,

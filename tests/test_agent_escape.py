@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from test_agent_lifecycle import FakeRuntime, _inputs, _plan
 
-from agent.automot_agent import AutoMoTAgent
-from agent.config import ConfigError, agent_config_from_dict
-from agent.control import ControlConfig, DrivingController, EscapeConfig, SafetyConfig
-from agent.escape import ParkingEscape
-from agent.route_planner import RoutePlanner
+from automot.agent.automot_agent import AutoMoTAgent
+from automot.agent.config import ConfigError, agent_config_from_dict
+from automot.agent.control import ControlConfig, DrivingController, EscapeConfig, SafetyConfig
+from automot.agent.escape import ParkingEscape
+from automot.agent.route_planner import RoutePlanner
 
 WARMUP = 31
 FIRST_TRIGGER = 1700  # first snapshot on a driving tick is 200; it is 1500 ticks old at 1700

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from agent.contract import (
+from automot.agent.contract import (
     AutonomousAgent,
     RoadOption,
     Track,
@@ -15,7 +15,7 @@ from agent.contract import (
     make_control,
     road_option_value,
 )
-from agent.geometry import (
+from automot.agent.geometry import (
     compass_to_yaw,
     ego_to_world,
     gps_to_local,
@@ -23,7 +23,7 @@ from agent.geometry import (
     solve_georeference,
     world_to_ego,
 )
-from agent.route_planner import RoutePlanner, RoutePlannerConfig
+from automot.agent.route_planner import RoutePlanner, RoutePlannerConfig
 
 WORLD = np.array([[0.0, 0.0], [152.3, -87.1], [-1250.0, 3400.5], [4000.0, -4000.0]])
 

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import yaml
 
-from agent.automot_agent import AutoMoTAgent, get_entry_point
-from agent.config import AgentConfig, agent_config_from_dict
-from agent.contract import Location, RoadOption, Rotation, Transform
-from agent.geometry import local_to_gps
-from agent.runtime_factory import RuntimeUnavailableError, build_runtime
-from runtime.types import DrivingObservation, DrivingState, RuntimeOutput
+from automot.agent.automot_agent import AutoMoTAgent, get_entry_point
+from automot.agent.config import AgentConfig, agent_config_from_dict
+from automot.agent.contract import Location, RoadOption, Rotation, Transform
+from automot.agent.geometry import local_to_gps
+from automot.agent.runtime_factory import RuntimeUnavailableError, build_runtime
+from automot.runtime.types import DrivingObservation, DrivingState, RuntimeOutput
 
 W, H = 64, 32  # small camera images keep the test fast; the rig override is what a light world would use
 GEOREF = (48.137, 11.575)  # non-default reference: the agent must solve it from the plan
@@ -214,7 +214,7 @@ def test_fuzzed_inputs_brake_without_raising(tmp_path, case, caplog):
     assert control.throttle > 0  # driving before the bad tick
     bad = _inputs(specs, 4)
     FUZZ[case](bad)
-    with caplog.at_level(logging.ERROR, logger="agent.automot_agent"):
+    with caplog.at_level(logging.ERROR, logger="automot.agent.automot_agent"):
         control = agent.run_step(bad, 0.2)
     assert _is_full_brake(control)
     assert agent.last_record.error and "run_step failed" in caplog.text
@@ -278,7 +278,7 @@ def test_runtime_failures_and_safe_stop(tmp_path, caplog):
     assert "CUDA out of memory" in agent.last_record.error
 
     runtime.next_output = RuntimeOutput.stop("snapshot 0.9 s old")
-    with caplog.at_level(logging.WARNING, logger="agent.automot_agent"):
+    with caplog.at_level(logging.WARNING, logger="automot.agent.automot_agent"):
         assert _is_full_brake(agent.run_step(_inputs(specs, 5), 0.25))
     assert "snapshot 0.9 s old" in caplog.text
     assert agent.last_record.safe_stop and agent.last_record.control_mode == "safe_stop"
@@ -365,9 +365,9 @@ def test_setup_errors_are_raised(tmp_path):
 
 
 def test_factory_errors_and_call_convention(monkeypatch):
-    import model as model_pkg
-    import runtime as runtime_pkg
-    from agent import runtime_factory
+    import automot.model as model_pkg
+    import automot.runtime as runtime_pkg
+    from automot.agent import runtime_factory
 
     monkeypatch.setattr(runtime_pkg, "build_runtime", None)
     with pytest.raises(RuntimeUnavailableError, match="no build_runtime"):

@@ -9,11 +9,11 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 
-from agent.config import RecorderConfig
-from agent.overlay import compose_frame
-from agent.recorder import Recorder, TickRecord
-from agent.rigs import get_rig
-from runtime.types import RuntimeOutput
+from automot.agent.config import RecorderConfig
+from automot.agent.overlay import compose_frame
+from automot.agent.recorder import Recorder, TickRecord
+from automot.agent.rigs import get_rig
+from automot.runtime.types import RuntimeOutput
 
 CAMERA = get_rig("automot-front", image_size=(256, 128)).get("CAM_FRONT")
 
@@ -110,7 +110,7 @@ def test_overlay_draws_plan_on_the_image():
 
 
 def test_record_dir_override(monkeypatch, tmp_path):
-    from agent.automot_agent import recorder_dir
+    from automot.agent.automot_agent import recorder_dir
 
     monkeypatch.delenv("AUTOMOT_RECORD_DIR", raising=False)
     monkeypatch.delenv("SAVE_PATH", raising=False)

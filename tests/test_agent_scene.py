@@ -9,15 +9,20 @@ import pytest
 import yaml
 from scene_helpers import creeping_inputs, creeping_plan
 
-from agent.automot_agent import AutoMoTAgent
-from agent.inputs import SensorFrame
-from agent.rigs import get_rig
-from agent.runtime_factory import released_layout
-from agent.scene_inputs import SceneInputBuilder
-from model.released.loader import ReleasedParts, convert_released
-from model.released.sensors import lidar_grid_cell
-from model.released.synthetic import build_tiny_released, tiny_bev_config, tiny_released_config, write_released_folder
-from runtime import build_runtime
+from automot.agent.automot_agent import AutoMoTAgent
+from automot.agent.inputs import SensorFrame
+from automot.agent.rigs import get_rig
+from automot.agent.runtime_factory import released_layout
+from automot.agent.scene_inputs import SceneInputBuilder
+from automot.model.released.loader import ReleasedParts, convert_released
+from automot.model.released.sensors import lidar_grid_cell
+from automot.model.released.synthetic import (
+    build_tiny_released,
+    tiny_bev_config,
+    tiny_released_config,
+    write_released_folder,
+)
+from automot.runtime import build_runtime
 
 W, H = 128, 64  # the tiny BEV config crops 128x64, so this is the smallest camera it accepts
 WARMUP = 3

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from test_agent_lifecycle import GEOREF, FakeRuntime, _config, _plan
 
-from agent.automot_agent import AutoMoTAgent
-from agent.config import ConfigError, agent_config_from_dict
-from agent.geometry import local_to_gps, wrap_angle
-from agent.state_estimation import (
+from automot.agent.automot_agent import AutoMoTAgent
+from automot.agent.config import ConfigError, agent_config_from_dict
+from automot.agent.geometry import local_to_gps, wrap_angle
+from automot.agent.state_estimation import (
     GnssEstimator,
     UkfConfig,
     UkfEstimator,

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from automot.cli import main
-from runtime.bench import check_targets
+from automot.runtime.bench import check_targets
 
 CONTRACT_KEYS = {
     "full_forward_ms",
@@ -80,7 +80,7 @@ def test_check_targets_verdicts():
 
 
 def test_bench_from_a_checkpoint(tmp_path):
-    from model import build_model, save_pretrained
+    from automot.model import build_model, save_pretrained
 
     ckpt = save_pretrained(build_model("tiny", seed=2), tmp_path / "ckpt")
     out = tmp_path / "bench.json"

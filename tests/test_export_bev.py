@@ -9,12 +9,17 @@ import pytest
 import torch
 from scene_helpers import TP, observation, scene_inputs  # noqa: F401  (tests/ is on sys.path under pytest)
 
-from model.released.loader import ReleasedParts, convert_released
-from model.released.synthetic import build_tiny_released, tiny_released_config, write_released_folder
-from runtime import build_runtime
-from runtime.engines import OnnxSceneEngine
-from runtime.export import StaticAdaptiveAvgPool2d, export_bev_onnx, scene_inputs_for_export, validate_bev_parity
-from runtime.types import DrivingState
+from automot.model.released.loader import ReleasedParts, convert_released
+from automot.model.released.synthetic import build_tiny_released, tiny_released_config, write_released_folder
+from automot.runtime import build_runtime
+from automot.runtime.engines import OnnxSceneEngine
+from automot.runtime.export import (
+    StaticAdaptiveAvgPool2d,
+    export_bev_onnx,
+    scene_inputs_for_export,
+    validate_bev_parity,
+)
+from automot.runtime.types import DrivingState
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")

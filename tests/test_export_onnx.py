@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from automot.cli import main
-from model import build_model, get_config, make_dummy_inputs, save_pretrained
-from runtime.engines import OnnxRuntimeEngine, TorchEngine
-from runtime.export import compare, export, export_onnx, synthetic_fast_inputs
+from automot.model import build_model, get_config, make_dummy_inputs, save_pretrained
+from automot.runtime.engines import OnnxRuntimeEngine, TorchEngine
+from automot.runtime.export import compare, export, export_onnx, synthetic_fast_inputs
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 

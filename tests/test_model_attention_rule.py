@@ -11,9 +11,9 @@ import math
 
 import torch
 
-from model.masks import joint_action_rows
-from model.mot import HeadLayout, mot_layer
-from model.rope import mrope_cos_sin, rotate_half
+from automot.model.masks import joint_action_rows
+from automot.model.mot import HeadLayout, mot_layer
+from automot.model.rope import mrope_cos_sin, rotate_half
 
 
 def _rms(x, w, eps=1e-6):

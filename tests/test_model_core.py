@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from model import KVSnapshot, make_dummy_inputs
+from automot.model import KVSnapshot, make_dummy_inputs
 
 ATOL = 1e-5
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from model import (
+from automot.model import (
     AutoMoTConfig,
     ConfigError,
     build_model,
@@ -19,9 +19,9 @@ from model import (
     make_dummy_inputs,
     save_pretrained,
 )
-from model.released_names import released_manifest, to_released_name
-from model.summary import parameter_summary
-from model.understanding import PretrainedLoadError
+from automot.model.released_names import released_manifest, to_released_name
+from automot.model.summary import parameter_summary
+from automot.model.understanding import PretrainedLoadError
 
 
 def test_yaml_round_trip(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from model.masks import action_group_ids, action_mask, joint_action_rows, prefix_mask
+from automot.model.masks import action_group_ids, action_mask, joint_action_rows, prefix_mask
 
 
 def test_action_groups_follow_the_paper_rule():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from model.prompting import builtin_tokenizer, collate_observations
+from automot.model.prompting import builtin_tokenizer, collate_observations
 
 
 def _frames(model, n, seed=0):
@@ -72,7 +72,7 @@ def test_released_prompt_style_matches_released_builder(tiny_model):
     """With end_with_newline=False the core builder gives exactly the released token sequence."""
     import dataclasses
 
-    from model.released.prompt import build_released_observation
+    from automot.model.released.prompt import build_released_observation
 
     cfg = tiny_model.config
     old = cfg.prompt

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from model import build_model, load_pretrained, make_dummy_inputs, save_pretrained
-from model.refiner import ActionRefiner, RefinerConfig, save_refiner
+from automot.model import build_model, load_pretrained, make_dummy_inputs, save_pretrained
+from automot.model.refiner import ActionRefiner, RefinerConfig, save_refiner
 
 
 def _refiner(model, seed=0, identity=True):
@@ -54,7 +54,7 @@ def test_load_pretrained_with_refiner(tmp_path):
 
 
 def test_onnx_export_includes_the_refiner(tmp_path):
-    from runtime.export import export
+    from automot.runtime.export import export
 
     model = build_model("tiny", seed=5)
     model.attach_refiner(_refiner(model, identity=False))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model import build_model, get_config, make_dummy_inputs
+from automot.model import build_model, get_config, make_dummy_inputs
 
 
 def _qwen25_tiny():

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from agent.inputs import SensorFrame, decode_camera
-from agent.rigs import get_rig
-from agent.scene_inputs import SceneInputBuilder
-from model.released.bev_config import BEVConfig, bev_config_from_dict
-from model.released.sensors import lidar_histogram
+from automot.agent.inputs import SensorFrame, decode_camera
+from automot.agent.rigs import get_rig
+from automot.agent.scene_inputs import SceneInputBuilder
+from automot.model.released.bev_config import BEVConfig, bev_config_from_dict
+from automot.model.released.sensors import lidar_histogram
 
 CFG = BEVConfig()  # released defaults: 384 x 1024 crop, 256 x 256 grid over [-32, 32] m at 4 px/m
 
@@ -147,8 +147,8 @@ def test_histogram_accepts_points_with_intensity_like_the_release():
 def test_encoder_input_shape_follows_the_crop_rule():
     import dataclasses
 
-    from model.released.sensors import camera_array
-    from runtime.scene import scene_input_shapes
+    from automot.model.released.sensors import camera_array
+    from automot.runtime.scene import scene_input_shapes
 
     frame = np.zeros((512, 1024, 4), np.uint8)
     assert scene_input_shapes(CFG)["rgb"] == camera_array(frame, CFG, jpeg=False).shape == (3, 384, 1024)

@@ -13,11 +13,11 @@ import json
 
 import pytest
 
-from model.config import ConfigError
-from model.released.cli import register
-from model.released.loader import load_released
-from model.released.synthetic import jsonpickle_like, qwen3vl_config_json, tiny_bev_config, tiny_released_config
-from model.understanding import PretrainedLoadError
+from automot.model.config import ConfigError
+from automot.model.released.cli import register
+from automot.model.released.loader import load_released
+from automot.model.released.synthetic import jsonpickle_like, qwen3vl_config_json, tiny_bev_config, tiny_released_config
+from automot.model.understanding import PretrainedLoadError
 
 H, V, L = 2560, 151936, 36
 

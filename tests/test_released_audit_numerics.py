@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 import torch
 
-from model import build_model
-from model.config import (
+from automot.model import build_model
+from automot.model.config import (
     ActionExpertConfig,
     AutoMoTConfig,
     PromptConfig,
@@ -34,10 +34,10 @@ from model.config import (
     _qwen3_text,
     _qwen3_vision,
 )
-from model.released_names import to_released_name
-from model.types import ActionState, KVSnapshot
-from runtime import build_runtime
-from runtime.types import DrivingObservation, DrivingState
+from automot.model.released_names import to_released_name
+from automot.model.types import ActionState, KVSnapshot
+from automot.runtime import build_runtime
+from automot.runtime.types import DrivingObservation, DrivingState
 
 GROUPS = (4, 3, 8, 20, 6)  # scene, 2 target points + speed, decision, route, waypoints
 

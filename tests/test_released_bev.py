@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from model.released.bev_config import BEVConfig, load_bev_config
-from model.released.bev_encoder import BEVEncoder, GPTFusion, normalize_imagenet
-from model.released.regnet import RegNetFeatures, RegNetSpec
-from model.released.synthetic import tiny_bev_config
+from automot.model.released.bev_config import BEVConfig, load_bev_config
+from automot.model.released.bev_encoder import BEVEncoder, GPTFusion, normalize_imagenet
+from automot.model.released.regnet import RegNetFeatures, RegNetSpec
+from automot.model.released.synthetic import tiny_bev_config
 
 
 def test_regnet_layouts_from_design_rule():

@@ -11,13 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.config import ConfigError
-from model.released.bev_config import load_bev_config
-from model.released.cli import register
-from model.released.loader import convert_released, load_converted, load_released
-from model.released.prompt import act_released, bev_state, build_released_observation
-from model.released.synthetic import build_tiny_released, tiny_released_config, write_released_folder
-from model.understanding import PretrainedLoadError
+from automot.model.config import ConfigError
+from automot.model.released.bev_config import load_bev_config
+from automot.model.released.cli import register
+from automot.model.released.loader import convert_released, load_converted, load_released
+from automot.model.released.prompt import act_released, bev_state, build_released_observation
+from automot.model.released.synthetic import build_tiny_released, tiny_released_config, write_released_folder
+from automot.model.understanding import PretrainedLoadError
 
 # Written from automot-checkpoint-spec.md §1.3, independently of model/released_names.py.
 _SPEC_RULES = [

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.released.golden import compare_frame, frame_from_model, load_frame, save_frame
-from model.released.loader import load_released
-from model.released.synthetic import build_tiny_released, tiny_released_config, write_released_folder
+from automot.model.released.golden import compare_frame, frame_from_model, load_frame, save_frame
+from automot.model.released.loader import load_released
+from automot.model.released.synthetic import build_tiny_released, tiny_released_config, write_released_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from model import build_model, make_dummy_inputs
-from model.released.numerics import apply_released_numerics, keep_rotary_fp32, remove_released_numerics
-from model.released.synthetic import tiny_released_config
-from model.rope import mrope_cos_sin
+from automot.model import build_model, make_dummy_inputs
+from automot.model.released.numerics import apply_released_numerics, keep_rotary_fp32, remove_released_numerics
+from automot.model.released.synthetic import tiny_released_config
+from automot.model.rope import mrope_cos_sin
 
 
 @pytest.fixture()

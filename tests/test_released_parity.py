@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from model import build_model
-from model.masks import joint_action_rows
-from model.mot import mot_layer
-from model.prompting import builtin_tokenizer, make_image_processor
-from model.released.prompt import build_released_observation, first_span, released_decision_text
-from model.released.synthetic import tiny_released_config
-from model.rope import mrope_cos_sin, rotate_half
-from model.types import ActionState
+from automot.model import build_model
+from automot.model.masks import joint_action_rows
+from automot.model.mot import mot_layer
+from automot.model.prompting import builtin_tokenizer, make_image_processor
+from automot.model.released.prompt import build_released_observation, first_span, released_decision_text
+from automot.model.released.synthetic import tiny_released_config
+from automot.model.rope import mrope_cos_sin, rotate_half
+from automot.model.types import ActionState
 
 
 @pytest.fixture(scope="module")

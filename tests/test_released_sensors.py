@@ -7,8 +7,8 @@ import dataclasses
 import cv2
 import numpy as np
 
-from model.released.bev_config import BEVConfig
-from model.released.sensors import (
+from automot.model.released.bev_config import BEVConfig
+from automot.model.released.sensors import (
     LidarAccumulator,
     align_lidar,
     camera_array,

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from model import build_model, get_config
-from runtime import RuntimeConfig, build_runtime
-from runtime.types import DrivingObservation, DrivingState
+from automot.model import build_model, get_config
+from automot.runtime import RuntimeConfig, build_runtime
+from automot.runtime.types import DrivingObservation, DrivingState
 
 DT = 0.05  # 20 Hz simulation
 
@@ -294,7 +294,7 @@ def test_config_validation():
 
 @pytest.mark.parametrize("cores", [2, 8])
 def test_async_threads_split_the_cores(monkeypatch, cores):
-    monkeypatch.setattr("runtime.config.available_cores", lambda: cores)
+    monkeypatch.setattr("automot.runtime.config.available_cores", lambda: cores)
     fast, slow = RuntimeConfig(mode="async").resolved_threads()
     assert fast >= 1 and slow >= 1 and fast + slow == cores  # both paths busy never oversubscribe
     assert RuntimeConfig(mode="sync").resolved_threads() == (cores, cores)  # sequential: each may use all

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from runtime.buffers import DoubleBufferedKV, SnapshotMeta, SnapshotView
+from automot.runtime.buffers import DoubleBufferedKV, SnapshotMeta, SnapshotView
 
 
 def _store(capacity: int = 32) -> DoubleBufferedKV:

@@ -7,10 +7,10 @@ import pytest
 import torch
 from scene_helpers import TP, observation, scene_inputs  # noqa: F401  (tests/ is on sys.path under pytest)
 
-from model.released.loader import ReleasedParts
-from model.released.synthetic import build_tiny_released
-from runtime import build_runtime
-from runtime.types import DrivingState
+from automot.model.released.loader import ReleasedParts
+from automot.model.released.synthetic import build_tiny_released
+from automot.runtime import build_runtime
+from automot.runtime.types import DrivingState
 
 
 def _tiny(seed: int = 0, attach: bool = True):

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from training.collect import CollectOptions, collect
-from training.data.automot_format import read_dataset, read_meta
-from training.data.schema import DECISIONS
+from automot.training.collect import CollectOptions, collect
+from automot.training.data.automot_format import read_dataset, read_meta
+from automot.training.data.schema import DECISIONS
 
 
 def test_collect_short_episode(tmp_path):

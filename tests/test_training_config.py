@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from training.config import TrainConfig, TrainConfigError
+from automot.training.config import TrainConfig, TrainConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"data": {"train": ["some/dir"]}}
@@ -60,7 +60,7 @@ def test_shipped_configs_validate():
 
 
 def test_tiny_demo_model_is_buildable():
-    from training.stages import build_training_model
+    from automot.training.stages import build_training_model
 
     cfg = TrainConfig.load_yaml(ROOT / "configs" / "train" / "tiny_demo.yaml")
     model = build_training_model(cfg.model, seed=0)
@@ -72,7 +72,7 @@ def test_tiny_demo_model_is_buildable():
 
 
 def test_cli_registers_train_and_collect(tmp_path, capsys):
-    from training.cli import register
+    from automot.training.cli import register
 
     parser = argparse.ArgumentParser(prog="automot")
     register(parser.add_subparsers(dest="command"))

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.data.automot_format import DatasetWriter, read_dataset, read_meta
-from training.data.schema import CameraInfo, DatasetError, DatasetMeta, QAPair, SampleRecord
-from training.data.torch_dataset import IGNORE_INDEX, Collator, DrivingDataset, decision_targets, target_text
+from automot.training.data.automot_format import DatasetWriter, read_dataset, read_meta
+from automot.training.data.schema import CameraInfo, DatasetError, DatasetMeta, QAPair, SampleRecord
+from automot.training.data.torch_dataset import IGNORE_INDEX, Collator, DrivingDataset, decision_targets, target_text
 
 
 def _meta(fmt: str = "png") -> DatasetMeta:
@@ -130,7 +130,7 @@ def test_dataset_and_collate(tmp_path, tiny_model):
 
 
 def test_synthetic_dataset_is_readable(tmp_path):
-    from training.synthetic import write_synthetic_dataset
+    from automot.training.synthetic import write_synthetic_dataset
 
     root = write_synthetic_dataset(tmp_path / "syn", episodes=2, seed=3)
     episodes = read_dataset(root)

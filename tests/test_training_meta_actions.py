@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.data.geometry import build_path, ego_to_world, resample_polyline, world_to_ego
-from training.data.meta_actions import MetaActionThresholds, derive_meta_actions
+from automot.training.data.geometry import build_path, ego_to_world, resample_polyline, world_to_ego
+from automot.training.data.meta_actions import MetaActionThresholds, derive_meta_actions
 
 RATE = 10.0
 T = np.arange(0, 4.0 + 1e-9, 1 / RATE)

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.data import load_episodes
-from training.data.bench2drive import read_b2d
-from training.data.pdm_lite import read_pdm_lite, read_sample_list
-from training.data.schema import DatasetError
+from automot.training.data import load_episodes
+from automot.training.data.bench2drive import read_b2d
+from automot.training.data.pdm_lite import read_pdm_lite, read_sample_list
+from automot.training.data.schema import DatasetError
 
 
 def _gz(path: Path, data: dict) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model import build_model, make_dummy_inputs
-from model.refiner import ActionRefiner, RefinerConfig, apply_refiner, has_refiner, load_refiner, save_refiner
-from training.config import LossSection, StageSection
-from training.data.torch_dataset import TrainBatch
-from training.objective import TrainingObjective
-from training.stages import configure_trainable
+from automot.model import build_model, make_dummy_inputs
+from automot.model.refiner import ActionRefiner, RefinerConfig, apply_refiner, has_refiner, load_refiner, save_refiner
+from automot.training.config import LossSection, StageSection
+from automot.training.data.torch_dataset import TrainBatch
+from automot.training.objective import TrainingObjective
+from automot.training.stages import configure_trainable
 
 
 @pytest.fixture(autouse=True)

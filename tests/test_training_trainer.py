@@ -9,16 +9,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model import build_model, load_pretrained
-from model.refiner import load_refiner
-from training.checkpoint import TRAIN_CONFIG, checkpoints, load_trainer_state
-from training.config import LossSection, StageSection, TrainConfig
-from training.data.automot_format import read_dataset
-from training.data.torch_dataset import Collator, DrivingDataset
-from training.objective import TrainingObjective
-from training.stages import build_optimizer, configure_trainable, trainable_parameters
-from training.synthetic import write_synthetic_dataset
-from training.trainer import Trainer
+from automot.model import build_model, load_pretrained
+from automot.model.refiner import load_refiner
+from automot.training.checkpoint import TRAIN_CONFIG, checkpoints, load_trainer_state
+from automot.training.config import LossSection, StageSection, TrainConfig
+from automot.training.data.automot_format import read_dataset
+from automot.training.data.torch_dataset import Collator, DrivingDataset
+from automot.training.objective import TrainingObjective
+from automot.training.stages import build_optimizer, configure_trainable, trainable_parameters
+from automot.training.synthetic import write_synthetic_dataset
+from automot.training.trainer import Trainer
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from highway_env.vehicle.kinematics import Vehicle
 
-from world.dynamics import (
+from automot.world.dynamics import (
     ControlInput,
     highway_wheel_angle,
     longitudinal_accel,
@@ -18,10 +18,10 @@ from world.dynamics import (
     steer_for_curvature,
     throttle_brake_for_accel,
 )
-from world.route_path import RoutePath
-from world.routes import load_route
-from world.scoring import INFRACTION_KEYS, LABELS, Contact, RouteScorer, ScoringParams, build_results
-from world.sim import EmbeddedWorld
+from automot.world.route_path import RoutePath
+from automot.world.routes import load_route
+from automot.world.scoring import INFRACTION_KEYS, LABELS, Contact, RouteScorer, ScoringParams, build_results
+from automot.world.sim import EmbeddedWorld
 
 DT = 0.05
 

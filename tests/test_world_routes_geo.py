@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from highway_env.vehicle.kinematics import Vehicle
 
-from agent.contract import RoadOption
-from world.geo import build_global_plan, carla_to_hw, gps_to_location, hw_to_carla, location_to_gps
-from world.route_path import RoutePath
-from world.routes import UnknownRouteError, list_routes, load_route
-from world.sim import EmbeddedWorld
+from automot.agent.contract import RoadOption
+from automot.world.geo import build_global_plan, carla_to_hw, gps_to_location, hw_to_carla, location_to_gps
+from automot.world.route_path import RoutePath
+from automot.world.routes import UnknownRouteError, list_routes, load_route
+from automot.world.sim import EmbeddedWorld
 
 ROUTES = ("highway_lane_keep", "merge", "intersection", "roundabout")
 

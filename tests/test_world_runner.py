@@ -8,11 +8,11 @@ import textwrap
 import pytest
 
 from automot.cli import main as automot_main
-from world.routes import load_route
-from world.runner import EXPERT_AGENT, AgentCrashed, load_agent_class, run_route
+from automot.world.routes import load_route
+from automot.world.runner import EXPERT_AGENT, AgentCrashed, load_agent_class, run_route
 
 RECORDING_AGENT = """
-from agent.contract import AutonomousAgent, Track, make_control
+from automot.agent.contract import AutonomousAgent, Track, make_control
 
 CALLS = []
 
@@ -188,7 +188,7 @@ def test_cli_drives_the_expert(tmp_path, capsys, monkeypatch):
 def test_cli_unknown_route_and_missing_carla(capsys):
     assert automot_main(["drive", "--route", "nowhere", "--agent", "expert", "--out", "/tmp/x"]) == 1
     assert "known routes" in capsys.readouterr().err
-    from world.cli import missing_carla_modules
+    from automot.world.cli import missing_carla_modules
 
     if missing_carla_modules():
         assert automot_main(["drive", "--world", "carla", "--routes", "r.xml"]) == 3
@@ -199,7 +199,7 @@ def test_cli_unknown_route_and_missing_carla(capsys):
 def test_evaluator_command_flags(tmp_path):
     import argparse
 
-    from world.cli import evaluator_command
+    from automot.world.cli import evaluator_command
 
     args = argparse.Namespace(
         routes="r.xml", agent="agent/automot_agent.py", agent_config="cfg.yaml", host="h", port=2010, tm_port=8010

@@ -8,12 +8,12 @@ import time
 import numpy as np
 import pytest
 
-from world.lidar import LidarSensor
-from world.render import NEAR, ROAD, Box, CameraRenderer, CameraSpec, _clip_near
-from world.routes import load_route
-from world.scene import QuadSet, StaticScene, build_static_scene
-from world.sensors import SensorConfigurationInvalid, SensorSuite, validate_sensor_configuration
-from world.sim import EmbeddedWorld
+from automot.world.lidar import LidarSensor
+from automot.world.render import NEAR, ROAD, Box, CameraRenderer, CameraSpec, _clip_near
+from automot.world.routes import load_route
+from automot.world.scene import QuadSet, StaticScene, build_static_scene
+from automot.world.sensors import SensorConfigurationInvalid, SensorSuite, validate_sensor_configuration
+from automot.world.sim import EmbeddedWorld
 
 FRONT = CameraSpec(width=1024, height=512, fov=110.0, x=-1.5, z=2.0)  # the released AutoMoT camera
 MARKER = (10, 250, 20)  # BGR colour no other object uses
@@ -135,7 +135,7 @@ def test_input_data_matches_the_leaderboard_format(highway):
     assert imu[6] == pytest.approx((ego.yaw + math.pi / 2) % (2 * math.pi))  # compass; agents undo "- pi/2"
     gps = data["GPS"][1]
     assert gps.dtype == np.float64 and gps.shape == (3,)
-    from world.geo import gps_to_location
+    from automot.world.geo import gps_to_location
 
     assert math.dist(gps_to_location(gps[0], gps[1]), (ego.x, ego.y)) < 0.1
     assert data["SPEED"][1] == {"speed": pytest.approx(3.0)}

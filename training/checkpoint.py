@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.io import save_pretrained
-from model.refiner import ActionRefiner, save_refiner
-from training.config import TrainConfig
-from training.lora import ADAPTER_FILE, has_lora, lora_state, merged_lora
+from automot.model.io import save_pretrained
+from automot.model.refiner import ActionRefiner, save_refiner
+from automot.training.config import TrainConfig
+from automot.training.lora import ADAPTER_FILE, has_lora, lora_state, merged_lora
 
 TRAINER_STATE = "trainer_state.pt"
 TRAIN_CONFIG = "train_config.yaml"

@@ -45,8 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from training.checkpoint import TRAIN_CONFIG, resolve_resume
-    from training.config import TrainConfig, TrainConfigError
+    from automot.training.checkpoint import TRAIN_CONFIG, resolve_resume
+    from automot.training.config import TrainConfig, TrainConfigError
 
     if not args.config and not args.resume:
         print("automot train: --config is required (or --resume a checkpoint)", file=sys.stderr)
@@ -63,8 +63,8 @@ def _train(args: argparse.Namespace) -> int:
     except (TrainConfigError, FileNotFoundError) as exc:
         print(f"automot train: {exc}", file=sys.stderr)
         return 2
-    from training.distributed import shutdown
-    from training.trainer import Trainer
+    from automot.training.distributed import shutdown
+    from automot.training.trainer import Trainer
 
     trainer = Trainer(cfg, resume=args.resume)
     try:
@@ -79,10 +79,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _collect(args: argparse.Namespace) -> int:
-    from training.collect import CollectOptions, collect
+    from automot.training.collect import CollectOptions, collect
 
     if args.routes == "all":
-        from world.routes import list_routes
+        from automot.world.routes import list_routes
 
         routes = list_routes()
     else:

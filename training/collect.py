@@ -17,8 +17,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.data.automot_format import DatasetWriter, read_samples
-from training.data.schema import CameraInfo, DatasetMeta
+from automot.training.data.automot_format import DatasetWriter, read_samples
+from automot.training.data.schema import CameraInfo, DatasetMeta
 
 AGENT_FILE = str(Path(__file__).resolve().with_name("collect_agent.py"))
 
@@ -41,7 +41,7 @@ class CollectOptions:
     progress: bool = True
 
     def validate(self) -> None:
-        from world.routes import list_routes
+        from automot.world.routes import list_routes
 
         known = list_routes()
         unknown = [r for r in self.routes if r not in known]
@@ -56,7 +56,7 @@ class CollectOptions:
 
 
 def dataset_meta(opts: CollectOptions, tick_rate_hz: float) -> DatasetMeta:
-    from agent.rigs import get_rig
+    from automot.agent.rigs import get_rig
 
     rig = get_rig(opts.rig, opts.image_size)
     cams = {
@@ -77,8 +77,8 @@ def collect(opts: CollectOptions) -> dict:
     """Drive every (route, episode) and write the dataset; returns the summary (also ``collect_summary.json``)."""
     from tqdm import tqdm
 
-    from world.routes import load_route
-    from world.runner import AgentCrashed, run_route
+    from automot.world.routes import load_route
+    from automot.world.runner import AgentCrashed, run_route
 
     opts.validate()
     specs = {name: load_route(name) for name in opts.routes}

@@ -23,16 +23,16 @@ from typing import Any
 
 import numpy as np
 
-from agent.contract import road_option_value, transform_xy
-from agent.rigs import CAMERA, SPEEDOMETER, get_rig
-from agent.route_planner import RoutePlanner
-from training.data.automot_format import DatasetWriter, EpisodeWriter, read_meta
-from training.data.geometry import world_to_ego
-from training.data.scene_qa import SceneObject, scene_qa
-from training.data.schema import NUM_ROUTE_POINTS, PATH_SPACING
-from training.data.trajectory import PoseTrack, sample_at
-from world.expert_agent import ExpertAgent
-from world.provider import get_world
+from automot.agent.contract import road_option_value, transform_xy
+from automot.agent.rigs import CAMERA, SPEEDOMETER, get_rig
+from automot.agent.route_planner import RoutePlanner
+from automot.training.data.automot_format import DatasetWriter, EpisodeWriter, read_meta
+from automot.training.data.geometry import world_to_ego
+from automot.training.data.scene_qa import SceneObject, scene_qa
+from automot.training.data.schema import NUM_ROUTE_POINTS, PATH_SPACING
+from automot.training.data.trajectory import PoseTrack, sample_at
+from automot.world.expert_agent import ExpertAgent
+from automot.world.provider import get_world
 
 
 def get_entry_point() -> str:

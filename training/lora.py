@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from model.automot import AutoMoTModel
-from training.config import LoraSection
+from automot.model.automot import AutoMoTModel
+from automot.training.config import LoraSection
 
 ADAPTER = "default"
 ADAPTER_FILE = "adapter.safetensors"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from training.data.schema import NUM_DECISION_SLOTS
+from automot.training.data.schema import NUM_DECISION_SLOTS
 
 _KEYS = (
     "n",

@@ -15,10 +15,10 @@ import contextlib
 import torch
 from torch import nn
 
-from model.automot import AutoMoTModel
-from model.refiner import ActionRefiner
-from training.config import LossSection
-from training.data.torch_dataset import IGNORE_INDEX, TrainBatch, VQABatch
+from automot.model.automot import AutoMoTModel
+from automot.model.refiner import ActionRefiner
+from automot.training.config import LossSection
+from automot.training.data.torch_dataset import IGNORE_INDEX, TrainBatch, VQABatch
 
 
 def vqa_loss(model: AutoMoTModel, vqa: VQABatch) -> torch.Tensor:

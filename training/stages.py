@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 import yaml
 
-from model import AutoMoTModel, build_model, get_config, load_pretrained
-from model.config import PRESETS
-from model.refiner import ActionRefiner, RefinerConfig, has_refiner, load_refiner
-from training.config import ModelSection, OptimSection, RefinerSection, StageSection, TrainConfigError
-from training.data.schema import NUM_ROUTE_POINTS, NUM_WAYPOINTS
-from training.lora import add_lora
+from automot.model import AutoMoTModel, build_model, get_config, load_pretrained
+from automot.model.config import PRESETS
+from automot.model.refiner import ActionRefiner, RefinerConfig, has_refiner, load_refiner
+from automot.training.config import ModelSection, OptimSection, RefinerSection, StageSection, TrainConfigError
+from automot.training.data.schema import NUM_ROUTE_POINTS, NUM_WAYPOINTS
+from automot.training.lora import add_lora
 
 _NEVER_TRAINED = ("action_io.velocity_head.", "action_io.route_head.query", "action_io.waypoints_head.query")
 

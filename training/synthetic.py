@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data.automot_format import DatasetWriter
-from training.data.geometry import world_to_ego
-from training.data.schema import CameraInfo, DatasetMeta
-from training.data.trajectory import PoseTrack, samples_from_track
+from automot.training.data.automot_format import DatasetWriter
+from automot.training.data.geometry import world_to_ego
+from automot.training.data.schema import CameraInfo, DatasetMeta
+from automot.training.data.trajectory import PoseTrack, samples_from_track
 
 CAMERA = "CAM_FRONT"
 
@@ -72,12 +72,16 @@ def write_synthetic_dataset(
     qa: bool = True,
 ) -> Path:
     """Write ``episodes`` synthetic episodes (10 Hz, a sample every ``every`` frames) and return the root."""
-    from training.data.schema import QAPair
+    from automot.training.data.schema import QAPair
 
     rng = np.random.default_rng(seed)
     cams = {CAMERA: CameraInfo(width, height, 90.0, CameraInfo.pinhole(width, height, 90.0))}
     meta = DatasetMeta(
-        rig="synthetic", cameras=cams, frame_rate_hz=10.0, image_format=image_format, source="training.synthetic"
+        rig="synthetic",
+        cameras=cams,
+        frame_rate_hz=10.0,
+        image_format=image_format,
+        source="automot.training.synthetic",
     )
     writer = DatasetWriter(root, meta, overwrite=True)
     for e in range(episodes):

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from model.refiner import apply_refiner
-from training.checkpoint import (
+from automot.model.refiner import apply_refiner
+from automot.training.checkpoint import (
     VAL_METRICS,
     Progress,
     load_rng,
@@ -30,15 +30,15 @@ from training.checkpoint import (
     save_model_dir,
     save_rng,
 )
-from training.config import StageSection, TrainConfig
-from training.data import load_episodes, split_episodes
-from training.data.torch_dataset import Collator, DrivingDataset, TrainBatch
-from training.distributed import DistInfo, barrier, init_distributed
-from training.lora import ADAPTER_FILE, load_lora_state, merge_lora
-from training.metrics import OpenLoopMetrics
-from training.objective import TrainingObjective
-from training.scalar_log import ScalarLogger
-from training.stages import (
+from automot.training.config import StageSection, TrainConfig
+from automot.training.data import load_episodes, split_episodes
+from automot.training.data.torch_dataset import Collator, DrivingDataset, TrainBatch
+from automot.training.distributed import DistInfo, barrier, init_distributed
+from automot.training.lora import ADAPTER_FILE, load_lora_state, merge_lora
+from automot.training.metrics import OpenLoopMetrics
+from automot.training.objective import TrainingObjective
+from automot.training.scalar_log import ScalarLogger
+from automot.training.stages import (
     build_optimizer,
     build_refiner,
     build_scheduler,

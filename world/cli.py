@@ -65,7 +65,7 @@ def _resolve(path: str) -> str:
 
 def _cmd_drive(args: argparse.Namespace) -> int:
     if args.list_routes:
-        from world.routes import list_routes, load_route
+        from automot.world.routes import list_routes, load_route
 
         for name in list_routes():
             print(f"{name:20s} {load_route(name).description}")
@@ -76,8 +76,8 @@ def _cmd_drive(args: argparse.Namespace) -> int:
 
 
 def _drive_embedded(args: argparse.Namespace) -> int:
-    from world.routes import UnknownRouteError
-    from world.runner import EXPERT_AGENT, AgentCrashed, run_route
+    from automot.world.routes import UnknownRouteError
+    from automot.world.runner import EXPERT_AGENT, AgentCrashed, run_route
 
     if not args.route:
         _err("--route is required for --world embedded (see --list-routes)")

@@ -22,9 +22,9 @@ import numpy as np
 from highway_env.vehicle.objects import Landmark
 from scipy.spatial import cKDTree
 
-from world.dynamics import ControlInput, steer_for_curvature, throttle_brake_for_accel
-from world.geometry import obb_corners, wrap_angle
-from world.sim import EmbeddedWorld
+from automot.world.dynamics import ControlInput, steer_for_curvature, throttle_brake_for_accel
+from automot.world.geometry import obb_corners, wrap_angle
+from automot.world.sim import EmbeddedWorld
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.contract import AutonomousAgent, Track, make_control
-from world.expert import ExpertDriver
-from world.provider import get_world
+from automot.agent.contract import AutonomousAgent, Track, make_control
+from automot.world.expert import ExpertDriver
+from automot.world.provider import get_world
 
 
 def get_entry_point() -> str:

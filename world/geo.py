@@ -64,14 +64,14 @@ def gps_to_location(lat: float, lon: float, lat_ref: float = 42.0, lon_ref: floa
 
 def road_option(name: str) -> Any:
     """RoadOption member of the agent contract for a name such as 'LANEFOLLOW'."""
-    from agent.contract import RoadOption
+    from automot.agent.contract import RoadOption
 
     return RoadOption[name]
 
 
 def make_transform(x: float, y: float, z: float = 0.0, yaw_deg: float = 0.0, pitch: float = 0.0, roll: float = 0.0):
     """Contract ``Transform`` (carla.Transform look-alike) from CARLA world values."""
-    from agent.contract import Location, Rotation, Transform
+    from automot.agent.contract import Location, Rotation, Transform
 
     return Transform(Location(x=float(x), y=float(y), z=float(z)), Rotation(pitch=pitch, yaw=float(yaw_deg), roll=roll))
 
@@ -90,7 +90,7 @@ def build_global_plan(
     lets ``AutonomousAgent.set_global_plan`` downsample it (50 m in Bench2Drive), so the runner passes
     ``sample_factor=None``.
     """
-    from agent.contract import downsample_route
+    from automot.agent.contract import downsample_route
 
     pts = np.asarray(points, dtype=np.float64)
     deltas = np.diff(pts[:, :2], axis=0)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from world.geometry import carla_matrix
-from world.render import Box
+from automot.world.geometry import carla_matrix
+from automot.world.render import Box
 
 
 @dataclass(frozen=True)

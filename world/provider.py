@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from world.sim import EmbeddedWorld
+    from automot.world.sim import EmbeddedWorld
 
 _world: EmbeddedWorld | None = None
 

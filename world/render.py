@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from world.geometry import carla_matrix, rigid_inverse
-from world.scene import StaticScene
+from automot.world.geometry import carla_matrix, rigid_inverse
+from automot.world.scene import StaticScene
 
 NEAR = 0.15  # m
 SHIFT = 2  # sub-pixel bits for cv2.fillConvexPoly

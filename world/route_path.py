@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from world.geometry import wrap_angle
-from world.routes import RouteLeg
+from automot.world.geometry import wrap_angle
+from automot.world.routes import RouteLeg
 
 LANE_CHANGE_OPTIONS = ("CHANGELANELEFT", "CHANGELANERIGHT")
 

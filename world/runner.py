@@ -20,13 +20,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from world.dynamics import read_control
-from world.geo import build_global_plan
-from world.provider import set_world
-from world.routes import RouteSpec, load_route
-from world.scoring import RouteScorer, build_results
-from world.sensors import SensorConfigurationInvalid, SensorSuite
-from world.sim import EmbeddedWorld
+from automot.world.dynamics import read_control
+from automot.world.geo import build_global_plan
+from automot.world.provider import set_world
+from automot.world.routes import RouteSpec, load_route
+from automot.world.scoring import RouteScorer, build_results
+from automot.world.sensors import SensorConfigurationInvalid, SensorSuite
+from automot.world.sim import EmbeddedWorld
 
 EXPERT_AGENT = str(Path(__file__).resolve().with_name("expert_agent.py"))
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from world.route_path import RoutePath
+from automot.world.route_path import RoutePath
 
 PENALTY = {
     "collisions_pedestrian": 0.5,

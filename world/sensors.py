@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from world.geo import location_to_gps
-from world.geometry import carla_matrix
-from world.lidar import LidarSensor
-from world.render import Box, CameraRenderer, CameraSpec
-from world.scene import StaticScene, build_static_scene
-from world.sim import EmbeddedWorld
+from automot.world.geo import location_to_gps
+from automot.world.geometry import carla_matrix
+from automot.world.lidar import LidarSensor
+from automot.world.render import Box, CameraRenderer, CameraSpec
+from automot.world.scene import StaticScene, build_static_scene
+from automot.world.sim import EmbeddedWorld
 
 CAMERA, LIDAR, RADAR = "sensor.camera.rgb", "sensor.lidar.ray_cast", "sensor.other.radar"
 GNSS, IMU, SPEEDOMETER, OPENDRIVE = (

@@ -21,10 +21,10 @@ from highway_env.vehicle.behavior import IDMVehicle
 from highway_env.vehicle.kinematics import Vehicle
 from highway_env.vehicle.objects import Landmark
 
-from world.dynamics import DEFAULT_PARAMS, ControlInput, VehicleParams, control_to_action
-from world.geometry import obb_corners, obb_overlap, wrap_angle
-from world.route_path import RoutePath, build_route_path
-from world.routes import RouteSpec
+from automot.world.dynamics import DEFAULT_PARAMS, ControlInput, VehicleParams, control_to_action
+from automot.world.geometry import obb_corners, obb_overlap, wrap_angle
+from automot.world.route_path import RoutePath, build_route_path
+from automot.world.routes import RouteSpec
 
 # IntersectionEnv overwrites these IDMVehicle class attributes process-wide; restore them for every new world so
 # routes stay independent of which routes ran before in the same process.

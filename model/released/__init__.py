@@ -6,18 +6,18 @@ snap = model.prefill(build_released_observation(model, frames, target_points, sp
 out = act_released(model, snap, bev_state(model, target_points, speed, feat))
 """
 
-from model.released.bev_config import BEVConfig, load_bev_config
-from model.released.bev_encoder import BEVEncoder
-from model.released.loader import (
+from automot.model.released.bev_config import BEVConfig, load_bev_config
+from automot.model.released.bev_encoder import BEVEncoder
+from automot.model.released.loader import (
     ReleasedParts,
     convert_released,
     expected_released_tensors,
     load_converted,
     load_released,
 )
-from model.released.numerics import apply_released_numerics, keep_rotary_fp32
-from model.released.prompt import act_released, bev_state, build_released_observation, released_decision_text
-from model.released.sensors import LidarAccumulator, bev_inputs, camera_array, lidar_histogram
+from automot.model.released.numerics import apply_released_numerics, keep_rotary_fp32
+from automot.model.released.prompt import act_released, bev_state, build_released_observation, released_decision_text
+from automot.model.released.sensors import LidarAccumulator, bev_inputs, camera_array, lidar_histogram
 
 __all__ = [
     "BEVConfig",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model.config import ConfigError
+from automot.model.config import ConfigError
 
 
 @dataclass

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.released.bev_config import BEVConfig
-from model.released.regnet import make_branch
+from automot.model.released.bev_config import BEVConfig
+from automot.model.released.regnet import make_branch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

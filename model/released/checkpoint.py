@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from model.understanding import PretrainedLoadError
+from automot.model.understanding import PretrainedLoadError
 
 TIED_HEAD = "language_model.lm_head.weight"
 EMBED = "language_model.model.embed_tokens.weight"

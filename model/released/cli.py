@@ -41,11 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _expected(args: argparse.Namespace) -> dict:
-    from model.config import get_config
-    from model.released.bev_config import load_bev_config
-    from model.released.checkpoint import is_optional
-    from model.released.hf_config import read_released_folder, released_model_config
-    from model.released.loader import expected_released_tensors
+    from automot.model.config import get_config
+    from automot.model.released.bev_config import load_bev_config
+    from automot.model.released.checkpoint import is_optional
+    from automot.model.released.hf_config import read_released_folder, released_model_config
+    from automot.model.released.loader import expected_released_tensors
 
     if args.from_automot:
         folder = read_released_folder(args.from_automot)
@@ -58,8 +58,8 @@ def _expected(args: argparse.Namespace) -> dict:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from model.config import ConfigError
-    from model.understanding import PretrainedLoadError
+    from automot.model.config import ConfigError
+    from automot.model.understanding import PretrainedLoadError
 
     try:
         if args.expected_keys:
@@ -71,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
                 "automot convert: --from-automot DIR and --out DIR are required (or --expected-keys)", file=sys.stderr
             )
             return 2
-        from model.released.loader import convert_released
+        from automot.model.released.loader import convert_released
 
         out = convert_released(
             args.from_automot,

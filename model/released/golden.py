@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.automot import AutoMoTModel
-from model.released.prompt import build_released_observation
-from model.types import ActionState, Observation
+from automot.model.automot import AutoMoTModel
+from automot.model.released.prompt import build_released_observation
+from automot.model.types import ActionState, Observation
 
 # Array names of a golden frame (the dump script writes exactly these).
 FIELDS = {

@@ -15,8 +15,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model.config import AutoMoTConfig, ConfigError, get_config
-from model.released.bev_config import BEVConfig, load_bev_config
+from automot.model.config import AutoMoTConfig, ConfigError, get_config
+from automot.model.released.bev_config import BEVConfig, load_bev_config
 
 TOKEN_ID_KEYS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
 TEXT_KEYS = (

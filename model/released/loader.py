@@ -17,13 +17,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from model.automot import AutoMoTModel
-from model.config import AutoMoTConfig, ConfigError
-from model.factory import attach_processors, resolve_dtype
-from model.masks import action_group_ids
-from model.released.bev_config import BEVConfig, load_bev_config
-from model.released.bev_encoder import BEVEncoder
-from model.released.checkpoint import (
+from automot.model.automot import AutoMoTModel
+from automot.model.config import AutoMoTConfig, ConfigError
+from automot.model.factory import attach_processors, resolve_dtype
+from automot.model.masks import action_group_ids
+from automot.model.released.bev_config import BEVConfig, load_bev_config
+from automot.model.released.bev_encoder import BEVEncoder
+from automot.model.released.checkpoint import (
     EMBED,
     TIED_HEAD,
     TensorInfo,
@@ -35,16 +35,16 @@ from model.released.checkpoint import (
     resolve_weight_files,
     write_safetensors_streaming,
 )
-from model.released.hf_config import (
+from automot.model.released.hf_config import (
     ReleasedFolder,
     check_bev_against_preset,
     read_released_folder,
     released_model_config,
 )
-from model.released.numerics import keep_rotary_fp32
-from model.released_names import to_released_name
-from model.rope import mrope_axis_map
-from model.understanding import PretrainedLoadError
+from automot.model.released.numerics import keep_rotary_fp32
+from automot.model.released_names import to_released_name
+from automot.model.rope import mrope_axis_map
+from automot.model.understanding import PretrainedLoadError
 
 BEV_PREFIX = "bev_encoder."
 BEV_WEIGHTS = "bev_encoder.safetensors"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model.rope import keep_rotary_fp32  # noqa: F401  (re-exported; lives in the core)
+from automot.model.rope import keep_rotary_fp32  # noqa: F401  (re-exported; lives in the core)
 
 
 def _round_input_to_bf16(module: nn.Module, args: tuple) -> tuple:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from model.automot import AutoMoTModel
-from model.types import ActionOutput, ActionState, KVSnapshot, Observation
+from automot.model.automot import AutoMoTModel
+from automot.model.types import ActionOutput, ActionState, KVSnapshot, Observation
 
 
 def system_prefix(system: str) -> str:

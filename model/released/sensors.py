@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from model.released.bev_config import BEVConfig
+from automot.model.released.bev_config import BEVConfig
 
 
 def normalize_angle(x: float) -> float:

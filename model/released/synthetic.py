@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from model.automot import AutoMoTModel
-from model.config import (
+from automot.model.automot import AutoMoTModel
+from automot.model.config import (
     ActionExpertConfig,
     AutoMoTConfig,
     PromptConfig,
@@ -27,9 +27,9 @@ from model.config import (
     _qwen3_text,
     _qwen3_vision,
 )
-from model.released.bev_config import BEVConfig
-from model.released.bev_encoder import BEVEncoder
-from model.released_names import to_released_name
+from automot.model.released.bev_config import BEVConfig
+from automot.model.released.bev_encoder import BEVEncoder
+from automot.model.released_names import to_released_name
 
 
 def tiny_bev_config() -> BEVConfig:
@@ -151,8 +151,8 @@ def write_released_folder(model: AutoMoTModel, bev: BEVEncoder, out_dir: str | P
 
 def build_tiny_released(seed: int = 0) -> tuple[AutoMoTModel, BEVEncoder]:
     """Random tiny model + BEV encoder in the released layout (fp32, eval), with the builtin tokenizer attached."""
-    from model.factory import build_model
-    from model.prompting import builtin_tokenizer, make_image_processor
+    from automot.model.factory import build_model
+    from automot.model.prompting import builtin_tokenizer, make_image_processor
 
     cfg = tiny_released_config()
     model = build_model(cfg, seed=seed)

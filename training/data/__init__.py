@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.data.schema import DatasetError, Episode
+from automot.training.data.schema import DatasetError, Episode
 
 
 def load_episodes(
@@ -16,15 +16,15 @@ def load_episodes(
         if not Path(root).exists():
             raise DatasetError(f"{root}: dataset directory not found")
         if fmt == "automot":
-            from training.data.automot_format import read_dataset
+            from automot.training.data.automot_format import read_dataset
 
             episodes += read_dataset(root, camera)
         elif fmt == "bench2drive":
-            from training.data.bench2drive import read_b2d
+            from automot.training.data.bench2drive import read_b2d
 
             episodes += read_b2d(root, camera, frame_rate_hz)
         elif fmt == "pdm_lite":
-            from training.data.pdm_lite import read_pdm_lite, read_sample_list
+            from automot.training.data.pdm_lite import read_pdm_lite, read_sample_list
 
             if sample_list:
                 episodes += read_sample_list(sample_list, root, frame_rate_hz)

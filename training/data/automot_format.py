@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data.schema import DatasetError, DatasetMeta, Episode, SampleRecord
+from automot.training.data.schema import DatasetError, DatasetMeta, Episode, SampleRecord
 
 META = "meta.json"
 SAMPLES = "samples.jsonl"

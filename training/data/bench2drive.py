@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data.schema import DatasetError, Episode
-from training.data.trajectory import PoseTrack, samples_from_track
+from automot.training.data.schema import DatasetError, Episode
+from automot.training.data.trajectory import PoseTrack, samples_from_track
 
 B2D_FRAME_RATE_HZ = 10.0  # (unverified)
 B2D_DEFAULT_CAMERA = "rgb_front"

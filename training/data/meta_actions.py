@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.data.schema import NUM_DECISION_SLOTS
+from automot.training.data.schema import NUM_DECISION_SLOTS
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data.bench2drive import _field, _load_json_gz
-from training.data.schema import DatasetError, Episode
-from training.data.trajectory import PoseTrack, samples_from_track
+from automot.training.data.bench2drive import _field, _load_json_gz
+from automot.training.data.schema import DatasetError, Episode
+from automot.training.data.trajectory import PoseTrack, samples_from_track
 
 PDM_FRAME_RATE_HZ = 4.0  # (unverified)
 

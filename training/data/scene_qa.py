@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from training.data.schema import QAPair
+from automot.training.data.schema import QAPair
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from model.prompting import PromptBuilder, collate_observations
-from model.types import ActionState, Observation
-from training.data.schema import Episode
+from automot.model.prompting import PromptBuilder, collate_observations
+from automot.model.types import ActionState, Observation
+from automot.training.data.schema import Episode
 
 IGNORE_INDEX = -100
 
