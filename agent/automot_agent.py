@@ -34,7 +34,6 @@ from automot.agent.geometry import (
     compass_to_yaw,
     gps_to_local,
     solve_georeference,
-    world_to_ego,
 )
 from automot.agent.inputs import FrameHistory, InputError, describe, parse_input_data
 from automot.agent.recorder import Recorder, TickRecord
@@ -43,6 +42,7 @@ from automot.agent.route_planner import RoutePlanner
 from automot.agent.runtime_factory import build_runtime, check_runtime
 from automot.agent.scene_inputs import SceneInputBuilder, default_bev_config
 from automot.agent.state_estimation import Control, StateEstimator, build_estimator
+from automot.geometry import world_to_ego
 from automot.runtime.types import DrivingObservation, DrivingState, RuntimeOutput
 
 # Fixed name: this file is imported as ``automot_agent`` by the evaluator and as ``agent.automot_agent`` by tests.

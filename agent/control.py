@@ -14,6 +14,8 @@ from typing import Protocol
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 
+from automot.geometry import wrap_angle_left_closed
+
 
 @dataclass
 class LateralConfig:
@@ -196,11 +198,9 @@ class LateralController:
         samples = resample_path(path, self.config.resample_step)
         idx = self.lookahead_index(speed, len(samples))
         target = samples[idx]
-        # Wrapped to [-pi, pi) with the released LateralPIDController's arithmetic (nav_planner.py), so the
-        # result is bit-identical to it (atan2 is in (-pi, pi]; only exactly pi moves to -pi).
-        heading_error = float(np.arctan2(target[1], target[0])) % (2.0 * math.pi)
-        if heading_error >= math.pi:
-            heading_error -= 2.0 * math.pi
+        # Wrapped to [-pi, pi), not (-pi, pi], with the released LateralPIDController's arithmetic (nav_planner.py),
+        # so the result is bit-identical to it (atan2 is in (-pi, pi]; only exactly pi moves to -pi).
+        heading_error = wrap_angle_left_closed(float(np.arctan2(target[1], target[0])))
         error = heading_error * 180.0 / math.pi / 90.0  # a 90 degree error is 1 (released operation order)
         integral, derivative = self._pid.push(error)
         pid = self._pid

@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from automot.agent.control import ControlCommand, EscapeConfig
-from automot.agent.geometry import wrap_angle
+from automot.geometry import wrap_angle
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
-"""GNSS <-> CARLA metres, compass -> yaw, and world -> ego transforms (pure numpy/scipy).
+"""GNSS <-> CARLA metres and compass -> yaw for the agent (pure numpy/scipy).
 
 Conventions (leaderboard-interface.md §4, §11; automot-checkpoint-spec.md §5.2): CARLA's world frame is
-left-handed with x east, y south, z up; yaw is clockwise seen from above. The ego frame has x forward and y to
-the right, so a point on the right has positive y and needs positive (rightward) steer.
+left-handed with x east, y south, z up; yaw is clockwise seen from above. Angle wrapping and the world <-> ego
+transforms (x forward, y right) live in ``automot.geometry``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 from scipy.optimize import fsolve
+
+from automot.geometry import wrap_angle
 
 EARTH_RADIUS_M = 6378137.0  # spherical Mercator radius used by the leaderboard (leaderboard-interface.md §11)
 DEFAULT_LAT_REF = 42.0  # OpenDRIVE geoReference default (leaderboard-interface.md §11)
@@ -85,46 +87,9 @@ def compass_to_yaw(compass: float, fallback: float = 0.0) -> float:
 
     The IMU reports NaN on some frames. The released agent replaces NaN by 0 (north); here NaN is replaced by
     ``fallback`` (callers pass the last valid compass, or 0 for the released behaviour), and by 0 when that is
-    not finite either. The wrap uses the released ``normalize_angle`` arithmetic (automot_utils.py).
+    not finite either. ``wrap_angle`` uses the released ``normalize_angle`` arithmetic (automot_utils.py).
     """
     value = float(compass)
     if not math.isfinite(value):
         value = float(fallback) if math.isfinite(fallback) else 0.0
-    return normalize_angle(value - math.pi / 2.0)
-
-
-def normalize_angle(angle: float) -> float:
-    """Wrap radians to (-pi, pi] exactly as the released ``automot_utils.normalize_angle`` (x mod 2 pi, minus
-    2 pi above pi), so compass and UKF residual values are bit-identical to the released agent's."""
-    value = float(angle) % (2.0 * math.pi)
-    if value > math.pi:
-        value -= 2.0 * math.pi
-    return value
-
-
-def wrap_angle(angle: float | np.ndarray) -> float | np.ndarray:
-    """Wrap radians to [-pi, pi) (vectorised; for differences where the boundary does not matter)."""
-    return (angle + math.pi) % (2.0 * math.pi) - math.pi
-
-
-def rotation_2d(yaw: float) -> np.ndarray:
-    """R(yaw) = [[cos, -sin], [sin, cos]]: ego axes expressed in the world frame (columns)."""
-    c, s = math.cos(yaw), math.sin(yaw)
-    return np.array([[c, -s], [s, c]], dtype=np.float64)
-
-
-def world_to_ego(points: np.ndarray, ego_xy: np.ndarray, yaw: float) -> np.ndarray:
-    """World (N, 2) -> ego frame (x forward, y right): p_ego = R(yaw)^T (p - ego)."""
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    return (pts - np.asarray(ego_xy, dtype=np.float64).reshape(1, 2)) @ rotation_2d(yaw)
-
-
-def ego_to_world(points: np.ndarray, ego_xy: np.ndarray, yaw: float) -> np.ndarray:
-    """Ego frame (N, 2) -> world: p = R(yaw) p_ego + ego."""
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    return pts @ rotation_2d(yaw).T + np.asarray(ego_xy, dtype=np.float64).reshape(1, 2)
-
-
-def heading_vector(yaw: float) -> np.ndarray:
-    """Unit forward vector in the world frame."""
-    return np.array([math.cos(yaw), math.sin(yaw)], dtype=np.float64)
+    return wrap_angle(value - math.pi / 2.0)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from automot.agent.contract import road_option_value
-from automot.agent.geometry import heading_vector
+from automot.geometry import heading_vector
 
 _LANE_CHANGE_OPTIONS = (5, 6)  # RoadOption.CHANGELANELEFT / CHANGELANERIGHT
 _LANE_FOLLOW = 4  # RoadOption.LANEFOLLOW

@@ -15,7 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
-from automot.agent.geometry import compass_to_yaw, normalize_angle
+from automot.agent.geometry import compass_to_yaw
+from automot.geometry import wrap_angle
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def bicycle_step(state: np.ndarray, dt: float, control: Control, cfg: UkfConfig)
 def state_residual(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a - b with the yaw difference wrapped to (-pi, pi] by the released arithmetic (ukf_utils.py)."""
     diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    diff[YAW] = normalize_angle(diff[YAW])
+    diff[YAW] = wrap_angle(diff[YAW])
     return diff
 
 
@@ -205,7 +206,7 @@ class UkfEstimator:
         yaw = float(yaw)
         # The released agent wraps the (already wrapped) compass once more for the filter; repeated here because
         # the second wrap can change the last bit of negative angles.
-        z = np.array([pos[0], pos[1], normalize_angle(yaw) if math.isfinite(yaw) else yaw, float(speed)])
+        z = np.array([pos[0], pos[1], wrap_angle(yaw) if math.isfinite(yaw) else yaw, float(speed)])
         if not self.initialized:
             self._initialise(z)
         if not self._step(z, tuple(float(c) for c in control)):
@@ -217,7 +218,7 @@ class UkfEstimator:
         # and only when it left (-pi, pi], so in-range values keep their exact bits.
         heading = float(x[YAW])
         if not -math.pi < heading <= math.pi:
-            heading = normalize_angle(heading)
+            heading = wrap_angle(heading)
         return EgoState(x[:2].copy(), heading, float(x[3]))
 
 

@@ -1,11 +1,11 @@
-"""Meta-action derivation from future trajectories, and the ego-frame geometry helpers behind the targets."""
+"""Meta-action derivation from future trajectories, and the path helpers behind the targets."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from automot.training.data.geometry import build_path, ego_to_world, resample_polyline, world_to_ego
+from automot.training.data.geometry import build_path, resample_polyline
 from automot.training.data.meta_actions import MetaActionThresholds, derive_meta_actions
 
 RATE = 10.0
@@ -71,14 +71,7 @@ def test_thresholds_are_configurable_and_short_recordings_repeat():
     assert derive_meta_actions(short, xy, yaw, np.zeros_like(short)) == ["stop", "stop", "stop"]
 
 
-def test_geometry_helpers():
-    ego, yaw = np.array([10.0, -4.0]), 0.7
-    pts = np.array([[12.0, 1.0], [-3.0, 8.0]])
-    np.testing.assert_allclose(ego_to_world(world_to_ego(pts, ego, yaw), ego, yaw), pts, atol=1e-12)
-    ahead = ego + 5.0 * np.array([np.cos(yaw), np.sin(yaw)])
-    np.testing.assert_allclose(world_to_ego(ahead, ego, yaw), [[5.0, 0.0]], atol=1e-12)
-    right = ego + 2.0 * np.array([-np.sin(yaw), np.cos(yaw)])  # +90 degrees of yaw is the vehicle's right
-    np.testing.assert_allclose(world_to_ego(right, ego, yaw), [[0.0, 2.0]], atol=1e-12)
+def test_path_geometry_helpers():  # world <-> ego transforms: test_geometry.py
     res = resample_polyline(np.array([[0.0, 0.0], [3.0, 0.0], [3.0, 4.0]]), 1.0, 10)
     np.testing.assert_allclose(np.linalg.norm(np.diff(res, axis=0), axis=1)[:6], 1.0, atol=1e-9)
     np.testing.assert_allclose(res[-1], [3.0, 7.0])  # extended along the last segment past the end

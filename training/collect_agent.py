@@ -26,8 +26,8 @@ import numpy as np
 from automot.agent.contract import road_option_value, transform_xy
 from automot.agent.rigs import CAMERA, SPEEDOMETER, get_rig
 from automot.agent.route_planner import RoutePlanner
+from automot.geometry import world_to_ego
 from automot.training.data.automot_format import DatasetWriter, EpisodeWriter, read_meta
-from automot.training.data.geometry import world_to_ego
 from automot.training.data.scene_qa import SceneObject, scene_qa
 from automot.training.data.schema import NUM_ROUTE_POINTS, PATH_SPACING
 from automot.training.data.trajectory import PoseTrack, sample_at

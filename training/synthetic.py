@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from automot.geometry import world_to_ego
 from automot.training.data.automot_format import DatasetWriter
-from automot.training.data.geometry import world_to_ego
 from automot.training.data.schema import CameraInfo, DatasetMeta
 from automot.training.data.trajectory import PoseTrack, samples_from_track
 

@@ -22,8 +22,9 @@ import numpy as np
 from highway_env.vehicle.objects import Landmark
 from scipy.spatial import cKDTree
 
+from automot.geometry import wrap_angle
 from automot.world.dynamics import ControlInput, steer_for_curvature, throttle_brake_for_accel
-from automot.world.geometry import obb_corners, wrap_angle
+from automot.world.geometry import obb_corners
 from automot.world.sim import EmbeddedWorld
 
 

@@ -1,7 +1,8 @@
-"""Small geometry helpers shared by the embedded world (CARLA conventions, numpy only).
+"""CARLA transform matrices and oriented-box footprints for the embedded world (CARLA conventions, numpy only).
 
 Frames follow CARLA/Unreal: x forward, y right, z up (left-handed); yaw rotates x towards y, pitch lifts the nose,
-angles in degrees at the API boundary and radians inside.
+angles in degrees at the API boundary and radians inside. Angle wrapping and the planar world <-> ego transforms
+live in ``automot.geometry``.
 """
 
 from __future__ import annotations
@@ -9,11 +10,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-
-def wrap_angle(angle: float | np.ndarray) -> float | np.ndarray:
-    """Wrap radians to [-pi, pi) (floats stay floats, arrays stay arrays)."""
-    return (angle + math.pi) % (2 * math.pi) - math.pi
 
 
 def carla_matrix(x: float, y: float, z: float, roll: float, pitch: float, yaw: float) -> np.ndarray:

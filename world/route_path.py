@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from automot.world.geometry import wrap_angle
+from automot.geometry import wrap_angle
 from automot.world.routes import RouteLeg
 
 LANE_CHANGE_OPTIONS = ("CHANGELANELEFT", "CHANGELANERIGHT")

@@ -21,8 +21,9 @@ from highway_env.vehicle.behavior import IDMVehicle
 from highway_env.vehicle.kinematics import Vehicle
 from highway_env.vehicle.objects import Landmark
 
+from automot.geometry import wrap_angle
 from automot.world.dynamics import DEFAULT_PARAMS, ControlInput, VehicleParams, control_to_action
-from automot.world.geometry import obb_corners, obb_overlap, wrap_angle
+from automot.world.geometry import obb_corners, obb_overlap
 from automot.world.route_path import RoutePath, build_route_path
 from automot.world.routes import RouteSpec
 

@@ -17,13 +17,8 @@ import cv2
 import numpy as np
 import torch
 
+from automot.geometry import wrap_angle
 from automot.model.released.bev_config import BEVConfig
-
-
-def normalize_angle(x: float) -> float:
-    """Wrap to [-pi, pi] the way the released code does (x mod 2pi, minus 2pi above pi)."""
-    x = x % (2 * np.pi)
-    return x - 2 * np.pi if x > np.pi else x
 
 
 def _yaw_matrix(yaw: float) -> np.ndarray:
@@ -72,7 +67,7 @@ def align_lidar(
     x0, y0, yaw0 = pose_prev
     x1, y1, yaw1 = pose_now
     delta = _yaw_matrix(yaw1).T @ np.array([x1 - x0, y1 - y0, 0.0])
-    rot = _yaw_matrix(normalize_angle(yaw1 - yaw0))
+    rot = _yaw_matrix(wrap_angle(yaw1 - yaw0))  # released normalize_angle arithmetic
     return (rot.T @ (np.asarray(points, dtype=np.float64) - delta).T).T
 
 

@@ -1,31 +1,11 @@
-"""Ego-frame geometry for building targets from recorded poses.
+"""Ego-frame path targets from recorded poses: time interpolation, arc-length resampling, the supervised path.
 
-World frames here are CARLA-like: yaw in radians turns +x toward +y. The ego frame has x forward and y to the
-right, which is what you get by rotating world offsets by -yaw in that same handedness.
+Frames and the world -> ego transform (x forward, y right) are ``automot.geometry``'s.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-
-def wrap_angle(angle: np.ndarray | float) -> np.ndarray | float:
-    """Wrap to [-pi, pi)."""
-    return (np.asarray(angle) + np.pi) % (2.0 * np.pi) - np.pi
-
-
-def world_to_ego(points: np.ndarray, ego_xy: np.ndarray, ego_yaw: float) -> np.ndarray:
-    """(N, 2) world points -> ego frame (x forward, y right)."""
-    d = np.asarray(points, dtype=np.float64).reshape(-1, 2) - np.asarray(ego_xy, dtype=np.float64).reshape(1, 2)
-    c, s = np.cos(ego_yaw), np.sin(ego_yaw)
-    return np.stack([c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1]], axis=1)
-
-
-def ego_to_world(points: np.ndarray, ego_xy: np.ndarray, ego_yaw: float) -> np.ndarray:
-    """Inverse of ``world_to_ego``."""
-    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    c, s = np.cos(ego_yaw), np.sin(ego_yaw)
-    return np.stack([c * p[:, 0] - s * p[:, 1], s * p[:, 0] + c * p[:, 1]], axis=1) + np.asarray(ego_xy).reshape(1, 2)
 
 
 def interpolate_in_time(times: np.ndarray, points: np.ndarray, query: np.ndarray) -> np.ndarray | None:

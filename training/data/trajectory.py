@@ -12,9 +12,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from automot.training.data.geometry import build_path, interpolate_in_time, world_to_ego, wrap_angle
+from automot.geometry import world_to_ego, wrap_angle
+from automot.training.data.geometry import build_path, interpolate_in_time
 from automot.training.data.meta_actions import MetaActionThresholds, derive_meta_actions
-from automot.training.data.schema import NUM_ROUTE_POINTS, NUM_WAYPOINTS, PATH_SPACING, WAYPOINT_DT, QAPair, SampleRecord
+from automot.training.data.schema import (
+    NUM_ROUTE_POINTS,
+    NUM_WAYPOINTS,
+    PATH_SPACING,
+    WAYPOINT_DT,
+    QAPair,
+    SampleRecord,
+)
 
 HISTORY_S = (0.75, 0.5, 0.25)
 PATH_LOOKAHEAD_S = 8.0  # driven future used for the path (long enough for 20 m at urban speeds)
