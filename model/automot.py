@@ -9,8 +9,6 @@ Verbs read like the algorithm:
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import torch
 from torch import nn
@@ -310,9 +308,6 @@ class AutoMoTModel(nn.Module):
     @staticmethod
     def build_state(target_points: np.ndarray, speed: float, scene: np.ndarray | None = None) -> ActionState:
         return build_state(target_points, speed, scene)
-
-    def with_config(self, **changes) -> AutoMoTConfig:
-        return dataclasses.replace(self.config, **changes)
 
 
 class FastStep(nn.Module):

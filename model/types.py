@@ -63,10 +63,6 @@ class KVSnapshot:
     def length(self) -> int:
         return int(self.keys.shape[3])
 
-    @property
-    def num_valid(self) -> int:
-        return int(self.pad_mask.sum(-1).max())
-
     def padded(self, capacity: int) -> KVSnapshot:
         """Copy padded on the sequence axis to a fixed capacity (zeros, pad_mask False)."""
         s = self.length

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from automot.model.config import ConfigError, UnderstandingConfig
+from automot.model.config import UnderstandingConfig
 from automot.model.mot import HeadLayout
 from automot.model.rope import mrope_axis_map
 from automot.model.types import Observation
@@ -153,7 +153,3 @@ class UnderstandingExpert(nn.Module):
             pos = (obs.attention_mask.long().cumsum(-1) - 1).clamp(min=0)
             position_ids = pos[None].expand(3, -1, -1)
         return PrefixInputs(embeds, position_ids, valid, visual_mask, deepstack)
-
-    def check_architecture(self) -> None:
-        if not hasattr(self.vlm, "model") or not hasattr(self.vlm.model, "language_model"):
-            raise ConfigError(f"understanding: {type(self.vlm).__name__} is not a supported Qwen-VL model")

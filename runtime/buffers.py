@@ -119,11 +119,6 @@ class DoubleBufferedKV:
         """Version of the front snapshot (0 = nothing published)."""
         return self._version
 
-    @property
-    def front_meta(self) -> SnapshotMeta | None:
-        with self._cond:
-            return None if self._front is None else self.slots[self._front].meta
-
     @contextmanager
     def read(self) -> Iterator[SnapshotView | None]:
         """Pin the front slot for the body of the ``with``; yields None if nothing was published yet."""
@@ -174,11 +169,6 @@ class DoubleBufferedKV:
                 self._cond.notify_all()
         finally:
             self._writer.release()
-
-    def wait_for_version(self, min_version: int, timeout: float | None) -> bool:
-        """Block until a snapshot with version >= min_version is front (True) or the timeout passes (False)."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._version >= min_version, timeout=timeout)
 
     def notify(self) -> None:
         """Wake every waiter (used when the runtime fails or closes, so nobody waits for a version that never comes)."""

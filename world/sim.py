@@ -276,10 +276,6 @@ class EmbeddedWorld:
             height=1.5 if is_vehicle else 1.0,
         )
 
-    def vehicle_objects(self) -> list[Vehicle]:
-        """The raw highway-env traffic vehicles (privileged access for the expert)."""
-        return [v for v in self.road.vehicles if v is not self.ego]
-
     def contacts(self) -> list[Actor]:
         """Actors whose footprint overlaps the ego's right now."""
         ego_box = obb_corners(
