@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from automot.model.action_expert import ActionExpertLayer, ActionIO, RMSNorm
-from automot.model.config import AutoMoTConfig
+from automot.model.config import NUM_STATE_TOKENS, AutoMoTConfig
 from automot.model.masks import action_group_ids, joint_action_rows, prefix_mask
 from automot.model.mot import HeadLayout, fold_group_mask, mot_layer
 from automot.model.prompting import PromptBuilder, build_state
@@ -109,7 +109,7 @@ class AutoMoTModel(nn.Module):
     def _heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         t = self.config.tokens
         io = self.action_io
-        start = t.num_scene_tokens + 3
+        start = t.num_scene_tokens + NUM_STATE_TOKENS  # decision tokens follow scene and state
         dec = h[:, start : start + t.num_decision_tokens]
         start += t.num_decision_tokens
         route = h[:, start : start + t.num_route_points]

@@ -16,6 +16,11 @@ import yaml
 
 SUPPORTED_FAMILIES = ("qwen3_vl", "qwen2_5_vl")
 
+# Action-token layout (the packed order of the action expert's input, and of its attention groups):
+#   [scene tokens][state: target point 1, target point 2, speed][decision][route points][waypoints]
+# The state group is always these 3 tokens (2 target points + 1 speed).
+NUM_STATE_TOKENS = 3
+
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or of the wrong type (the message names the field)."""
@@ -128,7 +133,7 @@ class AutoMoTConfig:
     @property
     def num_action_tokens(self) -> int:
         t = self.tokens
-        return t.num_scene_tokens + 3 + t.num_decision_tokens + t.num_route_points + t.num_waypoints
+        return t.num_scene_tokens + NUM_STATE_TOKENS + t.num_decision_tokens + t.num_route_points + t.num_waypoints
 
     # --- serialisation ---
     def to_dict(self) -> dict:

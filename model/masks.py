@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from automot.model.config import NUM_STATE_TOKENS
+
 
 def prefix_mask(
     valid: torch.Tensor,
@@ -37,8 +39,9 @@ def prefix_mask(
 
 
 def action_group_ids(num_scene: int, num_decision: int, num_route: int, num_waypoints: int) -> torch.Tensor:
-    """Block index of every action token: scene 0, state 1, decision 2, route 3, waypoints 4."""
-    sizes = [num_scene, 3, num_decision, num_route, num_waypoints]
+    """Block index of every action token: scene 0, state 1 (NUM_STATE_TOKENS tokens), decision 2, route 3,
+    waypoints 4."""
+    sizes = [num_scene, NUM_STATE_TOKENS, num_decision, num_route, num_waypoints]
     return torch.cat([torch.full((n,), g, dtype=torch.long) for g, n in enumerate(sizes)])
 
 
