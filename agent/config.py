@@ -1,27 +1,34 @@
 """Typed agent configuration loaded from YAML.
 
-The YAML mirrors ``AgentConfig`` section by section. Loading is strict: an unknown field, a wrong type or an
-out-of-range value produces one ``ConfigError`` listing every problem by its dotted field path, e.g.
-``runtime.mode: expected one of 'async', 'sync', 'blocking', got 'fast' (str)``.
+The YAML mirrors ``AgentConfig`` section by section. Loading is strict (``automot.config``): an unknown field,
+a wrong type or an out-of-range value produces one ``automot.errors.ConfigError`` listing every problem by its
+dotted field path, e.g. ``runtime.mode: expected one of 'async', 'sync', 'blocking', got 'fast' (str)``; its
+``problems`` attribute holds one message per offending field.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from automot import config as typed_config
 from automot.agent.control import ControlConfig
 from automot.agent.rigs import RIGS
 from automot.agent.route_planner import RoutePlannerConfig
 from automot.agent.state_estimation import UkfConfig
+from automot.config import describe_value
+from automot.errors import ConfigError
+
+__all__ = [
+    "AgentConfig",
+    "ConfigError",
+    "agent_config_from_dict",
+    "config_to_dict",
+    "load_agent_config",
+    "save_agent_config",
+]
 
 
 @dataclass
@@ -113,125 +120,13 @@ class AgentConfig:
     strict: bool = False  # True: run_step re-raises instead of braking (debugging only)
 
 
-class ConfigError(ValueError):
-    """Invalid agent configuration; ``problems`` lists one message per offending field."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.source, self.problems = source, list(problems)
-        super().__init__(f"invalid agent config {source}:\n  " + "\n  ".join(self.problems))
-
-
-_MISSING = object()
-
-
-def _type_name(tp: Any) -> str:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        return f"a mapping ({tp.__name__} section)"
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
-    if origin is list:
-        return f"a list of {_type_name(args[0])}"
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {_type_name(args[0])}"
-        return "a list [" + ", ".join(_type_name(a) for a in args) + "]"
-    if origin is dict:
-        return "a mapping"
-    if tp is float:
-        return "a number"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _got(value: Any) -> str:
-    text = repr(value)
-    return f"{text[:60] + '...' if len(text) > 60 else text} ({type(value).__name__})"
-
-
-def _convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    bad = f"{path}: expected {_type_name(tp)}, got {_got(value)}"
-    if tp is Any:
-        return value
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path, problems)
-    if origin in (typing.Union, types.UnionType):
-        if value is None:
-            if type(None) in args:
-                return None
-            problems.append(bad)
-            return _MISSING
-        for option in (a for a in args if a is not type(None)):
-            sub: list[str] = []
-            result = _convert(value, option, path, sub)
-            if not sub:
-                return result
-        problems.append(bad)
-        return _MISSING
-    if origin is Literal:
-        # `type(value) is type(a)` keeps True from matching 1 and 1 from matching 1.0.
-        if any(value == a and type(value) is type(a) for a in args):
-            return value
-    elif tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    elif origin in (list, tuple):
-        if isinstance(value, (list, tuple)):
-            homogeneous = origin is list or (len(args) == 2 and args[1] is Ellipsis)
-            if homogeneous or len(value) == len(args):
-                item_types = [args[0]] * len(value) if homogeneous else list(args)
-                items = [_convert(v, t, f"{path}[{i}]", problems) for i, (v, t) in enumerate(zip(value, item_types))]
-                return items if origin is list else tuple(items)
-    elif origin is dict:
-        if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
-            return {k: _convert(v, args[1], f"{path}.{k}", problems) for k, v in value.items()}
-    else:
-        raise TypeError(f"unsupported config type {tp!r} at {path}")
-    problems.append(bad)
-    return _MISSING
-
-
-def _build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
-    """Instantiate dataclass ``cls`` from a mapping, collecting problems instead of stopping at the first."""
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        problems.append(f"{path or '<root>'}: expected {_type_name(cls)}, got {_got(data)}")
-        return cls()
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        where = f"{path}.{key}" if path else str(key)
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(names)})"
-            problems.append(f"{where}: unknown field{hint}")
-            continue
-        converted = _convert(value, hints[key], where, problems)
-        if converted is not _MISSING:
-            kwargs[key] = converted
-    return cls(**kwargs)
-
-
 def _check_ranges(cfg: AgentConfig) -> list[str]:
     """Value checks the type system cannot express."""
     problems = []
 
     def need(ok: bool, path: str, rule: str, value: Any) -> None:
         if not ok:
-            problems.append(f"{path}: must be {rule}, got {_got(value)}")
+            problems.append(f"{path}: must be {rule}, got {describe_value(value)}")
 
     need(cfg.rig in RIGS, "rig", "one of " + ", ".join(repr(r) for r in RIGS), cfg.rig)
     if cfg.image_size is not None:
@@ -291,12 +186,14 @@ def _check_ukf(ukf: UkfConfig) -> list[str]:
     for name in ("p0", "r", "q"):
         values = getattr(ukf, name)
         if len(values) != 4 or not all(v > 0 for v in values):
-            problems.append(f"ukf.{name}: must be 4 positive variances [x, y, yaw, speed], got {_got(values)}")
+            problems.append(
+                f"ukf.{name}: must be 4 positive variances [x, y, yaw, speed], got {describe_value(values)}"
+            )
     for name in ("dt", "alpha", "rear_wb"):
         if not getattr(ukf, name) > 0:
-            problems.append(f"ukf.{name}: must be > 0, got {_got(getattr(ukf, name))}")
+            problems.append(f"ukf.{name}: must be > 0, got {describe_value(getattr(ukf, name))}")
     if ukf.front_wb + ukf.rear_wb == 0:
-        problems.append(f"ukf.front_wb: must not cancel ukf.rear_wb, got {_got(ukf.front_wb)}")
+        problems.append(f"ukf.front_wb: must not cancel ukf.rear_wb, got {describe_value(ukf.front_wb)}")
     return problems
 
 
@@ -304,30 +201,26 @@ def _check_escape(cfg: AgentConfig) -> list[str]:
     esc, problems = cfg.control.escape, []
     for name in ("snapshot_every", "window_ticks", "duration_ticks"):
         if getattr(esc, name) < 1:
-            problems.append(f"control.escape.{name}: must be >= 1, got {_got(getattr(esc, name))}")
+            problems.append(f"control.escape.{name}: must be >= 1, got {describe_value(getattr(esc, name))}")
     for name in ("cooldown_ticks", "pop_points"):
         if getattr(esc, name) < 0:
-            problems.append(f"control.escape.{name}: must be >= 0, got {_got(getattr(esc, name))}")
+            problems.append(f"control.escape.{name}: must be >= 0, got {describe_value(getattr(esc, name))}")
     if esc.keep_points < 2:  # the planner's target point is route[1]
-        problems.append(f"control.escape.keep_points: must be >= 2, got {_got(esc.keep_points)}")
+        problems.append(f"control.escape.keep_points: must be >= 2, got {describe_value(esc.keep_points)}")
     for name in ("max_displacement", "end_heading_deg", "end_displacement"):
         if not getattr(esc, name) > 0:
-            problems.append(f"control.escape.{name}: must be > 0, got {_got(getattr(esc, name))}")
-    if not (-1.0 <= esc.steer <= 1.0 and 0.0 <= esc.throttle <= 1.0):
-        problems.append(
-            f"control.escape: steer must lie in [-1, 1] and throttle in [0, 1], got {esc.steer}, {esc.throttle}"
-        )
+            problems.append(f"control.escape.{name}: must be > 0, got {describe_value(getattr(esc, name))}")
+    if not -1.0 <= esc.steer <= 1.0:
+        problems.append(f"control.escape.steer: must be in [-1, 1], got {describe_value(esc.steer)}")
+    if not 0.0 <= esc.throttle <= 1.0:
+        problems.append(f"control.escape.throttle: must be in [0, 1], got {describe_value(esc.throttle)}")
     return problems
 
 
 def agent_config_from_dict(data: Mapping | None, source: str = "<dict>") -> AgentConfig:
     """Build and validate an AgentConfig from parsed YAML; raises ConfigError listing every problem."""
-    problems: list[str] = []
-    cfg = _build(AgentConfig, data, "", problems)
-    if not problems:
-        problems = _check_ranges(cfg)
-    if problems:
-        raise ConfigError(source, problems)
+    cfg = typed_config.from_dict(AgentConfig, data, source=source)
+    typed_config.raise_problems(source, _check_ranges(cfg))
     return cfg
 
 
@@ -336,15 +229,7 @@ def load_agent_config(path: str | Path | None) -> AgentConfig:
     if path is None or str(path).strip() == "":
         return AgentConfig()
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), [f"cannot read the file: {exc}"]) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from exc
-    cfg = agent_config_from_dict(data, str(path))
+    cfg = agent_config_from_dict(typed_config.read_yaml_mapping(path, "agent config"), str(path))
     ckpt = cfg.model.checkpoint
     if ckpt and not Path(ckpt).is_absolute() and not Path(ckpt).exists():
         # Relative checkpoint paths may be written relative to the config file (works from any directory).
@@ -354,6 +239,11 @@ def load_agent_config(path: str | Path | None) -> AgentConfig:
     return cfg
 
 
+def save_agent_config(cfg: AgentConfig, path: str | Path) -> Path:
+    """Write ``cfg`` as YAML (atomically); ``load_agent_config`` reads it back equal."""
+    return typed_config.save_yaml(cfg, path)
+
+
 def config_to_dict(cfg: Any) -> dict:
     """Plain-dict view of a config dataclass (for logging, summaries and the runtime factory)."""
-    return dataclasses.asdict(cfg)
+    return typed_config.to_dict(cfg)

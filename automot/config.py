@@ -27,7 +27,18 @@ import yaml
 
 from automot.errors import ConfigError
 
-__all__ = ["ConfigError", "from_dict", "to_dict", "load_yaml", "save_yaml", "read_yaml_mapping", "raise_problems"]
+__all__ = [
+    "ConfigError",
+    "from_dict",
+    "to_dict",
+    "load_yaml",
+    "save_yaml",
+    "write_atomic",
+    "read_yaml_mapping",
+    "raise_problems",
+    "type_name",
+    "describe_value",
+]
 
 T = TypeVar("T")
 _MISSING = object()
@@ -58,9 +69,13 @@ def from_dict(cls: type[T], data: Any, source: str = "", path: str = "") -> T:
 
 
 def to_dict(obj: Any) -> Any:
-    """Plain YAML-safe view of a config dataclass (tuples become lists)."""
+    """Plain YAML-safe view of a config dataclass (tuples become lists).
+
+    Only ``init`` fields are config values: an ``init=False`` field is bookkeeping (e.g. which fields a file set)
+    and is neither written here nor read by ``from_dict``.
+    """
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, Mapping):
@@ -85,7 +100,7 @@ def read_yaml_mapping(path: str | os.PathLike, what: str = "config") -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {_got(data)}")
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {describe_value(data)}")
     return data
 
 
@@ -96,8 +111,13 @@ def load_yaml(cls: type[T], path: str | os.PathLike, what: str = "config") -> T:
 
 def save_yaml(obj: Any, path: str | os.PathLike) -> Path:
     """Write a config (dataclass or mapping) as YAML through a temporary file and an atomic rename."""
+    return write_atomic(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``: a reader sees the
+    old file or the whole new one, never a half-written config."""
     path = Path(path)
-    text = yaml.safe_dump(to_dict(obj), sort_keys=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -139,14 +159,15 @@ def type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _got(value: Any) -> str:
+def describe_value(value: Any) -> str:
+    """``repr`` (cut at 60 characters) and type of a bad value, as messages show it: ``'2' (str)``."""
     text = repr(value)
     return f"{text[:60] + '...' if len(text) > 60 else text} ({type(value).__name__})"
 
 
 def _convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    bad = f"{path}: expected {type_name(tp)}, got {_got(value)}"
+    bad = f"{path}: expected {type_name(tp)}, got {describe_value(value)}"
     if tp is Any:
         return value
     if dataclasses.is_dataclass(tp):
@@ -157,12 +178,15 @@ def _convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
                 return None
             problems.append(bad)
             return _MISSING
+        nested: list[str] | None = None
         for option in (a for a in args if a is not type(None)):
             sub: list[str] = []
             result = _convert(value, option, path, sub)
             if not sub:
                 return result
-        problems.append(bad)
+            if nested is None and not any(p.startswith(f"{path}: ") for p in sub):
+                nested = sub  # the value has this option's shape; its own items/fields are wrong: name those
+        problems.extend(nested if nested is not None else [bad])
         return _MISSING
     if origin is Literal:
         # `type(value) is type(a)` keeps True from matching 1 and 1 from matching 1.0.
@@ -204,8 +228,8 @@ def _build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        problems.append(f"{path or '<root>'}: expected {type_name(cls)}, got {_got(data)}")
-        return cls()
+        problems.append(f"{path or '<root>'}: expected {type_name(cls)}, got {describe_value(data)}")
+        return _MISSING
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     kwargs = {}

@@ -6,13 +6,12 @@ expert (AE) is our per-layer twin with its own, independently sized attention an
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
-import yaml
+from automot import config as typed_config
+from automot.errors import ConfigError
 
 SUPPORTED_FAMILIES = ("qwen3_vl", "qwen2_5_vl")
 
@@ -22,15 +21,11 @@ SUPPORTED_FAMILIES = ("qwen3_vl", "qwen2_5_vl")
 NUM_STATE_TOKENS = 3
 
 
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown or of the wrong type (the message names the field)."""
-
-
 @dataclass
 class UnderstandingConfig:
     """The pretrained VLM. ``text`` / ``vision`` are HF config dicts (ignored when loading a pretrained dir)."""
 
-    family: str = "qwen3_vl"
+    family: Literal["qwen3_vl", "qwen2_5_vl"] = "qwen3_vl"
     text: dict = field(default_factory=dict)
     vision: dict = field(default_factory=dict)
     token_ids: dict = field(default_factory=dict)  # image/video/vision_start/vision_end token ids
@@ -63,13 +58,13 @@ class TokenLayoutConfig:
     query_dim: int = 588
     waypoint_dt: float = 0.5
     # Hidden widths of the small MLPs (released: 2->256->512->H encoders, H->512->256->2 heads).
-    encoder_widths: list = field(default_factory=lambda: [256, 512])
-    head_widths: list = field(default_factory=lambda: [512, 256])
+    encoder_widths: list[int] = field(default_factory=lambda: [256, 512])
+    head_widths: list[int] = field(default_factory=lambda: [512, 256])
     # How route-head outputs become path points. "points": running sum over the 20 points (each output a step).
     # "xy": the released checkpoint's rule - its RouteHead cumsums dim 1 of a packed [N, 2] output, i.e. over
     # (x, y) of each point, so point i = (a_i, a_i + b_i); it was trained that way (OscarHuangWind/AutoMoT,
     # automot.py RouteHead.forward called on [B*20, H] in training and [20, H] in evaluation/inference.py).
-    route_cumsum: str = "points"
+    route_cumsum: Literal["points", "xy"] = "points"
 
 
 @dataclass
@@ -102,7 +97,9 @@ class AutoMoTConfig:
     tokens: TokenLayoutConfig = field(default_factory=TokenLayoutConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     max_prefix_tokens: int = 1024
-    tokenizer: str = "builtin"  # "builtin" (offline BPE for tests/demo) or "pretrained" (from pretrained_path)
+    tokenizer: Literal["builtin", "pretrained"] = (
+        "builtin"  # "builtin" (offline BPE for tests/demo) or "pretrained" (from pretrained_path)
+    )
 
     # --- derived views of the UE layout (the KV snapshot layout) ---
     @property
@@ -135,89 +132,66 @@ class AutoMoTConfig:
         t = self.tokens
         return t.num_scene_tokens + NUM_STATE_TOKENS + t.num_decision_tokens + t.num_route_points + t.num_waypoints
 
-    # --- serialisation ---
+    # --- serialisation (automot.config: typed, every problem named by its dotted field path) ---
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return typed_config.to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> AutoMoTConfig:
-        return _from_dict(cls, data, source)
+        """Typed build (no cross-field checks: see ``validate``); ``source`` prefixes error messages."""
+        return typed_config.from_dict(cls, data, source=source)
 
-    def save_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+    def save_yaml(self, path: str | Path) -> Path:
+        return typed_config.save_yaml(self, path)
 
     @classmethod
     def load_yaml(cls, path: str | Path) -> AutoMoTConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-        return cls.from_dict(data, source=str(path))
+        return typed_config.load_yaml(cls, path, what="model config")
 
     def validate(self) -> None:
-        """Check cross-field constraints; raise ConfigError naming the field."""
-        u = self.understanding
+        """Check cross-field constraints; raise one ConfigError listing every problem by its field path."""
+        typed_config.raise_problems("", self.problems())
+
+    def problems(self) -> list[str]:
+        """Cross-field and range problems, each starting with the dotted field path."""
+        u, a, t = self.understanding, self.action, self.tokens
+        out: list[str] = []
         if u.family not in SUPPORTED_FAMILIES:
-            raise ConfigError(f"understanding.family: expected one of {SUPPORTED_FAMILIES}, got {u.family!r}")
-        for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "vocab_size"):
-            if key not in u.text:
-                raise ConfigError(f"understanding.text.{key}: missing")
-        a = self.action
+            out.append(f"understanding.family: expected one of {SUPPORTED_FAMILIES}, got {u.family!r}")
+        missing = [
+            k
+            for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "vocab_size")
+            if k not in u.text
+        ]
+        out += [f"understanding.text.{k}: missing" for k in missing]
+        if t.route_cumsum not in ("points", "xy"):
+            out.append(f"tokens.route_cumsum: expected 'points' or 'xy', got {t.route_cumsum!r}")
+        if (t.num_scene_tokens > 0) != (t.scene_dim > 0):
+            out.append(
+                f"tokens.scene_dim: must be > 0 exactly when tokens.num_scene_tokens is, got scene_dim={t.scene_dim}"
+                f" with num_scene_tokens={t.num_scene_tokens}"
+            )
+        if a.head_dim % 2:
+            out.append(f"action.head_dim: must be even, got {a.head_dim}")
+        if a.num_kv_heads < 1 or a.num_heads % a.num_kv_heads:
+            out.append(
+                f"action.num_heads: must be a multiple of action.num_kv_heads ({a.num_kv_heads}), got {a.num_heads}"
+            )
+            return out
+        if missing or self.num_kv_heads < 1:
+            return out
         group_ue = self.num_heads // self.num_kv_heads
-        if a.num_heads % a.num_kv_heads:
-            raise ConfigError(f"action.num_heads ({a.num_heads}) must be a multiple of num_kv_heads ({a.num_kv_heads})")
         if a.num_heads // a.num_kv_heads != group_ue:
-            raise ConfigError(
-                f"action: query heads per KV head must match the understanding expert's ({group_ue}), "
+            out.append(
+                f"action.num_kv_heads: query heads per KV head must match the understanding expert's ({group_ue}), "
                 f"got {a.num_heads}/{a.num_kv_heads}"
             )
         if a.num_heads > self.num_heads or a.head_dim > self.head_dim:
-            raise ConfigError(
-                f"action: heads x head_dim ({a.num_heads} x {a.head_dim}) must fit inside the understanding "
+            out.append(
+                f"action.head_dim: heads x head_dim ({a.num_heads} x {a.head_dim}) must fit inside the understanding "
                 f"layout ({self.num_heads} x {self.head_dim})"
             )
-        if a.head_dim % 2:
-            raise ConfigError(f"action.head_dim must be even, got {a.head_dim}")
-        t = self.tokens
-        if (t.num_scene_tokens > 0) != (t.scene_dim > 0):
-            raise ConfigError("tokens: num_scene_tokens and scene_dim must both be 0 or both be > 0")
-        if self.tokens.route_cumsum not in ("points", "xy"):
-            raise ConfigError(f"tokens.route_cumsum: expected 'points' or 'xy', got {self.tokens.route_cumsum!r}")
-
-
-def _from_dict(cls: type, data: Any, path: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"{path}: unknown field(s) {unknown}; expected some of {sorted(names)}")
-    kwargs = {}
-    for key, value in data.items():
-        kwargs[key] = _coerce(hints[key], value, f"{path}.{key}")
-    return cls(**kwargs)
-
-
-def _coerce(hint: Any, value: Any, path: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return _from_dict(hint, value, path)
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, path)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    base = origin or hint
-    if base in (int, float, str, bool, dict, list, tuple):
-        if not isinstance(value, base) or (base is int and isinstance(value, bool)):
-            raise ConfigError(f"{path}: expected {base.__name__}, got {type(value).__name__} ({value!r})")
-    return value
+        return out
 
 
 # ----------------------------------------------------------------------------------------------------------------

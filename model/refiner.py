@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
+from automot import config as typed_config
 from automot.model.types import ActionOutput
 
 WEIGHTS = "refiner.safetensors"
@@ -57,6 +57,25 @@ class RefinerConfig:
     @property
     def num_points(self) -> int:
         return self.num_route_points + self.num_waypoints
+
+    def problems(self) -> list[str]:
+        """Range problems, each starting with the field name."""
+        out = [
+            f"{name}: must be > 0, got {getattr(self, name)}"
+            for name in ("cond_dim", "d_model", "num_heads", "steps", "coord_scale")
+            if not getattr(self, name) > 0
+        ]
+        out += [
+            f"{name}: must be >= 0, got {getattr(self, name)}"
+            for name in ("num_route_points", "num_waypoints", "num_layers", "noise_std")
+            if getattr(self, name) < 0
+        ]
+        if self.num_heads > 0 and self.d_model % self.num_heads:
+            out.append(f"d_model: must be a multiple of num_heads ({self.num_heads}), got {self.d_model}")
+        return out
+
+    def validate(self, source: str = "refiner") -> None:
+        typed_config.raise_problems(source, self.problems())
 
 
 def _time_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -90,8 +109,7 @@ class ActionRefiner(nn.Module):
 
     def __init__(self, config: RefinerConfig) -> None:
         super().__init__()
-        if config.d_model % config.num_heads:
-            raise ValueError(f"refiner: d_model {config.d_model} must be a multiple of num_heads {config.num_heads}")
+        config.validate()
         self.config = config
         d = config.d_model
         self.point_in = nn.Linear(4, d)
@@ -178,12 +196,19 @@ def save_refiner(refiner: ActionRefiner, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in refiner.state_dict().items()}, str(out / WEIGHTS))
-    (out / CONFIG).write_text(yaml.safe_dump(dataclasses.asdict(refiner.config), sort_keys=False))
+    typed_config.save_yaml(refiner.config, out / CONFIG)
     return out
 
 
 def has_refiner(path: str | Path) -> bool:
     return (Path(path) / WEIGHTS).is_file() and (Path(path) / CONFIG).is_file()
+
+
+def load_refiner_config(path: str | Path) -> RefinerConfig:
+    """Read and check ``refiner.yaml``; raises ConfigError naming the file and every bad field."""
+    config = typed_config.load_yaml(RefinerConfig, path, what="refiner config")
+    config.validate(str(path))
+    return config
 
 
 def load_refiner(path: str | Path, device: str | torch.device = "cpu") -> ActionRefiner:
@@ -193,11 +218,7 @@ def load_refiner(path: str | Path, device: str | torch.device = "cpu") -> Action
     path = Path(path)
     if not has_refiner(path):
         raise FileNotFoundError(f"{path}: no refiner ({WEIGHTS} + {CONFIG}) in this checkpoint")
-    data = yaml.safe_load((path / CONFIG).read_text()) or {}
-    fields = {f.name for f in dataclasses.fields(RefinerConfig)}
-    unknown = sorted(set(data) - fields)
-    if unknown:
-        raise ValueError(f"{path / CONFIG}: unknown field(s) {unknown}")
-    refiner = ActionRefiner(RefinerConfig(**data))
+    config = load_refiner_config(path / CONFIG)
+    refiner = ActionRefiner(config)
     refiner.load_state_dict(load_file(str(path / WEIGHTS)), strict=True)
     return refiner.to(device).eval()

@@ -87,8 +87,10 @@ def test_unknown_field_names_its_path_and_suggests():
     ],
 )
 def test_bad_types_name_field_expected_and_got(data, path, expected, got):
-    msg = _error(data)
-    line = next(line for line in msg.splitlines() if line.strip().startswith(path + ":"))
+    with pytest.raises(ConfigError) as info:
+        agent_config_from_dict(data, "test.yaml")
+    assert str(info.value).startswith("test.yaml: ")
+    line = next(p for p in info.value.problems if p.startswith(path + ":"))
     assert expected in line and got in line
 
 
@@ -115,14 +117,16 @@ def test_range_checks(data, path):
 def test_yaml_file_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("runtime: {mode: [unclosed\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML at line 2"):
         load_agent_config(bad)
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match=r"missing\.yaml: agent config file not found"):
         load_agent_config(tmp_path / "missing.yaml")
     listy = tmp_path / "list.yaml"
     listy.write_text("- 1\n- 2\n")
-    with pytest.raises(ConfigError, match="<root>: expected"):
+    with pytest.raises(ConfigError, match=r"list\.yaml: expected a mapping at the top level, got \[1, 2\] \(list\)"):
         load_agent_config(listy)
+    with pytest.raises(ConfigError, match=r"<root>: expected a mapping \(AgentConfig section\), got \[1\] \(list\)"):
+        agent_config_from_dict([1])
 
 
 @pytest.mark.parametrize("name", ["automot-front", "bench2drive-6cam"])

@@ -136,7 +136,7 @@ def test_escape_config_validation():
         agent_config_from_dict({"control": {"escape": {"keep_points": 1, "window_ticks": 0, "throttle": 2.0}}})
     text = str(info.value)
     assert "control.escape.keep_points: must be >= 2" in text and "control.escape.window_ticks: must be >= 1" in text
-    assert "throttle in [0, 1]" in text
+    assert "control.escape.throttle: must be in [0, 1], got 2.0" in text
 
 
 def _agent(tmp_path, escape: bool) -> tuple[AutoMoTAgent, FakeRuntime, list]:

@@ -35,15 +35,19 @@ def test_config_errors_name_the_field(tmp_path):
     data = get_config("tiny").to_dict()
     data["action"]["num_heads"] = "four"
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(data))
-    with pytest.raises(ConfigError, match=r"action\.num_heads: expected int, got str"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml: action\.num_heads: expected int, got 'four' \(str\)"):
         AutoMoTConfig.load_yaml(tmp_path / "bad.yaml")
     data = get_config("tiny").to_dict()
     data["tokens"]["num_route_pts"] = 20
-    with pytest.raises(ConfigError, match=r"unknown field\(s\) \['num_route_pts'\]"):
+    with pytest.raises(
+        ConfigError, match=r"tokens\.num_route_pts: unknown field \(did you mean 'num_route_points'\?\)"
+    ):
         AutoMoTConfig.from_dict(data)
     cfg = get_config("tiny")
     cfg.action.num_kv_heads = 2  # 2/2 = group 1, UE has 4/2 = 2
-    with pytest.raises(ConfigError, match="query heads per KV head"):
+    with pytest.raises(
+        ConfigError, match=r"action\.num_kv_heads: query heads per KV head must match .* \(2\), got 2/2"
+    ):
         cfg.validate()
     with pytest.raises(ConfigError, match="unknown preset"):
         get_config("tiny-but-wrong")

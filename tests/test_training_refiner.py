@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from automot.errors import ConfigError
 from automot.model import build_model, make_dummy_inputs
 from automot.model.refiner import ActionRefiner, RefinerConfig, apply_refiner, has_refiner, load_refiner, save_refiner
 from automot.training.config import LossSection, StageSection
@@ -127,5 +128,5 @@ def test_save_and_load(tmp_path, model):
     for (n, a), (_, b) in zip(refiner.state_dict().items(), loaded.state_dict().items()):
         torch.testing.assert_close(a, b, msg=n)
     (tmp_path / "refiner.yaml").write_text("cond_dim: 40\nbogus: 1\n")
-    with pytest.raises(ValueError, match="unknown field.*bogus"):
+    with pytest.raises(ConfigError, match=r"refiner\.yaml: bogus: unknown field"):
         load_refiner(tmp_path)

@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from automot.training.checkpoint import TRAIN_CONFIG, resolve_resume
-    from automot.training.config import TrainConfig, TrainConfigError
+    from automot.errors import ConfigError
+    from automot.training.config import TrainConfig
 
     if not args.config and not args.resume:
         print("automot train: --config is required (or --resume a checkpoint)", file=sys.stderr)
@@ -60,7 +61,7 @@ def _train(args: argparse.Namespace) -> int:
             cfg.output_dir = args.output_dir
         if args.no_progress:
             cfg.log.progress = False
-    except (TrainConfigError, FileNotFoundError) as exc:
+    except (ConfigError, FileNotFoundError) as exc:
         print(f"automot train: {exc}", file=sys.stderr)
         return 2
     from automot.training.distributed import shutdown

@@ -17,9 +17,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from automot.config import save_yaml
 from automot.training.data.automot_format import DatasetWriter, read_samples
 from automot.training.data.schema import CameraInfo, DatasetMeta
 
+COLLECT_CONFIG = "collect_config.yaml"  # the options of the (last) collect run, in the dataset folder
 AGENT_FILE = str(Path(__file__).resolve().with_name("collect_agent.py"))
 
 
@@ -87,6 +89,7 @@ def collect(opts: CollectOptions) -> dict:
         raise ValueError(f"--routes: routes with different tick rates {sorted(rates)} cannot share one dataset")
     out = Path(opts.out)
     writer = DatasetWriter(out, dataset_meta(opts, rates.pop()), overwrite=opts.overwrite)
+    save_yaml(opts, out / COLLECT_CONFIG)
     summary_path = out / "collect_summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"episodes": []}
     jobs = [(name, e) for name in opts.routes for e in range(opts.episodes)]

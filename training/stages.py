@@ -16,12 +16,13 @@ import math
 from pathlib import Path
 
 import torch
-import yaml
 
+from automot.config import read_yaml_mapping
+from automot.errors import ConfigError
 from automot.model import AutoMoTModel, build_model, get_config, load_pretrained
 from automot.model.config import PRESETS
 from automot.model.refiner import ActionRefiner, RefinerConfig, has_refiner, load_refiner
-from automot.training.config import ModelSection, OptimSection, RefinerSection, StageSection, TrainConfigError
+from automot.training.config import ModelSection, OptimSection, RefinerSection, StageSection
 from automot.training.data.schema import NUM_ROUTE_POINTS, NUM_WAYPOINTS
 from automot.training.lora import add_lora
 
@@ -32,7 +33,7 @@ def _deep_merge(base: dict, extra: dict, where: str) -> dict:
     out = copy.deepcopy(base)
     for k, v in extra.items():
         if k not in out:
-            raise TrainConfigError(f"{where}.{k}: not a field of the model config (known: {sorted(out)})")
+            raise ConfigError(f"{where}.{k}: not a field of the model config (known: {sorted(out)})")
         if isinstance(v, dict) and isinstance(out[k], dict) and out[k]:
             out[k] = _deep_merge(out[k], v, f"{where}.{k}")
         else:
@@ -48,13 +49,13 @@ def build_training_model(section: ModelSection, seed: int, resume: Path | None =
         return model
     if section.preset:
         if section.preset not in PRESETS:
-            raise TrainConfigError(f"model.preset: unknown preset {section.preset!r} (known: {sorted(PRESETS)})")
+            raise ConfigError(f"model.preset: unknown preset {section.preset!r} (known: {sorted(PRESETS)})")
         base = get_config(section.preset).to_dict()
     else:
         path = Path(section.config)
         if not path.is_file():
-            raise TrainConfigError(f"model.config: file not found: {path}")
-        base = yaml.safe_load(path.read_text()) or {}
+            raise ConfigError(f"model.config: file not found: {path}")
+        base = read_yaml_mapping(path, "model config")
     data = _deep_merge(base, section.overrides, "model.overrides")
     cfg = get_config(data)
     model = build_model(cfg, seed=seed)
@@ -66,14 +67,14 @@ def check_model_for_data(model: AutoMoTModel) -> None:
     """The datasets fix 20 path points, 6 waypoints and provide no scene (BEV) features."""
     t = model.config.tokens
     if t.num_route_points != NUM_ROUTE_POINTS or t.num_waypoints != NUM_WAYPOINTS:
-        raise TrainConfigError(
+        raise ConfigError(
             f"model.tokens: the datasets give {NUM_ROUTE_POINTS} path points and {NUM_WAYPOINTS} waypoints, "
             f"the model has {t.num_route_points} / {t.num_waypoints}"
         )
     if t.num_scene_tokens:
-        raise TrainConfigError("model.tokens.num_scene_tokens: scene (BEV) features are not provided by the readers")
+        raise ConfigError("model.tokens.num_scene_tokens: scene (BEV) features are not provided by the readers")
     if model.tokenizer is None:
-        raise TrainConfigError("model: no tokenizer attached (a pretrained tokenizer directory is required)")
+        raise ConfigError("model: no tokenizer attached (a pretrained tokenizer directory is required)")
 
 
 def build_refiner(model: AutoMoTModel, section: RefinerSection, source: Path | None = None) -> ActionRefiner:
@@ -127,7 +128,7 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """AdamW; weight decay on matrices only (norm scales, biases and 1-D parameters are not decayed)."""
     if not named:
-        raise TrainConfigError("stages: this stage has no trainable parameters")
+        raise ConfigError("stages: this stage has no trainable parameters")
     decay = [p for _, p in named if p.ndim >= 2]
     no_decay = [p for _, p in named if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

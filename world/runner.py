@@ -5,11 +5,13 @@ imported by its basename and the class is ``getattr(module, module.get_entry_poi
 ``AgentClass(host, port, debug)`` -> ``set_global_plan(gps, world)`` (the dense plan; the agent base class
 downsamples it) -> ``setup(config)`` -> ``sensors()`` (validated once) -> per 0.05 s tick: ``input_data`` ->
 ``run_step(input_data, timestamp)`` -> apply the control -> step traffic and physics -> score -> ``destroy()``.
-Only ``out_dir/results.json`` is written.
+``out_dir/results.json`` is written, and ``out_dir/agent_config.yaml`` (the agent's resolved config, through
+``automot.config.save_yaml``) when the agent exposes a dataclass ``config`` after ``setup``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -20,6 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from automot.config import save_yaml
 from automot.world.dynamics import read_control
 from automot.world.geo import build_global_plan
 from automot.world.provider import set_world
@@ -28,6 +31,7 @@ from automot.world.scoring import RouteScorer, build_results
 from automot.world.sensors import SensorConfigurationInvalid, SensorSuite
 from automot.world.sim import EmbeddedWorld
 
+AGENT_CONFIG = "agent_config.yaml"  # the agent's resolved config, written next to results.json
 EXPERT_AGENT = str(Path(__file__).resolve().with_name("expert_agent.py"))
 
 
@@ -86,7 +90,7 @@ def run_route(
     icons: list[str] = []
     t0 = time.monotonic()
     entry_status, failure, error = "Finished", "", None
-    agent = None
+    agent = resolved_config = None
     stage = "Agent couldn't be set up"
     set_world(world)
     try:
@@ -94,6 +98,7 @@ def run_route(
         agent = load_agent_class(agent_path)(host, port, debug)
         agent.set_global_plan(gps_plan, world_plan)
         agent.setup(agent_config)
+        resolved_config = getattr(agent, "config", None)
         _check_track(agent)
         stage = "Agent's sensors were invalid"
         sensor_specs = agent.sensors()
@@ -117,6 +122,8 @@ def run_route(
         scorer.failure = failure
     record = scorer.record(spec.name, town, world.time, time.monotonic() - t0)
     results = build_results([record], icons, entry_status=entry_status)
+    if dataclasses.is_dataclass(resolved_config) and not isinstance(resolved_config, type):
+        save_yaml(resolved_config, out / AGENT_CONFIG)
     with open(out / "results.json", "w", encoding="utf-8") as fh:
         json.dump(results, fh, indent=2)
     if error is not None:

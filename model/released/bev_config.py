@@ -5,17 +5,25 @@ markers, numpy arrays as ``{"py/object": "numpy.ndarray", "values": ...}``). We 
 drop ``py/*`` markers, unwrap tuples/arrays and keep only the fields the encoder and its preprocessing use.
 Defaults are TF++ ``GlobalConfig`` values (automot-checkpoint-spec.md §5.3); which fields came from the file is
 recorded in ``from_file`` so callers can say when a value was assumed.
+
+Types, field paths and the error class come from ``automot.config``; two quirks of the released dump are
+accepted before that typed build: TF++ writes some flags as ``0`` / ``1`` (read as booleans) and whole-number
+floats for counts (read as ints). Attributes we do not use are ignored, not reported: the dump has hundreds.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from automot.model.config import ConfigError
+from automot import config as typed_config
+from automot.errors import ConfigError
+
+__all__ = ["BEVConfig", "ConfigError", "bev_config_from_dict", "load_bev_config"]
 
 
 @dataclass
@@ -58,10 +66,11 @@ class BEVConfig:
     hist_max_per_pixel: float = 5.0
     lidar_split_height: float = 0.2
     max_height_lidar: float = 100.0
-    lidar_pos: list = field(default_factory=lambda: [0.0, 0.0, 2.5])
-    lidar_rot: list = field(default_factory=lambda: [0.0, 0.0, -90.0])
+    lidar_pos: list[float] = field(default_factory=lambda: [0.0, 0.0, 2.5])
+    lidar_rot: list[float] = field(default_factory=lambda: [0.0, 0.0, -90.0])
     realign_lidar: bool = True
-    from_file: frozenset = field(default_factory=frozenset, compare=False)
+    # Bookkeeping, not a config value (init=False: neither saved nor loaded): the fields the file set.
+    from_file: frozenset = field(default_factory=frozenset, compare=False, init=False)
 
     @property
     def lidar_in_channels(self) -> int:
@@ -84,26 +93,28 @@ class BEVConfig:
     def has_top_down(self) -> bool:
         return bool(self.detect_boxes or self.use_bev_semantic)
 
-    def validate(self) -> None:
+    def validate(self, source: str = "bev_config") -> None:
+        """Raise one ConfigError (prefixed with ``source``) listing every unsupported setting by field name."""
+        problems = []
         if self.lidar_seq_len != 1:
-            raise ConfigError(f"bev_config: lidar_seq_len={self.lidar_seq_len}; only single-sweep LiDAR is supported")
+            problems.append(f"lidar_seq_len: only single-sweep LiDAR (1) is supported, got {self.lidar_seq_len}")
         for name in ("image_architecture", "lidar_architecture"):
             arch = getattr(self, name)
             if arch.startswith("video_"):
-                raise ConfigError(f"bev_config: {name}={arch!r} (temporal LiDAR encoders are not supported)")
+                problems.append(f"{name}: temporal LiDAR encoders are not supported, got {arch!r}")
         if not self.has_top_down:
-            raise ConfigError(
-                "bev_config: detect_boxes and use_bev_semantic are both off; the released encoder then has no x4 "
-                "BEV feature, which AutoMoT needs"
+            problems.append(
+                "use_bev_semantic: detect_boxes and use_bev_semantic are both off; the released encoder then has "
+                "no x4 BEV feature, which AutoMoT needs"
             )
+        typed_config.raise_problems(source, problems)
 
     def to_json(self) -> dict:
-        data = dataclasses.asdict(self)
-        data.pop("from_file")
-        return data
+        return typed_config.to_dict(self)
 
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=2))
+    def save(self, path: str | Path) -> Path:
+        """Write our ``bev_config.json`` (plain JSON, the format ``load_bev_config`` reads) atomically."""
+        return typed_config.write_atomic(path, json.dumps(self.to_json(), indent=2))
 
 
 def _plain(value: Any) -> Any:
@@ -121,41 +132,30 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _coerce(name: str, default: Any, value: Any, source: str) -> Any:
-    if isinstance(default, bool):
-        if isinstance(value, (bool, int)) and not isinstance(value, float):
-            return bool(value)
-    elif isinstance(default, int):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif isinstance(default, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif isinstance(default, str):
-        if isinstance(value, str):
-            return value
-    elif isinstance(default, list):
-        if isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
-            return [float(v) for v in value]
-    raise ConfigError(f"{source}: field {name!r} has {type(value).__name__} {value!r}, expected like {default!r}")
+def _released_quirks(data: dict) -> dict:
+    """The known fields of a plain dict, with TF++'s 0/1 flags as bools and whole floats as ints."""
+    hints = typing.get_type_hints(BEVConfig)
+    out = {}
+    for f in dataclasses.fields(BEVConfig):
+        if not f.init or f.name not in data:
+            continue
+        value, tp = data[f.name], hints[f.name]
+        if tp is bool and type(value) is int:
+            value = bool(value)
+        elif tp is int and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        out[f.name] = value
+    return out
 
 
 def bev_config_from_dict(data: dict, source: str = "bev_config") -> BEVConfig:
     """Known fields from a (jsonpickle) dict; unknown ones ignored; wrong types are errors naming the field."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a JSON object at the top level, got {type(data).__name__}")
-    data = _plain(data)
-    base = BEVConfig()
-    values, seen = {}, set()
-    for f in dataclasses.fields(BEVConfig):
-        if f.name == "from_file" or f.name not in data:
-            continue
-        values[f.name] = _coerce(f.name, getattr(base, f.name), data[f.name], source)
-        seen.add(f.name)
-    cfg = dataclasses.replace(base, **values, from_file=frozenset(seen))
-    cfg.validate()
+    values = _released_quirks(_plain(data))
+    cfg = typed_config.from_dict(BEVConfig, values, source=source)
+    cfg.from_file = frozenset(values)
+    cfg.validate(source)
     return cfg
 
 
@@ -168,8 +168,8 @@ def load_bev_config(path: str | Path | None) -> BEVConfig:
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: not found") from exc
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: BEV config file not found") from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+        raise ConfigError(f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     return bev_config_from_dict(data, str(path))
