@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -35,7 +35,7 @@ from automot.agent.geometry import (
     gps_to_local,
     solve_georeference,
 )
-from automot.agent.inputs import FrameHistory, InputError, describe, parse_input_data
+from automot.agent.inputs import FrameHistory, InputError, SensorFrame, describe, parse_input_data
 from automot.agent.recorder import Recorder, TickRecord
 from automot.agent.rigs import Rig, get_rig, validate_sensors
 from automot.agent.route_planner import RoutePlanner
@@ -50,6 +50,15 @@ log = logging.getLogger("automot.agent.automot_agent")
 
 RuntimeFactory = Callable[[AgentConfig], Any]
 SIM_DT = 0.05  # leaderboard tick (20 Hz), used when a timestamp is unusable
+
+
+class TickContext(NamedTuple):
+    """The tick's inputs the Bench2Drive writer needs besides the TickRecord (None on a failed tick)."""
+
+    sensors: SensorFrame  # the parsed sensors (GNSS altitude and IMU feed the estimated metric info)
+    position: np.ndarray  # (2,) estimated ego position, CARLA world metres
+    yaw: float  # estimated ego yaw, radians
+    command: int  # route command (RoadOption value) of the current target point
 
 
 def recorder_dir(configured: str | None, save_name: str) -> Path:
@@ -193,7 +202,14 @@ class AutoMoTAgent(AutonomousAgent):
             self._last_error = message
             control = make_control(brake=1.0)
             record = TickRecord(
-                self.step, self._sim_time(timestamp), float("nan"), 0.0, 0.0, 1.0, "error", error=message
+                frame=self.step,
+                sim_time=self._sim_time(timestamp),
+                speed=float("nan"),
+                steer=0.0,
+                throttle=0.0,
+                brake=1.0,
+                control_mode="error",
+                error=message,
             )
             self._emit(record, None)
         self.last_control = control
@@ -288,7 +304,17 @@ class AutoMoTAgent(AutonomousAgent):
             self.escape_policy.update(tick, position, yaw)  # may drop route points before the TPs are taken
         targets = self.planner.target_points(position, yaw)
         tp_ego = world_to_ego(targets.stacked(), position, yaw).astype(np.float32)
-        record = TickRecord(tick, sim_time, speed, 0.0, 0.0, 1.0, "", image=image, target_points=tp_ego)
+        record = TickRecord(
+            frame=tick,
+            sim_time=sim_time,
+            speed=speed,
+            steer=0.0,
+            throttle=0.0,
+            brake=1.0,
+            control_mode="",
+            image=image,
+            target_points=tp_ego,
+        )
         record.ego_pose = (float(position[0]), float(position[1]), float(yaw))
 
         if not driving:
@@ -311,7 +337,7 @@ class AutoMoTAgent(AutonomousAgent):
             control.brake,
             command.mode,
         )
-        self._emit(record, (sensors, position, yaw, targets.command))
+        self._emit(record, TickContext(sensors, position, yaw, targets.command))
         return control
 
     def _command(self, tick: int, output: RuntimeOutput, speed: float, position: np.ndarray) -> ControlCommand:
@@ -340,7 +366,7 @@ class AutoMoTAgent(AutonomousAgent):
 
     # ------------------------------------------------------------------ outputs
 
-    def _metric_info(self, sensors: Any, position: np.ndarray, yaw: float) -> dict:
+    def _metric_info(self, sensors: SensorFrame, position: np.ndarray, yaw: float) -> dict:
         if self.metric_info_fn is not None:
             return self.metric_info_fn()
         base = getattr(super(), "get_metric_info", None)  # Bench2Drive's base class reads the CARLA hero actor
@@ -348,7 +374,7 @@ class AutoMoTAgent(AutonomousAgent):
             return base()
         return estimate_metric_info(position, float(sensors.gps[2]), yaw, sensors.imu)
 
-    def _emit(self, record: TickRecord, state: tuple | None) -> None:
+    def _emit(self, record: TickRecord, context: TickContext | None) -> None:
         """Hand the tick to the recorder and Bench2Drive writer; their failures never stop driving."""
         self.last_record = record
         if self.recorder is not None:
@@ -372,7 +398,7 @@ class AutoMoTAgent(AutonomousAgent):
                     "throttle": record.throttle,
                     "brake": record.brake,
                     "speed": data["speed"],
-                    "command": state[3] if state else None,
+                    "command": context.command if context else None,
                     "control_mode": record.control_mode,
                     "decision": record.decision,
                     "reasoning": record.reasoning,
@@ -384,7 +410,7 @@ class AutoMoTAgent(AutonomousAgent):
                     "safe_stop_reason": record.safe_stop_reason,
                     "error": record.error,
                 }
-                metric = self._metric_info(state[0], state[1], state[2]) if state else None
+                metric = self._metric_info(context.sensors, context.position, context.yaw) if context else None
                 self.b2d.write_step(record.frame, record.image, meta, metric)
             except Exception:
                 if self.config.strict:

@@ -28,9 +28,13 @@ TICKS_NAME = "ticks.jsonl"
 SUMMARY_NAME = "summary.json"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TickRecord:
-    """Everything known about one tick; model fields are None while no RuntimeOutput exists (warm-up)."""
+    """Everything known about one tick; model fields are None while no RuntimeOutput exists (warm-up).
+
+    Keyword-only: ``TickRecord(frame=..., sim_time=..., speed=..., steer=..., throttle=..., brake=...,
+    control_mode=...)`` plus any optional field.
+    """
 
     frame: int
     sim_time: float

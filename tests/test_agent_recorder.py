@@ -39,7 +39,17 @@ def _output(frame: int, safe_stop: bool = False) -> RuntimeOutput:
 def _record(frame: int, image: bool = True) -> TickRecord:
     img = np.full((128, 256, 3), (frame * 7) % 255, np.uint8) if image else None
     tps = np.array([[30.0, 1.0], [55.0, -3.0]], np.float32)
-    return TickRecord(frame, frame * 0.05, 2.0, 0.1, 0.3, 0.0, "drive", image=img, target_points=tps)
+    return TickRecord(
+        frame=frame,
+        sim_time=frame * 0.05,
+        speed=2.0,
+        steer=0.1,
+        throttle=0.3,
+        brake=0.0,
+        control_mode="drive",
+        image=img,
+        target_points=tps,
+    )
 
 
 def test_recorder_writes_video_and_jsonl(tmp_path):

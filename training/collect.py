@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from automot.config import save_yaml
+from automot.errors import UsageError
 from automot.training.data.automot_format import DatasetWriter, read_samples
 from automot.training.data.schema import CameraInfo, DatasetMeta
 
@@ -48,11 +49,11 @@ class CollectOptions:
         known = list_routes()
         unknown = [r for r in self.routes if r not in known]
         if unknown or not self.routes:
-            raise ValueError(f"--routes: unknown route(s) {unknown or '(none given)'}; known: {known}")
+            raise UsageError(f"--routes: unknown route(s) {unknown or '(none given)'}; known: {known}")
         if self.episodes < 1:
-            raise ValueError(f"--episodes: must be >= 1, got {self.episodes}")
+            raise UsageError(f"--episodes: must be >= 1, got {self.episodes}")
         if self.frame_every < 1 or self.sample_every % self.frame_every:
-            raise ValueError(
+            raise UsageError(
                 f"--sample-every ({self.sample_every}) must be a multiple of --frame-every ({self.frame_every})"
             )
 
@@ -86,7 +87,7 @@ def collect(opts: CollectOptions) -> dict:
     specs = {name: load_route(name) for name in opts.routes}
     rates = {round(1.0 / s.dt, 6) for s in specs.values()}
     if len(rates) != 1:
-        raise ValueError(f"--routes: routes with different tick rates {sorted(rates)} cannot share one dataset")
+        raise UsageError(f"--routes: routes with different tick rates {sorted(rates)} cannot share one dataset")
     out = Path(opts.out)
     writer = DatasetWriter(out, dataset_meta(opts, rates.pop()), overwrite=opts.overwrite)
     save_yaml(opts, out / COLLECT_CONFIG)

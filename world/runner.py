@@ -23,6 +23,7 @@ from typing import Any
 from tqdm import tqdm
 
 from automot.config import save_yaml
+from automot.errors import RunFailed
 from automot.world.dynamics import read_control
 from automot.world.geo import build_global_plan
 from automot.world.provider import set_world
@@ -35,7 +36,7 @@ AGENT_CONFIG = "agent_config.yaml"  # the agent's resolved config, written next 
 EXPERT_AGENT = str(Path(__file__).resolve().with_name("expert_agent.py"))
 
 
-class AgentCrashed(RuntimeError):
+class AgentCrashed(RunFailed, RuntimeError):
     """The agent raised; ``results`` holds what was written to results.json."""
 
     def __init__(self, message: str, results: dict[str, Any]) -> None:
@@ -127,7 +128,9 @@ def run_route(
     with open(out / "results.json", "w", encoding="utf-8") as fh:
         json.dump(results, fh, indent=2)
     if error is not None:
-        raise AgentCrashed(f"{failure}: {error!r} (results in {out / 'results.json'})", results) from error
+        raise AgentCrashed(
+            f"{failure}: {type(error).__name__}: {error} (results in {out / 'results.json'})", results
+        ) from error
     return results
 
 
