@@ -10,6 +10,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from automot.errors import ConfigError
+
 CAMERA = "sensor.camera.rgb"
 LIDAR = "sensor.lidar.ray_cast"
 RADAR = "sensor.other.radar"
@@ -24,7 +26,7 @@ QUALIFIER_LIMITS = {**SENSOR_LIMITS, CAMERA: 4, LIDAR: 1, RADAR: 2}
 MAX_SENSOR_RADIUS_M = 3.0
 
 
-class SensorConfigError(ValueError):
+class SensorConfigError(ConfigError):
     """A sensor list the leaderboard would reject."""
 
 

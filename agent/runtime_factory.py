@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from automot.agent.config import AgentConfig, ModelConfig
+from automot.errors import EnvironmentProblem
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ RUNTIME_METHODS = ("submit", "step", "stats", "close")
 _model_cache: dict[tuple, Any] = {}
 
 
-class RuntimeUnavailableError(RuntimeError):
+class RuntimeUnavailableError(EnvironmentProblem):
     """The ``model``/``runtime`` packages (or the configured model) cannot be used."""
 
 

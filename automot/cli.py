@@ -1,16 +1,26 @@
 """`automot` console script: one parser, subcommands registered by the package that owns them.
 
-Each owning module exposes ``register(subparsers)`` that adds its subparser and sets ``func``; imports
-are lazy so ``automot --help`` stays fast and a missing optional extra only breaks its own subcommand.
+Each owning module exposes ``register(subparsers)`` that adds its subparser(s) through `automot.clikit` and sets
+``func``; imports are lazy so ``automot --help`` stays fast and a missing optional extra only breaks its own
+subcommand. A subcommand reports failure by raising an `automot.errors.AutoMoTError` (or a domain error that
+subclasses one): :func:`main` prints it as ONE line, ``automot <command>: error: <message>``, and exits with its
+``exit_code`` (the table is in ``automot --help`` and the README). ``AUTOMOT_DEBUG=1`` shows tracebacks.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import signal
 import sys
+import traceback
+from collections.abc import Iterator
 
-# (module, description) — module must define register(subparsers).
+from automot.errors import EXIT_CODE_HELP, AutoMoTError, ExitCode
+
+# Modules that define register(subparsers).
 _SUBCOMMAND_MODULES = [
     "automot.model.cli",
     "automot.model.released.cli",
@@ -19,11 +29,24 @@ _SUBCOMMAND_MODULES = [
     "automot.training.cli",
 ]
 
+DEBUG_ENV = "AUTOMOT_DEBUG"
+
+EPILOG = f"""exit codes (every command):
+{EXIT_CODE_HELP}
+
+Errors are reported as one line on stderr: `automot COMMAND: error: MESSAGE`.
+Set {DEBUG_ENV}=1 to see the Python traceback as well."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     from automot import __version__
 
-    parser = argparse.ArgumentParser(prog="automot", description="AutoMoT driving VLA tools")
+    parser = argparse.ArgumentParser(
+        prog="automot",
+        description="AutoMoT driving VLA tools",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"automot {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _SUBCOMMAND_MODULES:
@@ -37,13 +60,71 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(message: object) -> str:
+    """``message`` as one line: its lines stripped and joined ('; ', or ' ' after a line ending in ':')."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    for line in lines[1:]:
+        text += (" " if text.endswith(":") else "; ") + line
+    return text
+
+
+def _debug() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _say(command: str | None, text: str) -> None:
+    print(f"automot{' ' + command if command else ''}: {text}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While a command runs, SIGTERM raises KeyboardInterrupt like SIGINT (so both end with exit 130)."""
+
+    def _raise(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    return int(args.func(args) or 0)
+    command = None  # until the command line is parsed, errors are reported as `automot: error: ...`
+    try:
+        with _sigterm_interrupts():
+            parser = build_parser()
+            args = parser.parse_args(argv)  # a bad command line exits 2 (ExitCode.USAGE) with argparse's usage
+            func = getattr(args, "func", None)
+            if func is None:
+                parser.print_help(sys.stderr)
+                return int(ExitCode.USAGE)
+            command = args.command
+            return int(func(args) or ExitCode.OK)
+    except AutoMoTError as exc:
+        if _debug():
+            traceback.print_exc()
+        _say(command, f"error: {one_line(exc) or type(exc).__name__}")
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        _say(command, "interrupted")
+        return int(ExitCode.INTERRUPTED)
+    except Exception as exc:
+        if _debug():
+            raise
+        detail = one_line(exc)
+        _say(
+            command,
+            f"error: internal error: {type(exc).__name__}{': ' + detail if detail else ''} "
+            f"(a bug; set {DEBUG_ENV}=1 to see the traceback)",
+        )
+        return int(ExitCode.INTERNAL)
 
 
 if __name__ == "__main__":

@@ -4,34 +4,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+
+from automot import clikit
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("model", help="print parameter counts and layer layout of a preset or checkpoint")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--preset", default="tiny", help="preset name (tiny, small, automot-4b) or a config YAML")
-    src.add_argument("--checkpoint", help="checkpoint directory (config.yaml + model.safetensors)")
+    p = clikit.add_command(
+        sub, "model", help="print parameter counts and layer layout of a preset or checkpoint", func=_run
+    )
+    clikit.add_model_source(p, preset_default="tiny")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from automot.model import build_model
-    from automot.model.config import ConfigError
     from automot.model.summary import parameter_summary
-    from automot.model.understanding import PretrainedLoadError
 
-    try:
-        if args.checkpoint:
-            from automot.model.io import load_pretrained
+    # ConfigError (bad preset / YAML) and PretrainedLoadError (bad checkpoint dir) exit 2 through automot.cli.
+    if args.checkpoint:
+        from automot.model.io import load_pretrained
 
-            model = load_pretrained(args.checkpoint, device="cpu")
-        else:
-            model = build_model(args.preset, device="meta")  # meta: counts without allocating weights
-    except (ConfigError, PretrainedLoadError) as exc:
-        print(f"automot model: {exc}", file=sys.stderr)
-        return 2
+        model = load_pretrained(args.checkpoint, device="cpu")
+    else:
+        model = build_model(args.preset, device="meta")  # meta: counts without allocating weights
     summary = parameter_summary(model)
     if args.json:
         print(json.dumps(summary, indent=2))

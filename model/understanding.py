@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from automot.errors import UsageError
 from automot.model.config import UnderstandingConfig
 from automot.model.mot import HeadLayout
 from automot.model.rope import mrope_axis_map
@@ -24,7 +25,7 @@ _ARCHITECTURES = {
 }
 
 
-class PretrainedLoadError(RuntimeError):
+class PretrainedLoadError(UsageError, RuntimeError):
     """The local pretrained VLM directory is missing, of another architecture, or has mismatched tensors."""
 
 

@@ -1,7 +1,7 @@
 """``automot bench`` and ``automot export`` (registered into the ``automot`` console script by automot/cli.py).
 
-Exit codes: 0 ok; 1 user error (unknown preset, missing checkpoint, bad option); 3 optional dependency missing
-(e.g. TensorRT); 4 exported engine failed the parity check against torch.
+Errors are raised and reported by automot.cli with the shared exit codes (`automot --help`): a bad preset, config
+or checkpoint exits 2, a missing optional dependency (e.g. TensorRT) 3, an export that fails its parity check 4.
 """
 
 from __future__ import annotations
@@ -11,88 +11,70 @@ import json
 import sys
 from pathlib import Path
 
-EXIT_USER_ERROR = 1
-EXIT_MISSING_DEPENDENCY = 3
-EXIT_PARITY_FAILED = 4
+from automot import clikit
+
+BENCH_BACKENDS = ("torch", "torch-compile", "onnxruntime", "tensorrt")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``bench`` and ``export`` subcommands."""
-    bench = subparsers.add_parser(
+    bench = clikit.add_command(
+        subparsers,
         "bench",
         help="fast-path / runtime latency benchmark (JSON)",
+        func=_cmd_bench,
         description="Measure full forward vs fast step per backend, and the async runtime, side by side.",
     )
-    bench.add_argument("--preset", default="small", help="model preset (default: small)")
+    clikit.add_model_source(bench, preset_default="small", checkpoint_help="bench these weights instead of --preset")
     bench.add_argument("--json", dest="json_out", metavar="OUT.json", help="also write the result here")
     bench.add_argument("--iters", type=int, default=30, help="measurement rounds (default: 30)")
     bench.add_argument("--warmup", type=int, default=5, help="warm-up rounds (default: 5)")
     bench.add_argument(
         "--backends",
         default="torch,onnxruntime",
-        help="comma-separated fast-step backends: torch, torch-compile, onnxruntime, tensorrt (default: %(default)s)",
+        help=f"comma-separated fast-step backends: {', '.join(BENCH_BACKENDS)} (default: %(default)s)",
     )
     bench.add_argument("--runtime-engine", default=None, help="engine of the async runtime (default: onnxruntime)")
     bench.add_argument("--threads", type=int, default=None, help="threads for the side-by-side backend comparison")
-    bench.add_argument("--checkpoint", default=None, metavar="DIR", help="bench these weights instead of --preset")
-    bench.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (e.g. automot-4b on a GPU)")
+    clikit.add_device(bench, "cpu | cuda | cuda:N (e.g. automot-4b on a GPU)")
     bench.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: the model's)")
-    bench.set_defaults(func=_cmd_bench)
 
-    export = subparsers.add_parser(
+    export = clikit.add_command(
+        subparsers,
         "export",
         help="export the fast step to ONNX / TensorRT and validate it against torch",
+        func=_cmd_export,
         description="Export the action-expert fast step with a fixed-capacity padded KV snapshot plus pad mask; "
         "writes fast_step.onnx (and a TensorRT engine), bev_encoder.onnx (+ engine) when the model has a BEV encoder, "
-        "and parity.json into --out.",
+        "and parity.json into --out. Exits 4 when an exported engine fails the parity check.",
     )
-    source = export.add_mutually_exclusive_group(required=True)
-    source.add_argument("--preset", help="model preset (random weights)")
-    source.add_argument("--checkpoint", metavar="DIR", help="directory with model.safetensors + config.yaml")
+    clikit.add_model_source(export, required=True, preset_help="model preset (random weights): tiny, small, automot-4b")
     export.add_argument("--backend", choices=("onnx", "tensorrt"), default="onnx")
-    export.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    clikit.add_out(export, "output directory", required=True)
     export.add_argument("--capacity", type=int, default=None, help="KV capacity (default: config.max_prefix_tokens)")
     export.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp16", help="TensorRT precision")
     export.add_argument("--opset", type=int, default=17)
     export.add_argument("--dynamo", action="store_true", help="use the torch.export-based ONNX exporter")
-    export.add_argument("--device", default="cpu", help="device to load the model on (tensorrt moves it to cuda)")
-    export.set_defaults(func=_cmd_export)
-
-
-def _err(msg: str) -> None:
-    print(f"automot: error: {msg}", file=sys.stderr, flush=True)
+    clikit.add_device(export, "device to load the model on (tensorrt moves it to cuda)")
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from automot.runtime.bench import run_bench
 
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    unknown = sorted(set(backends) - {"torch", "torch-compile", "onnxruntime", "tensorrt"})
-    if unknown:
-        _err(f"unknown backend(s) {unknown}; choose from torch, torch-compile, onnxruntime, tensorrt")
-        return EXIT_USER_ERROR
-    if args.iters < 1 or args.warmup < 0:
-        _err("--iters must be >= 1 and --warmup >= 0")
-        return EXIT_USER_ERROR
-    try:
-        result = run_bench(
-            args.preset,
-            args.iters,
-            args.warmup,
-            backends,
-            args.runtime_engine,
-            args.threads,
-            device=args.device,
-            dtype=args.dtype,
-            checkpoint=args.checkpoint,
-        )
-    except Exception as exc:
-        from automot.model import ConfigError
-
-        if isinstance(exc, ConfigError):
-            _err(str(exc))
-            return EXIT_USER_ERROR
-        raise
+    backends = clikit.split_list(args.backends, "--backends", BENCH_BACKENDS)
+    clikit.require(args.iters >= 1 and args.warmup >= 0, "--iters must be >= 1 and --warmup >= 0")
+    # ConfigError (bad preset / YAML) and ExportError (bad checkpoint) exit 2 through automot.cli.
+    result = run_bench(
+        args.preset,
+        args.iters,
+        args.warmup,
+        backends,
+        args.runtime_engine,
+        args.threads,
+        device=args.device,
+        dtype=args.dtype,
+        checkpoint=args.checkpoint,
+    )
     text = json.dumps(result, indent=2)
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
@@ -107,37 +89,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from automot.runtime.engines import MissingDependencyError
-    from automot.runtime.export import ExportError, export, load_model
+    from automot.runtime.export import export, load_model
 
-    try:
-        if args.backend == "tensorrt":
-            from automot.runtime.engines import require_tensorrt
+    # MissingDependencyError exits 3, ExportError / ConfigError 2 (through automot.cli).
+    if args.backend == "tensorrt":
+        from automot.runtime.engines import require_tensorrt
 
-            require_tensorrt()  # before loading a possibly large model
-        model = load_model(args.preset, args.checkpoint, device=args.device)
-        source = f"preset:{args.preset}" if args.preset else f"checkpoint:{args.checkpoint}"
-        print(f"[export] {source} -> {args.out} ({args.backend})", file=sys.stderr, flush=True)
-        summary = export(
-            model, args.backend, args.out, args.capacity, args.precision, args.opset, args.dynamo, source=source
-        )
-    except MissingDependencyError as exc:
-        _err(str(exc))
-        return EXIT_MISSING_DEPENDENCY
-    except ExportError as exc:
-        _err(str(exc))
-        return EXIT_USER_ERROR
-    except Exception as exc:
-        from automot.model import ConfigError
-
-        if isinstance(exc, ConfigError):
-            _err(str(exc))
-            return EXIT_USER_ERROR
-        raise
+        require_tensorrt()  # before loading a possibly large model
+    model = load_model(args.preset, args.checkpoint, device=args.device)
+    source = f"preset:{args.preset}" if args.preset else f"checkpoint:{args.checkpoint}"
+    print(f"[export] {source} -> {args.out} ({args.backend})", file=sys.stderr, flush=True)
+    summary = export(
+        model, args.backend, args.out, args.capacity, args.precision, args.opset, args.dynamo, source=source
+    )
+    parity = Path(args.out) / "parity.json"
     verdict = "passed" if summary["passed"] else "FAILED"
     print(
-        f"[export] parity {verdict}: max_abs={summary['max_abs']:.3g} cosine_min={summary['cosine_min']:.6f} "
-        f"-> {Path(args.out) / 'parity.json'}",
+        f"[export] parity {verdict}: max_abs={summary['max_abs']:.3g} cosine_min={summary['cosine_min']:.6f} -> {parity}",
         file=sys.stderr,
     )
     bev = summary.get("bev_encoder")
@@ -148,4 +116,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(json.dumps({k: summary[k] for k in ("files", "passed", "max_abs", "cosine_min", "capacity")}))
-    return 0 if summary["passed"] else EXIT_PARITY_FAILED
+    if not summary["passed"]:
+        raise clikit.CheckFailed(
+            f"exported {args.backend} engine failed the parity check against torch "
+            f"(max_abs={summary['max_abs']:.3g}, cosine_min={summary['cosine_min']:.6f}; see {parity})"
+        )
+    return 0

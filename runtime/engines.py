@@ -17,6 +17,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from automot.errors import EnvironmentProblem
+
 INPUT_NAMES = ("keys", "values", "pad_mask", "next_position", "target_points", "speed", "scene")
 OUTPUT_NAMES = ("path", "waypoints", "decision_logits")
 # The exported BEV scene encoder (runtime/scene.py): batch-1 camera + LiDAR inputs -> (1, C, h, w) BEV feature.
@@ -26,7 +28,7 @@ SCENE_OUTPUT_NAME = "bev_features"
 FastOutputs = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-class MissingDependencyError(RuntimeError):
+class MissingDependencyError(EnvironmentProblem):
     """An optional package needed by the selected backend is not installed (the message says how to get it)."""
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from automot.errors import UsageError
 from automot.runtime.engines import (
     INPUT_NAMES,
     OUTPUT_NAMES,
@@ -43,7 +44,7 @@ TOLERANCES = {
 }
 
 
-class ExportError(RuntimeError):
+class ExportError(UsageError, RuntimeError):
     """A user-facing export problem (bad preset, missing checkpoint, failed parity): the message says what to do."""
 
 

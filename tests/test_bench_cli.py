@@ -61,7 +61,7 @@ def test_bench_tiny_writes_every_contract_key(tmp_path):
 
 
 def test_bench_rejects_unknown_backend(capsys):
-    assert main(["bench", "--preset", "tiny", "--backends", "torch,tflite"]) == 1
+    assert main(["bench", "--preset", "tiny", "--backends", "torch,tflite"]) == 2
     assert "tflite" in capsys.readouterr().err
 
 

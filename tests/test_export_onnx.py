@@ -81,17 +81,17 @@ def test_cli_export_checkpoint_roundtrip(model, tmp_path, capsys):
 
 
 def test_cli_export_unknown_preset(tmp_path, capsys):
-    assert main(["export", "--preset", "huge", "--out", str(tmp_path)]) == 1
+    assert main(["export", "--preset", "huge", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "unknown preset 'huge'" in err and "tiny" in err
     assert not (tmp_path / "parity.json").exists()
 
 
 def test_cli_export_missing_checkpoint(tmp_path, capsys):
-    assert main(["export", "--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 1
+    assert main(["export", "--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "checkpoint directory not found" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert main(["export", "--checkpoint", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 1
+    assert main(["export", "--checkpoint", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "model.safetensors" in err and "config.yaml" in err
 

@@ -1,35 +1,43 @@
-"""``automot train`` and ``automot collect`` subcommands (registered by automot/cli.py)."""
+"""``automot train`` and ``automot collect`` subcommands (registered by automot/cli.py).
+
+Errors are raised and reported by automot.cli with the shared exit codes (`automot --help`): a bad config, option
+or dataset exits 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+
+from automot import clikit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    train = subparsers.add_parser(
+    train = clikit.add_command(
+        subparsers,
         "train",
         help="train AutoMoT stages (action / joint / refiner) from a YAML config",
+        func=_train,
         description="Staged training. Multi-GPU: torchrun --nproc_per_node N -m automot.cli train --config ...",
     )
     train.add_argument("--config", help="training config YAML (default with --resume: the checkpoint's own)")
     train.add_argument("--resume", help="checkpoint directory, or a run directory (its latest checkpoint)")
     train.add_argument("--output-dir", help="override output_dir of the config")
     train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (with a checkpoint)")
-    train.add_argument("--no-progress", action="store_true", help="no progress bars")
-    train.set_defaults(func=_train)
+    clikit.add_no_progress(train)
 
-    collect = subparsers.add_parser(
+    collect = clikit.add_command(
+        subparsers,
         "collect",
         help="drive the privileged expert in the embedded world and write a training dataset",
+        func=_collect,
         description="Writes the dataset format documented in training/data/automot_format.py.",
     )
     collect.add_argument("--world", default="embedded", choices=["embedded"], help="simulator (only 'embedded')")
     collect.add_argument("--routes", required=True, help="comma-separated route names, or 'all'")
     collect.add_argument("--episodes", type=int, default=1, help="episodes per route (different traffic seeds)")
-    collect.add_argument("--out", required=True, help="dataset root directory")
+    clikit.add_out(collect, "dataset root directory", required=True)
     collect.add_argument("--rig", default="automot-front", help="agent sensor rig whose cameras are recorded")
     collect.add_argument("--image-size", help="WIDTHxHEIGHT for the rig cameras (default: the rig's size)")
     collect.add_argument("--seed", type=int, default=0, help="added to each route's seed")
@@ -40,30 +48,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     collect.add_argument("--min-score", type=float, default=0.0, help="drop episodes with a lower expert DS")
     collect.add_argument("--max-ticks", type=int, help="cap on ticks per episode (default: the route's limit)")
     collect.add_argument("--overwrite", action="store_true", help="delete an existing dataset at --out first")
-    collect.add_argument("--no-progress", action="store_true", help="no progress bars")
-    collect.set_defaults(func=_collect)
+    clikit.add_no_progress(collect)
 
 
 def _train(args: argparse.Namespace) -> int:
     from automot.training.checkpoint import TRAIN_CONFIG, resolve_resume
-    from automot.errors import ConfigError
     from automot.training.config import TrainConfig
 
-    if not args.config and not args.resume:
-        print("automot train: --config is required (or --resume a checkpoint)", file=sys.stderr)
-        return 2
-    try:
-        if args.config:
-            cfg = TrainConfig.load_yaml(args.config)
-        else:
-            cfg = TrainConfig.load_yaml(resolve_resume(args.resume) / TRAIN_CONFIG)
-        if args.output_dir:
-            cfg.output_dir = args.output_dir
-        if args.no_progress:
-            cfg.log.progress = False
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"automot train: {exc}", file=sys.stderr)
-        return 2
+    clikit.require(args.config or args.resume, "--config is required (or --resume a checkpoint)")
+    if args.config:
+        config = clikit.require_file(args.config, "--config")
+    else:
+        try:
+            config = resolve_resume(args.resume) / TRAIN_CONFIG
+        except FileNotFoundError as exc:
+            raise clikit.UsageError(str(exc)) from exc
+        config = clikit.require_file(config, "--resume")
+    cfg = TrainConfig.load_yaml(config)  # ConfigError exits 2 through automot.cli
+    if args.output_dir:
+        cfg.output_dir = args.output_dir
+    if args.no_progress:
+        cfg.log.progress = False
     from automot.training.distributed import shutdown
     from automot.training.trainer import Trainer
 
@@ -87,15 +92,8 @@ def _collect(args: argparse.Namespace) -> int:
 
         routes = list_routes()
     else:
-        routes = [r.strip() for r in args.routes.split(",") if r.strip()]
-    size = None
-    if args.image_size:
-        try:
-            w, h = (int(v) for v in args.image_size.lower().split("x"))
-            size = (w, h)
-        except ValueError:
-            print(f"automot collect: --image-size {args.image_size!r}: expected WIDTHxHEIGHT", file=sys.stderr)
-            return 2
+        routes = clikit.split_list(args.routes, "--routes")
+    size = clikit.parse_size(args.image_size, "--image-size") if args.image_size else None
     opts = CollectOptions(
         routes=routes,
         episodes=args.episodes,
@@ -112,11 +110,7 @@ def _collect(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )
-    try:
-        summary = collect(opts)
-    except ValueError as exc:
-        print(f"automot collect: {exc}", file=sys.stderr)
-        return 2
+    summary = collect(opts)  # UsageError (bad --routes, --episodes, ...) and DatasetError exit 2 through automot.cli
     print(
         json.dumps(
             {

@@ -5,7 +5,9 @@ Embedded: ``automot drive --route merge --out runs/merge [--agent expert] [--tic
 log there. CARLA: ``automot drive --world carla --routes ROUTES.xml --agent-config CFG.yaml`` runs the installed
 leaderboard evaluator in a subprocess.
 
-Exit codes: 0 finished (whatever the score); 1 user error; 3 CARLA / leaderboard missing; 4 the agent crashed.
+Errors are raised and reported by automot.cli with the shared exit codes (`automot --help`): 0 finished (whatever
+the score); 2 bad option, route or agent config; 3 CARLA / leaderboard missing; 5 the agent crashed (results.json
+is still written) or the leaderboard evaluator failed.
 """
 
 from __future__ import annotations
@@ -17,23 +19,26 @@ import subprocess
 import sys
 from pathlib import Path
 
+from automot import clikit
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_AGENT = "agent/automot_agent.py"
 DEFAULT_CONFIG = "leaderboard_configs/demo_tiny.yaml"  # the committed CPU-trained demo model
-EXIT_USER_ERROR, EXIT_MISSING_DEPENDENCY, EXIT_AGENT_CRASHED = 1, 3, 4
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``drive`` subcommand."""
-    p = subparsers.add_parser(
+    p = clikit.add_command(
+        subparsers,
         "drive",
         help="closed-loop driving in the embedded highway-env world or in CARLA",
+        func=_cmd_drive,
         description="Run a leaderboard agent on a route and score it like the CARLA leaderboard (results.json).",
     )
     p.add_argument("--world", choices=("embedded", "carla"), default="embedded", help="simulator (default: embedded)")
     p.add_argument("--route", help="embedded route name (see --list-routes)")
     p.add_argument("--list-routes", action="store_true", help="list the embedded routes and exit")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: runs/drive/<route>)")
+    clikit.add_out(p, "output folder (default: runs/drive/<route>)")
     p.add_argument(
         "--config",
         "--agent-config",
@@ -45,17 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--agent", default=DEFAULT_AGENT, help=f"agent file, or 'expert' (default: {DEFAULT_AGENT})")
     p.add_argument("--ticks", type=int, help="tick limit (embedded; default: the route's)")
     p.add_argument("--seed", type=int, help="traffic / sensor-noise seed (embedded; default: the route's)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    clikit.add_no_progress(p)
     carla = p.add_argument_group("carla world")
     carla.add_argument("--routes", metavar="XML", help="leaderboard route file")
     carla.add_argument("--host", default="localhost")
     carla.add_argument("--port", type=int, default=2000)
     carla.add_argument("--tm-port", type=int, default=8000, help="traffic manager port")
-    p.set_defaults(func=_cmd_drive)
-
-
-def _err(msg: str) -> None:
-    print(f"automot: error: {msg}", file=sys.stderr, flush=True)
 
 
 def _resolve(path: str) -> str:
@@ -76,31 +76,28 @@ def _cmd_drive(args: argparse.Namespace) -> int:
 
 
 def _drive_embedded(args: argparse.Namespace) -> int:
-    from automot.world.routes import UnknownRouteError
+    from automot.world.routes import load_route
     from automot.world.runner import EXPERT_AGENT, AgentCrashed, run_route
 
-    if not args.route:
-        _err("--route is required for --world embedded (see --list-routes)")
-        return EXIT_USER_ERROR
+    clikit.require(args.route, "--route is required for --world embedded (see --list-routes)")
+    route = load_route(args.route)  # UnknownRouteError exits 2 through automot.cli, before anything is written
     agent = EXPERT_AGENT if args.agent == "expert" else _resolve(args.agent)
     config = "" if args.agent == "expert" else _resolve(args.agent_config)
-    if not Path(agent).is_file():
-        _err(f"agent file not found: {agent}")
-        return EXIT_USER_ERROR
+    clikit.require(Path(agent).is_file(), f"--agent {agent}: file not found")
     out = Path(args.out or f"runs/drive/{args.route}")
     out.mkdir(parents=True, exist_ok=True)
     # Contract with the agent: AUTOMOT_RECORD_DIR overrides its recorder.out_dir (video.mp4, ticks.jsonl).
     os.environ["AUTOMOT_RECORD_DIR"] = str(out.resolve())
     try:
-        results = run_route(
-            args.route, agent, config, out, ticks=args.ticks, seed=args.seed, progress=not args.no_progress
-        )
-    except UnknownRouteError as exc:
-        _err(str(exc))
-        return EXIT_USER_ERROR
-    except AgentCrashed as exc:
-        _err(str(exc))
-        return EXIT_AGENT_CRASHED
+        results = run_route(route, agent, config, out, ticks=args.ticks, seed=args.seed, progress=not args.no_progress)
+    except AgentCrashed as exc:  # RunFailed (5), unless the cause has its own code: a bad agent config exits 2
+        cause = exc.__cause__
+        if isinstance(cause, clikit.AutoMoTError) and cause.exit_code not in (
+            clikit.ExitCode.INTERNAL,
+            clikit.ExitCode.RUN_FAILED,
+        ):
+            raise clikit.error_for(cause.exit_code, str(exc)) from exc
+        raise
     record = results["_checkpoint"]["records"][0]
     print(f"route {args.route}: {record['status']}")
     print(
@@ -148,23 +145,21 @@ def evaluator_command(args: argparse.Namespace, out: Path) -> list[str]:
 
 
 def _drive_carla(args: argparse.Namespace) -> int:
-    if not args.routes:
-        _err("--routes ROUTES.xml is required for --world carla")
-        return EXIT_USER_ERROR
-    if args.agent == "expert":
-        _err("the privileged expert only exists in the embedded world")
-        return EXIT_USER_ERROR
+    clikit.require(args.routes, "--routes ROUTES.xml is required for --world carla")
+    clikit.require(args.agent != "expert", "--agent expert: the privileged expert only exists in the embedded world")
     missing = missing_carla_modules()
     if missing:
-        _err(
+        raise clikit.EnvironmentProblem(
             f"cannot import {', '.join(missing)}. Install the CARLA client with `pip install -e .[carla]` (or the "
             "0.9.15 wheel matching your server, see README), and put the leaderboard and scenario runner on "
             "PYTHONPATH, e.g. export PYTHONPATH=$LEADERBOARD_ROOT:$SCENARIO_RUNNER_ROOT:$PYTHONPATH "
             "(Bench2Drive: Bench2Drive/leaderboard and Bench2Drive/scenario_runner)."
         )
-        return EXIT_MISSING_DEPENDENCY
     out = Path(args.out or "runs/drive/carla")
     out.mkdir(parents=True, exist_ok=True)
     cmd = evaluator_command(args, out)
     print("running:", " ".join(cmd), flush=True)
-    return subprocess.call(cmd)
+    code = subprocess.call(cmd)
+    if code != 0:
+        raise clikit.RunFailed(f"the leaderboard evaluator exited with code {code} (results in {out})")
+    return 0

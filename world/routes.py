@@ -16,11 +16,13 @@ from typing import Any
 
 import yaml
 
+from automot.errors import UsageError
+
 ROAD_OPTIONS = ("VOID", "LEFT", "RIGHT", "STRAIGHT", "LANEFOLLOW", "CHANGELANELEFT", "CHANGELANERIGHT")
 _DEFAULT_DIR = Path(__file__).resolve().parents[1] / "leaderboard_configs" / "routes"
 
 
-class UnknownRouteError(KeyError):
+class UnknownRouteError(UsageError, KeyError):
     """Raised for a route name that has no YAML file; the message lists the known names."""
 
     def __str__(self) -> str:  # KeyError would repr() the message

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from automot.errors import ConfigError
 from automot.world.geo import location_to_gps
 from automot.world.geometry import carla_matrix
 from automot.world.lidar import LidarSensor
@@ -59,7 +60,7 @@ OBSTACLE_COLOR = (40, 120, 230)
 PALETTE = [(235, 235, 235), (170, 170, 175), (40, 40, 40), (40, 40, 185), (150, 80, 30), (60, 60, 90), (50, 140, 200)]
 
 
-class SensorConfigurationInvalid(ValueError):
+class SensorConfigurationInvalid(ConfigError):
     """The agent's ``sensors()`` list would be rejected (or cannot be simulated by the embedded world)."""
 
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from automot import clikit
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = clikit.add_command(
+        sub,
         "convert",
         help="convert the released AutoMoT checkpoint (or list the tensors the loader expects)",
+        func=_run,
         description=(
             "Map every tensor of the released model.safetensors (or model-*.safetensors shards; ema.safetensors "
             "with --ema) to our modules by exact name and shape. Missing, unexpected or mis-shaped tensors are "
@@ -19,9 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--from-automot", metavar="DIR", help="released checkpoint folder (config.json, model.safetensors, ...)"
     )
-    p.add_argument(
-        "--out", metavar="DIR", help="output folder (our format: model.safetensors + config.yaml + BEV encoder)"
-    )
+    clikit.add_out(p, "output folder (our format: model.safetensors + config.yaml + BEV encoder)")
     p.add_argument(
         "--ema",
         action="store_true",
@@ -37,7 +39,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="print 'name shape' for every required tensor of the released format (BEV layout from --from-automot's "
         "bev_config.json when given, TF++ defaults otherwise) and exit",
     )
-    p.set_defaults(func=_run)
 
 
 def _expected(args: argparse.Namespace) -> dict:
@@ -58,31 +59,21 @@ def _expected(args: argparse.Namespace) -> dict:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from automot.model.config import ConfigError
-    from automot.model.understanding import PretrainedLoadError
+    # ConfigError and PretrainedLoadError (a bad released folder) exit 2 through automot.cli.
+    if args.expected_keys:
+        for name, shape in _expected(args).items():
+            print(f"{name} {list(shape)}")
+        return 0
+    clikit.require(args.from_automot and args.out, "--from-automot DIR and --out DIR are required (or --expected-keys)")
+    from automot.model.released.loader import convert_released
 
-    try:
-        if args.expected_keys:
-            for name, shape in _expected(args).items():
-                print(f"{name} {list(shape)}")
-            return 0
-        if not args.from_automot or not args.out:
-            print(
-                "automot convert: --from-automot DIR and --out DIR are required (or --expected-keys)", file=sys.stderr
-            )
-            return 2
-        from automot.model.released.loader import convert_released
-
-        out = convert_released(
-            args.from_automot,
-            args.out,
-            dtype=args.dtype,
-            preset=args.preset,
-            ema=args.ema,
-            allow_config_mismatch=args.allow_config_mismatch,
-        )
-    except (ConfigError, PretrainedLoadError) as exc:
-        print(f"automot convert: {exc}", file=sys.stderr)
-        return 2
+    out = convert_released(
+        args.from_automot,
+        args.out,
+        dtype=args.dtype,
+        preset=args.preset,
+        ema=args.ema,
+        allow_config_mismatch=args.allow_config_mismatch,
+    )
     print(f"wrote {out}")
     return 0

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from automot.errors import UsageError
+
 FORMAT_NAME = "automot-driving"
 FORMAT_VERSION = 1
 
@@ -37,7 +39,7 @@ WAYPOINT_DT = 0.5
 PATH_SPACING = 1.0  # metres between path points (CarLLaVA / SimLingo path representation)
 
 
-class DatasetError(ValueError):
+class DatasetError(UsageError):
     """A dataset on disk is malformed; the message names the file (and line / field)."""
 
 

@@ -1,0 +1,145 @@
+"""The argparse wiring every `automot` subcommand module shares, and the helpers they raise errors with.
+
+Each subcommand module keeps its own ``register(sub)`` and builds its parser with :func:`add_command` and the
+option helpers below. Failures are raised, never printed: a command raises an :class:`automot.errors.AutoMoTError`
+subclass (or a domain error that subclasses one) and `automot.cli.main` prints it as one line with its exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from automot.errors import (
+    AutoMoTError,
+    CheckFailed,
+    ConfigError,
+    EnvironmentProblem,
+    ExitCode,
+    RunFailed,
+    UsageError,
+)
+
+EXIT_CODES_EPILOG = "exit codes: see `automot --help`"
+
+_ERROR_FOR_CODE: dict[ExitCode, type[AutoMoTError]] = {
+    ExitCode.USAGE: UsageError,
+    ExitCode.ENVIRONMENT: EnvironmentProblem,
+    ExitCode.CHECK_FAILED: CheckFailed,
+    ExitCode.RUN_FAILED: RunFailed,
+}
+
+
+def add_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    *,
+    help: str,
+    func: Callable[[argparse.Namespace], int | None],
+    description: str | None = None,
+) -> argparse.ArgumentParser:
+    """Add subcommand ``name`` whose handler is ``func(args)``; the description defaults to the help line."""
+    parser = sub.add_parser(
+        name,
+        help=help,
+        description=description or help,
+        epilog=EXIT_CODES_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(func=func)
+    return parser
+
+
+def add_model_source(
+    parser: argparse.ArgumentParser,
+    *,
+    preset_default: str | None = None,
+    required: bool = False,
+    preset_help: str = "model preset (tiny, small, automot-4b) or a model config YAML",
+    checkpoint_help: str = "checkpoint directory (config.yaml + model.safetensors)",
+) -> None:
+    """The mutually exclusive ``--preset NAME`` / ``--checkpoint DIR`` pair that names the model a command uses."""
+    group = parser.add_mutually_exclusive_group(required=required)
+    if preset_default is not None:
+        preset_help = f"{preset_help} (default: {preset_default})"
+    group.add_argument("--preset", default=preset_default, help=preset_help)
+    group.add_argument("--checkpoint", metavar="DIR", default=None, help=checkpoint_help)
+
+
+def add_out(parser: argparse.ArgumentParser, help: str = "output folder", *, required: bool = False) -> None:
+    parser.add_argument("--out", metavar="DIR", required=required, help=help)
+
+
+def add_no_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_device(parser: argparse.ArgumentParser, help: str = "cpu | cuda | cuda:N") -> None:
+    parser.add_argument("--device", default="cpu", help=f"{help} (default: cpu)")
+
+
+def require(condition: Any, message: str) -> None:
+    """Raise UsageError(message) unless ``condition`` holds (for checks argparse cannot express)."""
+    if not condition:
+        raise UsageError(message)
+
+
+def require_file(path: str | Path, what: str) -> Path:
+    """``path`` as a Path if it is an existing file, else UsageError naming ``what`` (e.g. '--config')."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{what} {p}: file not found")
+    return p
+
+
+def split_list(value: str, option: str, choices: Iterable[str] | None = None) -> list[str]:
+    """A comma-separated option value as a list; UsageError for unknown items when ``choices`` is given."""
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if choices is not None:
+        allowed = list(choices)
+        unknown = [v for v in items if v not in allowed]
+        if unknown:
+            raise UsageError(f"{option}: unknown value(s) {', '.join(unknown)}; choose from {', '.join(allowed)}")
+    if not items:
+        raise UsageError(f"{option}: no value given")
+    return items
+
+
+def parse_size(value: str, option: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` -> (width, height), UsageError otherwise."""
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"{option} {value!r}: expected WIDTHxHEIGHT, e.g. 640x320") from None
+    if w < 1 or h < 1:
+        raise UsageError(f"{option} {value!r}: width and height must be >= 1")
+    return w, h
+
+
+def error_for(code: ExitCode, message: str) -> AutoMoTError:
+    """An error of the class that exits with ``code`` (to re-raise a wrapped cause under its own code)."""
+    return _ERROR_FOR_CODE.get(ExitCode(code), AutoMoTError)(message)
+
+
+__all__ = [
+    "EXIT_CODES_EPILOG",
+    "AutoMoTError",
+    "CheckFailed",
+    "ConfigError",
+    "EnvironmentProblem",
+    "ExitCode",
+    "RunFailed",
+    "UsageError",
+    "add_command",
+    "add_device",
+    "add_model_source",
+    "add_no_progress",
+    "add_out",
+    "error_for",
+    "parse_size",
+    "require",
+    "require_file",
+    "split_list",
+]
