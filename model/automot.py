@@ -141,7 +141,12 @@ class AutoMoTModel(nn.Module):
 
     @torch.no_grad()
     def prefill(self, observation: Observation, capacity: int | None = None) -> KVSnapshot:
-        """Run the understanding expert on the prefix and return its per-layer K/V (optionally capacity-padded)."""
+        """Run the understanding expert on the prefix and return its per-layer K/V (optionally capacity-padded).
+
+        ``observation``: input_ids / attention_mask [B, T] plus the processor's image tensors. Returns a
+        KVSnapshot with keys / values [L, B, Hkv, S, D], pad_mask [B, S], next_position [B], where S = T, or
+        ``capacity`` when given (padded with pad_mask False).
+        """
         snap, _ = self._run_prefix(observation)
         return snap.padded(capacity) if capacity is not None else snap
 
@@ -208,11 +213,38 @@ class AutoMoTModel(nn.Module):
         speed: torch.Tensor,
         scene: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Pure-tensor action pass (the exported engine): returns (path, waypoints, decision_logits)."""
-        hidden = self._action_hidden(keys, values, pad_mask, next_position, target_points, speed, scene)
-        path, waypoints, logits = self._heads(hidden)
+        """Pure-tensor action pass (the exported engine), refiner included when one is attached.
+
+        Inputs: keys / values [L, B, Hkv, S, D] (a snapshot's, S = prefix length or capacity), pad_mask [B, S]
+        (True = valid prefix token), next_position [B] (int64, position of the first action token),
+        target_points [B, 2, 2] (ego frame, metres), speed [B, 1] (m/s), scene [B, N_scene, D_scene] or None.
+        Returns (path [B, n_route, 2], waypoints [B, n_waypoints, 2], decision_logits [B, n_decision, vocab]);
+        the presets have n_route = 20 and n_waypoints = 6.
+        """
+        path, waypoints, logits, hidden = self.action_heads(
+            keys, values, pad_mask, next_position, target_points, speed, scene
+        )
         path, waypoints = self._refine(path, waypoints, hidden)
         return path, waypoints, logits
+
+    def action_heads(
+        self,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        pad_mask: torch.Tensor,
+        next_position: torch.Tensor,
+        target_points: torch.Tensor,
+        speed: torch.Tensor,
+        scene: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The action pass without the refiner, plus the action expert's final hidden states.
+
+        Same inputs as ``fast_step``. Returns (path [B, n_route, 2], waypoints [B, n_waypoints, 2], decision_logits
+        [B, n_decision, vocab], hidden [B, N_action, H_ae]); ``hidden`` is what a trajectory refiner conditions on.
+        """
+        hidden = self._action_hidden(keys, values, pad_mask, next_position, target_points, speed, scene)
+        path, waypoints, logits = self._heads(hidden)
+        return path, waypoints, logits, hidden
 
     def _refine(self, path: torch.Tensor, waypoints: torch.Tensor, hidden: torch.Tensor):
         refiner = self.__dict__["refiner"]
@@ -223,9 +255,14 @@ class AutoMoTModel(nn.Module):
 
     @torch.no_grad()
     def act(self, snapshot: KVSnapshot, state: ActionState) -> ActionOutput:
-        """Run the action expert against a snapshot (read-only) and decode the decision text."""
+        """Run the action expert against a snapshot (read-only) and decode the decision text.
+
+        ``state``: target_points [B, 2, 2], speed [B, 1], scene [B, N_scene, D_scene] or None. Returns an
+        ActionOutput with path [B, n_route, 2], waypoints [B, n_waypoints, 2], decision_logits
+        [B, n_decision, vocab] and hidden [B, N_action, H_ae].
+        """
         dev = self.device
-        hidden = self._action_hidden(
+        path, waypoints, logits, hidden = self.action_heads(
             snapshot.keys,
             snapshot.values,
             snapshot.pad_mask,
@@ -234,7 +271,6 @@ class AutoMoTModel(nn.Module):
             state.speed.to(dev),
             None if state.scene is None else state.scene.to(dev),
         )
-        path, waypoints, logits = self._heads(hidden)
         path, waypoints = self._refine(path, waypoints, hidden)
         return ActionOutput(path, waypoints, logits, self.decode_decision(logits), hidden)
 
@@ -249,7 +285,10 @@ class AutoMoTModel(nn.Module):
         """Joint single pass over prefix and action tokens (what training differentiates; no refiner here —
         the refiner stage applies it explicitly).
 
-        With ``return_snapshot`` the UE K/V of this joint pass come back too (they must equal ``prefill``'s).
+        ``observation`` [B, T] tokens as for ``prefill``; ``state`` as for ``act``. Returns an ActionOutput with
+        path [B, n_route, 2], waypoints [B, n_waypoints, 2], decision_logits [B, n_decision, vocab] and hidden
+        [B, N_action, H_ae]. With ``return_snapshot`` the UE K/V of this joint pass come back too as a KVSnapshot
+        (keys / values [L, B, Hkv, T, D]; they must equal ``prefill``'s).
         """
         obs = observation.to(self.device)
         pre = self.understanding.embed_prefix(obs)
@@ -318,4 +357,7 @@ class FastStep(nn.Module):
         self.model = model
 
     def forward(self, keys, values, pad_mask, next_position, target_points, speed, scene=None):
+        """``AutoMoTModel.fast_step``: keys / values [L, B, Hkv, S, D], pad_mask [B, S], next_position [B],
+        target_points [B, 2, 2], speed [B, 1], scene [B, N_scene, D_scene] or None -> (path [B, n_route, 2],
+        waypoints [B, n_waypoints, 2], decision_logits [B, n_decision, vocab])."""
         return self.model.fast_step(keys, values, pad_mask, next_position, target_points, speed, scene)

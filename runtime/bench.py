@@ -212,14 +212,37 @@ def run_bench(
     dtype: str | None = None,
     checkpoint: str | None = None,
 ) -> dict[str, Any]:
-    """Run the whole benchmark and return the contract dict (see module docstring of runtime.cli)."""
+    """Run the whole benchmark and return the contract dict (see module docstring of runtime.cli).
+
+    Torch's intra-op thread count is set to ``threads`` (default: the available cores) while it runs and put
+    back to the caller's value afterwards, also when the benchmark fails.
+    """
+    threads = threads or available_cores()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run_bench(preset, iters, warmup, backends, runtime_engine, threads, device, dtype, checkpoint)
+    finally:
+        if torch.get_num_threads() != previous_threads:
+            torch.set_num_threads(previous_threads)
+
+
+def _run_bench(
+    preset: str,
+    iters: int,
+    warmup: int,
+    backends: list[str] | None,
+    runtime_engine: str | None,
+    threads: int,
+    device: str,
+    dtype: str | None,
+    checkpoint: str | None,
+) -> dict[str, Any]:
     from automot.model import build_model, make_dummy_inputs
 
     backends = backends or ["torch", "onnxruntime"]
     if "torch" not in backends:
         backends = ["torch", *backends]  # the speedup is defined against eager torch
-    threads = threads or available_cores()
-    torch.set_num_threads(threads)
     load_before = _loadavg()
     if checkpoint:
         from automot.runtime.export import load_model
@@ -267,8 +290,7 @@ def run_bench(
 
         def torch_refined() -> None:
             with torch.inference_mode():
-                hidden = model._action_hidden(*inputs)
-                path, waypoints, _ = model._heads(hidden)
+                path, waypoints, _, hidden = model.action_heads(*inputs)
                 refiner.sample(path, waypoints, hidden)
 
         calls: dict[str, Callable[[], object]] = {"full_forward": full}

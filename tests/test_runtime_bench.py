@@ -1,0 +1,51 @@
+"""run_bench leaves torch's thread count as it found it, and the model's public action_heads matches fast_step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import automot.model
+from automot.model import build_model, make_dummy_inputs
+from automot.runtime import bench
+from automot.runtime.bench import run_bench
+
+
+@pytest.fixture
+def thread_count():
+    before = torch.get_num_threads()
+    yield before
+    torch.set_num_threads(before)
+
+
+def test_run_bench_restores_the_thread_count(thread_count, monkeypatch):
+    # The measuring body is replaced (a real tiny run takes ~30 s here; test_bench_cli runs one end to end).
+    monkeypatch.setattr(bench, "_run_bench", lambda *args: {"threads_inside": torch.get_num_threads()})
+    torch.set_num_threads(1)
+    assert run_bench("tiny", iters=1, warmup=0, backends=["torch"], threads=2) == {"threads_inside": 2}
+    assert torch.get_num_threads() == 1
+
+
+def test_run_bench_restores_the_thread_count_when_it_fails(thread_count, monkeypatch):
+    def failing_build(*args, **kwargs):
+        assert torch.get_num_threads() == 3  # the benchmark's setting is in force while it runs
+        raise RuntimeError("no model")
+
+    monkeypatch.setattr(automot.model, "build_model", failing_build)
+    torch.set_num_threads(1)
+    with pytest.raises(RuntimeError, match="no model"):
+        run_bench("tiny", iters=1, warmup=0, backends=["torch"], threads=3)
+    assert torch.get_num_threads() == 1
+
+
+def test_action_heads_is_fast_step_without_a_refiner():
+    model = build_model("tiny", seed=0)
+    obs, state = make_dummy_inputs(model.config, batch=2, seed=0)
+    with torch.inference_mode():
+        snap = model.prefill(obs, capacity=64)
+        inputs = (snap.keys, snap.values, snap.pad_mask, snap.next_position, state.target_points, state.speed)
+        path, waypoints, logits, hidden = model.action_heads(*inputs)
+        expected = model.fast_step(*inputs)
+    for got, want in zip((path, waypoints, logits), expected):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert hidden.shape == (2, model.config.num_action_tokens, model.config.action.hidden_size)
