@@ -16,11 +16,11 @@ class Observation:
     mm_token_type_ids marks image tokens (1) / video tokens (2); HF needs it for multimodal positions.
     """
 
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    pixel_values: torch.Tensor | None = None
-    image_grid_thw: torch.Tensor | None = None
-    mm_token_type_ids: torch.Tensor | None = None
+    input_ids: torch.Tensor  # [B, T] int64
+    attention_mask: torch.Tensor  # [B, T], 1 = real token (batches are left-padded)
+    pixel_values: torch.Tensor | None = None  # [N_patches, C*T*P*P]
+    image_grid_thw: torch.Tensor | None = None  # [n_images, 3]
+    mm_token_type_ids: torch.Tensor | None = None  # [B, T]
 
     def to(self, device: torch.device | str) -> Observation:
         return Observation(**{k: (v.to(device) if v is not None else None) for k, v in vars(self).items()})
@@ -30,9 +30,9 @@ class Observation:
 class ActionState:
     """Fast-path input: target points [B, 2, 2] and speed [B, 1] (ego frame, SI units), optional scene [B, N, D]."""
 
-    target_points: torch.Tensor
-    speed: torch.Tensor
-    scene: torch.Tensor | None = None
+    target_points: torch.Tensor  # [B, 2, 2] ego frame (x forward, y right), metres
+    speed: torch.Tensor  # [B, 1] m/s
+    scene: torch.Tensor | None = None  # [B, N_scene, D_scene] scene tokens (BEV features), when the model has them
 
 
 @dataclass
@@ -53,11 +53,11 @@ class KVSnapshot:
     (max prefix position + 1). The fast path only reads these tensors.
     """
 
-    keys: torch.Tensor
-    values: torch.Tensor
-    pad_mask: torch.Tensor
-    next_position: torch.Tensor
-    reasoning_text: list[str] | None = None
+    keys: torch.Tensor  # [L, B, Hkv, S, D]
+    values: torch.Tensor  # [L, B, Hkv, S, D]
+    pad_mask: torch.Tensor  # [B, S] bool
+    next_position: torch.Tensor  # [B] int64
+    reasoning_text: list[str] | None = None  # B strings when the snapshot came from ``reason``
 
     @property
     def length(self) -> int:

@@ -25,6 +25,7 @@ OUTPUT_NAMES = ("path", "waypoints", "decision_logits")
 SCENE_INPUT_NAMES = ("rgb", "lidar")
 SCENE_OUTPUT_NAME = "bev_features"
 
+# (path [B, n_route, 2], waypoints [B, n_waypoints, 2], decision_logits [B, n_decision, vocab]) as numpy arrays.
 FastOutputs = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
@@ -44,7 +45,13 @@ class FastEngine(Protocol):
         target_points: torch.Tensor,
         speed: torch.Tensor,
         scene: torch.Tensor | None,
-    ) -> FastOutputs: ...
+    ) -> FastOutputs:
+        """One fast step (``AutoMoTModel.fast_step``) on a pinned KV slot.
+
+        keys / values [L, B, Hkv, S, D] with S = the runtime capacity, pad_mask [B, S] bool, next_position [B]
+        int64, target_points [B, 2, 2], speed [B, 1], scene [B, N_scene, D_scene] or None. Returns FastOutputs.
+        """
+        ...
 
     def close(self) -> None: ...
 
@@ -80,6 +87,7 @@ class TorchEngine:
         return self.module(*inputs)
 
     def __call__(self, keys, values, pad_mask, next_position, target_points, speed, scene) -> FastOutputs:
+        """``FastEngine.__call__``: keys / values [L, B, Hkv, S, D] ... -> (path, waypoints, logits) arrays."""
         inputs = [keys, values, pad_mask, next_position, target_points, speed, scene]
         if self.device.type != "cpu":  # the per-tick state arrives on the CPU
             inputs = [t if t is None else t.to(self.device, non_blocking=True) for t in inputs]
@@ -149,6 +157,7 @@ class OnnxRuntimeEngine:
         self.threads = threads
 
     def __call__(self, keys, values, pad_mask, next_position, target_points, speed, scene) -> FastOutputs:
+        """``FastEngine.__call__``: keys / values [L, B, Hkv, S, D] ... -> (path, waypoints, logits) arrays."""
         given = {
             "keys": keys,
             "values": values,
@@ -263,6 +272,7 @@ class TensorRTEngine:
             self.stream.synchronize()  # outputs are read (and inputs freed) by the caller right after
 
     def __call__(self, keys, values, pad_mask, next_position, target_points, speed, scene) -> FastOutputs:
+        """``FastEngine.__call__``: keys / values [L, B, Hkv, S, D] ... -> (path, waypoints, logits) arrays."""
         self._execute(dict(zip(INPUT_NAMES, (keys, values, pad_mask, next_position, target_points, speed, scene))))
         return tuple(_to_numpy(self.outputs[name]) for name in OUTPUT_NAMES)  # type: ignore[return-value]
 

@@ -177,7 +177,11 @@ class AutoMoTRuntime:
             self._fail(exc)
 
     def step(self, state: DrivingState, sim_time: float, frame: int) -> RuntimeOutput:
-        """Run the fast path on the newest published snapshot, or return a flagged safe stop."""
+        """Run the fast path on the newest published snapshot, or return a flagged safe stop.
+
+        ``state``: target_points (2, 2) ego frame, speed (m/s), optional scene (N_scene, D_scene) or scene_inputs.
+        The RuntimeOutput carries path (n_route, 2) and waypoints (n_waypoints, 2) in the ego frame (batch 1).
+        """
         t0 = time.perf_counter()
         self._check_open()
         if self._error is not None:
