@@ -25,15 +25,18 @@ METRIC_INFO_NAME = "metric_info.json"
 def resolve_save_name(conf_string: str | None) -> tuple[str, str]:
     """Split Bench2Drive's ``CONFIG+save_name`` agent-config string into (config path, save name).
 
-    Without a ``+`` suffix the save name is a timestamp, matching B2D's ``..._mm_dd_HH_MM_SS`` tail.
+    The Bench2Drive fork appends ``'+' + save_name`` to ``--agent-config`` on every route of a run without
+    resetting it, so route k of one evaluator process receives ``CONFIG+save_1+...+save_k``: the config is the
+    text before the first ``+`` and the save name (this route's) the text after the last one. Without a ``+``
+    suffix the save name is a timestamp, matching B2D's ``..._mm_dd_HH_MM_SS`` tail.
     """
     text = conf_string or ""
-    if "+" in text:
-        conf, _, save_name = text.rpartition("+")
-        if save_name.strip():
-            return conf, save_name.strip()
-        text = conf
-    return text, "automot_" + time.strftime("%m_%d_%H_%M_%S")
+    conf, plus, _ = text.partition("+")
+    if plus:
+        save_name = text.rpartition("+")[2].strip()
+        if save_name:
+            return conf, save_name
+    return conf, "automot_" + time.strftime("%m_%d_%H_%M_%S")
 
 
 def _finite_list(values: np.ndarray | list) -> list[float]:

@@ -165,29 +165,44 @@ def transform_xy(transform: Any) -> tuple[float, float]:
     raise TypeError(f"cannot read x/y from plan entry of type {type(transform).__name__}")
 
 
-def downsample_route(route: Sequence[tuple[Any, Any]], sample_factor: float) -> list[int]:
-    """Indices of ``route`` [(transform, RoadOption)] kept by the leaderboard's downsampling.
+def _plan_location(transform: Any) -> tuple[float, float, float]:
+    """World (x, y, z) of a plan entry (z = 0 when the entry has none)."""
+    x, y = transform_xy(transform)
+    location = getattr(transform, "location", transform)
+    z = getattr(location, "z", None)
+    if z is None and isinstance(location, Sequence) and len(location) >= 3:
+        z = location[2]
+    return x, y, float(z or 0.0)
 
-    Keeps the first and last point, every lane-change point and the point after it, every point where the
-    RoadOption changes, and otherwise one point per ``sample_factor`` metres of travelled route length.
+
+def downsample_route(route: Sequence[tuple[Any, Any]], sample_factor: float) -> list[int]:
+    """Indices of ``route`` [(transform, RoadOption)] kept by the leaderboard's ``downsample_route``.
+
+    Same rule, case by case and in the same order (checked against the real function in
+    tests/test_b2d_compat.py): the first point; every lane-change point; a point whose RoadOption differs from
+    the previous one unless the previous one was a lane change; a point reached once the distance accumulated
+    since the last kept point exceeds ``sample_factor`` (strictly); the last point. The distance (3-D, like
+    ``carla.Location.distance``) accumulates only over points that are not kept, so the step onto a kept point
+    is not counted: with 1 m spacing and 50 m the kept ids are 0, 51, 102, ... not 0, 50, 100.
     """
-    if not route:
-        return []
     lane_changes = {5, 6}  # CHANGELANELEFT, CHANGELANERIGHT
-    kept = [0]
-    prev_xy = transform_xy(route[0][0])
+    kept: list[int] = []
+    prev_option: int | None = None
     dist = 0.0
-    prev_option = road_option_value(route[0][1])
-    for i in range(1, len(route)):
-        xy = transform_xy(route[i][0])
-        option = road_option_value(route[i][1])
-        dist += math.hypot(xy[0] - prev_xy[0], xy[1] - prev_xy[1])
-        # Option boundaries and lane changes are where the route's meaning changes, so they always survive.
-        keep = option != prev_option or option in lane_changes or prev_option in lane_changes
-        if keep or dist >= sample_factor or i == len(route) - 1:
+    last = len(route) - 1
+    for i, (transform, option_raw) in enumerate(route):
+        option = road_option_value(option_raw)
+        if (
+            prev_option is None
+            or option in lane_changes
+            or (option != prev_option and prev_option not in lane_changes)
+            or dist > sample_factor
+            or i == last
+        ):
             kept.append(i)
             dist = 0.0
-        prev_xy = xy
+        else:
+            dist += math.dist(_plan_location(transform), _plan_location(route[i - 1][0]))
         prev_option = option
     return kept
 
