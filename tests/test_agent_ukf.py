@@ -12,7 +12,7 @@ from test_agent_lifecycle import GEOREF, FakeRuntime, _config, _plan
 
 from automot.agent.automot_agent import AutoMoTAgent
 from automot.agent.config import ConfigError, agent_config_from_dict
-from automot.agent.geometry import local_to_gps, wrap_angle
+from automot.agent.geometry import local_to_gps
 from automot.agent.state_estimation import (
     GnssEstimator,
     UkfConfig,
@@ -22,6 +22,7 @@ from automot.agent.state_estimation import (
     state_mean,
     state_residual,
 )
+from automot.geometry import wrap_angle
 
 CFG = UkfConfig()
 GNSS_STD = 0.7  # metres; about the spec's R = 0.5 m^2 (the leaderboard GNSS noise is of this order)
