@@ -14,9 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from scene_helpers import creeping_inputs, creeping_plan
-from test_agent_lifecycle import _agent as lifecycle_agent
-from test_agent_lifecycle import _inputs as lifecycle_inputs
 
 from automot.agent.automot_agent import AutoMoTAgent
 from automot.agent.config import load_agent_config
@@ -70,7 +67,7 @@ class _Spy:
         rt.engine = Engine()
 
 
-def _released_profile_agent(tmp_path, model) -> tuple[AutoMoTAgent, dict]:
+def _released_profile_agent(kit, tmp_path, model) -> tuple[AutoMoTAgent, dict]:
     """The shipped automot_released.yaml, with only the model, camera size and output files changed."""
     from automot.runtime import build_runtime
 
@@ -97,7 +94,7 @@ def _released_profile_agent(tmp_path, model) -> tuple[AutoMoTAgent, dict]:
         return rt
 
     agent = AutoMoTAgent(runtime_factory=factory)
-    agent.set_global_plan(*creeping_plan())
+    agent.set_global_plan(*kit.creeping_plan())
     agent.setup(f"{path}+audit")
     return agent, holder
 
@@ -105,15 +102,15 @@ def _released_profile_agent(tmp_path, model) -> tuple[AutoMoTAgent, dict]:
 # ---------------------------------------------------------------------------------------------- matches
 
 
-def test_released_profile_cadence_history_and_warmup_end_to_end(tmp_path, released_tiny):
+def test_released_profile_cadence_history_and_warmup_end_to_end(tmp_path, released_tiny, scene_kit):
     """Spec §3.1/§5.4: ticks 0-30 full brake without the model; prefill at 31 (no cache yet), then on even ticks;
     odd ticks reuse the previous prefix (age 1, old prompt); images are t-15, t-10, t-5, t, oldest first."""
-    agent, holder = _released_profile_agent(tmp_path, released_tiny)
+    agent, holder = _released_profile_agent(scene_kit, tmp_path, released_tiny)
     try:
         specs = agent.sensors()
         ages = {}
         for tick in range(37):
-            control = agent.run_step(creeping_inputs(specs, tick, tick_camera=True), 0.05 * tick)
+            control = agent.run_step(scene_kit.creeping_inputs(specs, tick, tick_camera=True), 0.05 * tick)
             assert agent.last_record.error is None, agent.last_record.error
             if tick < 31:
                 assert (control.throttle, control.steer, control.brake) == (0.0, 0.0, 1.0)
@@ -147,12 +144,12 @@ def test_route_planner_never_pops_below_two_and_escape_pop_keeps_three():
 # ---------------------------------------------------------------------------------------------- divergences
 
 
-def test_reused_prefix_shifts_action_positions_like_released(tmp_path, released_tiny):
-    agent, holder = _released_profile_agent(tmp_path, released_tiny)
+def test_reused_prefix_shifts_action_positions_like_released(tmp_path, released_tiny, scene_kit):
+    agent, holder = _released_profile_agent(scene_kit, tmp_path, released_tiny)
     try:
         specs = agent.sensors()
         for tick in range(34):
-            agent.run_step(creeping_inputs(specs, tick, tick_camera=True), 0.05 * tick)
+            agent.run_step(scene_kit.creeping_inputs(specs, tick, tick_camera=True), 0.05 * tick)
         n_action = released_tiny.action_groups.shape[0]
         pos = holder["spy"].positions  # ticks 31, 32, 33
         assert pos[2] == pos[1] + n_action
@@ -233,28 +230,38 @@ def test_lane_change_reach_when_the_next_point_is_close_or_lane_follow():
         assert planner.route[0][1] == 5  # popped up to the lane-change point, 12 m away
 
 
-def test_released_compass_nan_is_north(tmp_path):
+def test_released_compass_nan_is_north(tmp_path, agent_kit):
     """mot_b2d_agent.py tick(): a NaN compass becomes 0 (north) before the -90 deg shift, not the last value."""
     assert load_agent_config(PROFILE).compass_nan == "zero"
-    agent, _, specs = lifecycle_agent(tmp_path, compass_nan="zero")
+    agent, _, specs = agent_kit.make_agent(tmp_path, compass_nan="zero")
     for t in range(3):
-        agent.run_step(lifecycle_inputs(specs, t), 0.05 * t)  # facing east
-    agent.run_step(lifecycle_inputs(specs, 3, compass=float("nan")), 0.15)
+        agent.run_step(agent_kit.inputs(specs, t), 0.05 * t)  # facing east
+    agent.run_step(agent_kit.inputs(specs, 3, compass=float("nan")), 0.15)
     assert agent.last_record.ego_pose[2] == pytest.approx(-math.pi / 2)  # north, not the last valid east
     agent.destroy()
 
 
 def test_yaw_wraps_to_minus_pi_exclusive_plus_pi_inclusive_as_released():
-    assert compass_to_yaw(1.5 * math.pi) == math.pi  # released normalize_angle keeps +pi
-    assert compass_to_yaw(-0.25) == (-0.25 - math.pi / 2) % (2 * math.pi) - 2 * math.pi  # same arithmetic
+    # yaw = compass - 90 deg, wrapped to (-pi, pi]: north (0) -> -pi/2, east (pi/2) -> 0, south (pi) -> pi/2.
+    assert compass_to_yaw(0.0) == -math.pi / 2 and compass_to_yaw(math.pi / 2) == 0.0
+    assert compass_to_yaw(math.pi) == pytest.approx(math.pi / 2, abs=1e-15)
+    assert compass_to_yaw(1.5 * math.pi) == math.pi  # released normalize_angle keeps +pi (west)
+    assert compass_to_yaw(-math.pi / 2) == math.pi  # -pi is not in the range: it becomes +pi
+    assert compass_to_yaw(-0.25) == pytest.approx(-1.8207963267948966, abs=1e-15)  # -0.25 - 1.5707963267948966
+    assert compass_to_yaw(2 * math.pi) == pytest.approx(-math.pi / 2, abs=1e-15)  # a full turn is north again
     residual = state_residual(np.array([0.0, 0.0, math.pi / 2, 0.0]), np.array([0.0, 0.0, -math.pi / 2, 0.0]))
     assert residual[2] == math.pi
 
 
-@pytest.mark.parametrize(("raw", "expected"), [(0.0005, 0.0), (-0.0005, 0.0), (0.0025, 0.002), (0.0015, 0.002)])
-def test_steer_rounds_half_to_even_like_numpy(raw, expected):
-    """control_pid rounds a NumPy float: np.round (half-even on steer * 1000), not Python's decimal round."""
-    lateral = LateralController(LateralConfig(kp=0.0, kd=0.0, ki=1.0))
-    lateral._pid.push = lambda error: (raw, 0.0)
-    steer, _ = lateral.step(STRAIGHT, 0.0)
-    assert steer == expected == float(np.round(np.float64(raw), 3))
+@pytest.mark.parametrize(("kp", "expected"), [(0.001, 0.0), (-0.001, 0.0), (0.005, 0.002), (0.003, 0.002)])
+def test_steer_rounds_half_to_even_like_numpy(kp, expected):
+    """control_pid rounds a NumPy float: np.round (half-even on steer * 1000), not Python's decimal round.
+
+    A path along the diagonal y = x puts the lookahead point at exactly 45 deg: e = 0.5 (a 90 deg error is 1). With
+    only k_p, the raw steer is k_p / 2: 0.0005, -0.0005, 0.0025, 0.0015, the ties of the third decimal. Python's
+    round() would give 0.001, -0.001, 0.003 (0.0025 is just above it as a float) and 0.002.
+    """
+    diagonal = np.stack([np.arange(1, 21, dtype=float)] * 2, axis=1)
+    lateral = LateralController(LateralConfig(kp=kp, kd=0.0, ki=0.0))
+    steer, _ = lateral.step(diagonal, 0.0)
+    assert steer == expected

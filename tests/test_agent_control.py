@@ -49,18 +49,36 @@ def test_window_pid_integral_is_window_mean():
 
 def test_lateral_pid_window_starts_empty_like_the_released_steering_pid():
     """PDM-Lite's LateralPIDController (used by the released agent) has no zero padding: on the first tick the
-    integral is the error itself and the derivative 0; the speed PID keeps its 20-zero window (spec §5.4)."""
-    cfg = LateralConfig()
-    lat = LateralController(cfg)
-    path = _arc(0.05)
-    steer, _ = lat.step(path, speed=4.0)
-    error = lat._pid._errors[-1]
-    assert len(lat._pid._errors) == 1 and error > 0
-    assert steer == pytest.approx(round((cfg.kp + cfg.ki) * error, 3), abs=1e-9)
-    for _ in range(10):
-        lat.step(path, speed=4.0)
-    assert len(lat._pid._errors) == cfg.window
-    assert len(LongitudinalController(LongitudinalConfig())._pid._errors) == 20
+    integral is the error itself and the derivative 0; its window holds the last 6 errors (spec §5.4).
+
+    Hand calculation with the spec's gains (k_p 3.118, k_d 1.3782508892, k_i 0.6406067986) on a right arc of radius
+    10 m at 4 m/s: 14.4 km/h gives 0.9755 * 14.4 + 1.195 = 15.2 < 24, so the lookahead is sample 24, i.e. 2.5 m of
+    path. The chord to a point s metres along a circle of radius R points s / (2R) off the heading: 0.125 rad
+    (0.12504 with the chord-length arc and the 1e-4 tie-break), so e = 0.12504 / (pi / 2) = 0.079603.
+    """
+    lat = LateralController(LateralConfig())
+    path = _arc(0.1)
+    steer, lookahead = lat.step(path, speed=4.0)
+    assert lookahead == pytest.approx(20.0 * np.sin(0.125), abs=2e-3)  # the chord: 2 R sin(s / 2R) = 2.4935 m
+    # (3.118 + 0.6406) * 0.079603 = 0.29919. A zero-filled window would give 0.257, a derivative against 0 0.409.
+    assert steer == 0.299
+    for _ in range(6):
+        assert lat.step(path, speed=4.0)[0] == 0.299  # constant error: derivative 0, window mean e
+    # Seven arc ticks, then a straight path (e = 0): window [e x 5, 0], mean 5e/6, derivative -e:
+    # -1.37825 * 0.079603 + 0.64061 * 5 / 6 * 0.079603 = -0.06722 (a window of 8 or more: mean 7e/8 -> -0.065).
+    steer, _ = lat.step(STRAIGHT, speed=4.0)
+    assert steer == -0.067
+
+
+def test_speed_pid_window_starts_with_20_zeros():
+    """The released speed PIDController starts with 20 zero errors (spec §5.4): k_p 1.75, k_i 1.0, k_d 2.0.
+
+    Waypoints 3 m apart (6 m/s) at 5.8 m/s: e = 0.2 every tick. Tick 1: 1.75 * 0.2 + 0.2 / 20 + 2.0 * (0.2 - 0)
+    = 0.76; tick 2: 0.35 + 0.4 / 20 + 0 = 0.37; tick 3: 0.35 + 0.6 / 20 = 0.38 (an unpadded window: 0.55, 0.55).
+    """
+    lon = LongitudinalController(LongitudinalConfig())
+    throttles = [lon.step(_waypoints(6.0), speed=5.8)[0] for _ in range(3)]
+    assert throttles == pytest.approx([0.76, 0.37, 0.38], abs=1e-9)
 
 
 def test_resample_path_spacing_and_degenerate_path():
@@ -77,8 +95,9 @@ def test_straight_path_gives_zero_steer():
         steer, lookahead = lat.step(STRAIGHT, speed=5.0)
     assert steer == pytest.approx(0.0, abs=1e-3)
     assert lookahead == pytest.approx(2.5, abs=0.01)  # 18 km/h is below the 24-sample minimum: sample 25 = 2.5 m
+    # 36 km/h: 0.9755321902 * 36 + 1.195 = 36.31 -> sample 36 (the 37th, 0.1 m apart) = 3.7 m ahead.
     _, lookahead = lat.step(STRAIGHT, speed=10.0)
-    assert lookahead == pytest.approx(0.1 * (int(0.9755321901954155 * 36 + 1.195) + 1), abs=0.01)
+    assert lookahead == pytest.approx(3.7, abs=0.01)
 
 
 @pytest.mark.parametrize("curvature", [0.02, 0.05, 0.1])
@@ -92,7 +111,7 @@ def test_right_curve_steers_right_and_left_curve_left(curvature):
 def test_lookahead_grows_with_speed_and_is_clamped():
     lat = LateralController(LateralConfig())
     assert lat.lookahead_index(0.0, 1000) == 24
-    assert lat.lookahead_index(10.0, 1000) == int(0.9755321901954155 * 36 + 1.195)
+    assert lat.lookahead_index(10.0, 1000) == 36  # 0.9755321902 * 36 km/h + 1.195 = 36.31
     assert lat.lookahead_index(100.0, 1000) == 105
     assert lat.lookahead_index(100.0, 50) == 49  # never past the end of the path
 

@@ -10,155 +10,47 @@ import cv2
 import imageio.v2 as imageio
 import numpy as np
 import pytest
-import yaml
 
 from automot.agent.automot_agent import AutoMoTAgent, get_entry_point
 from automot.agent.config import AgentConfig, agent_config_from_dict
-from automot.agent.contract import Location, RoadOption, Rotation, Transform
-from automot.agent.geometry import local_to_gps
 from automot.agent.runtime_factory import RuntimeUnavailableError, build_runtime
-from automot.runtime.types import DrivingObservation, DrivingState, RuntimeOutput
-
-W, H = 64, 32  # small camera images keep the test fast; the rig override is what a light world would use
-GEOREF = (48.137, 11.575)  # non-default reference: the agent must solve it from the plan
+from automot.runtime.types import RuntimeOutput
 
 
-class FakeRuntime:
-    """Runtime double: drives straight at ``cruise`` m/s and records what the agent sent."""
+def test_entry_point_names_an_agent_the_leaderboard_can_build():
+    """The evaluator does ``getattr(module, module.get_entry_point())(host, port, debug)`` and checks the track."""
+    from automot.agent import automot_agent
+    from automot.agent.contract import AutonomousAgent, Track
 
-    def __init__(self, cruise: float = 6.0) -> None:
-        self.cruise = cruise
-        self.submits: list[tuple[DrivingObservation, float, int]] = []
-        self.steps: list[tuple[DrivingState, float, int]] = []
-        self.closed = False
-        self.fail_next: Exception | None = None
-        self.next_output: object | None = None
-
-    def submit(self, obs: DrivingObservation, sim_time: float, frame: int) -> None:
-        self.submits.append((obs, sim_time, frame))
-
-    def step(self, state: DrivingState, sim_time: float, frame: int) -> RuntimeOutput:
-        self.steps.append((state, sim_time, frame))
-        if self.fail_next is not None:
-            exc, self.fail_next = self.fail_next, None
-            raise exc
-        if self.next_output is not None:
-            out, self.next_output = self.next_output, None
-            return out
-        s = np.arange(1, 21, dtype=np.float32)
-        return RuntimeOutput(
-            path=np.stack([s, np.zeros(20, np.float32)], axis=1),
-            waypoints=np.stack(
-                [np.arange(1, 7, dtype=np.float32) * 0.5 * self.cruise, np.zeros(6, np.float32)], axis=1
-            ),
-            decision_text="go straight",
-            reasoning_text="clear road",
-            snapshot_version=len(self.submits),
-            snapshot_frame=frame,
-            snapshot_sim_time=sim_time,
-            age_ticks=0,
-            age_s=0.0,
-            fast_step_ms=1.0,
-        )
-
-    def stats(self) -> dict:
-        return {"steps": len(self.steps)}
-
-    def close(self) -> None:
-        self.closed = True
+    cls = getattr(automot_agent, get_entry_point())
+    assert cls is AutoMoTAgent and issubclass(cls, AutonomousAgent)
+    agent = cls("localhost", 2000, False)
+    assert agent.track == Track.SENSORS
+    assert all(callable(getattr(agent, name)) for name in ("setup", "sensors", "run_step", "destroy"))
 
 
-def _plan(points_xy: list[tuple[float, float]]) -> tuple[list, list]:
-    world = [(Transform(Location(x, y, 0.0), Rotation()), RoadOption.LANEFOLLOW) for x, y in points_xy]
-    gps = [
-        ({"lat": lat, "lon": lon, "z": 0.0}, opt)
-        for (lat, lon), (_, opt) in zip(
-            local_to_gps(np.array(points_xy)[:, 0], np.array(points_xy)[:, 1], *GEOREF), world
-        )
-    ]
-    return gps, world
-
-
-def _inputs(specs: list[dict], frame: int, xy=(0.0, 0.0), compass=math.pi / 2, speed=0.0) -> dict:
-    """Synthetic input_data for ``specs``; compass pi/2 = facing east (+x)."""
-    lat, lon = local_to_gps(xy[0], xy[1], *GEOREF)
-    data = {}
-    for spec in specs:
-        kind = spec["type"]
-        if kind == "sensor.camera.rgb":
-            img = np.zeros((spec["height"], spec["width"], 4), np.uint8)
-            img[..., 2] = frame % 256  # red channel in BGRA order
-            payload = img
-        elif kind == "sensor.lidar.ray_cast":
-            payload = np.random.default_rng(frame).normal(size=(100, 4)).astype(np.float32)
-        elif kind == "sensor.other.gnss":
-            payload = np.array([lat, lon, 0.5])
-        elif kind == "sensor.other.imu":
-            payload = np.array([0.1, 0.0, 9.81, 0.0, 0.0, 0.01, compass])
-        else:
-            payload = {"speed": speed}
-        data[spec["id"]] = (frame, payload)
-    return data
-
-
-def _config(tmp_path, **overrides) -> str:
-    cfg = {
-        "image_size": [W, H],
-        "recorder": {
-            "video": False,
-            "ticks_jsonl": True,
-            "out_dir": str(tmp_path / "rec"),
-            "video_height": 32,
-            "panel_width": 32,
-        },
-        "control": {"safety": {"warmup_ticks": 3}},
-    }
-    for key, value in overrides.items():
-        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
-    path = tmp_path / "agent.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(cfg))
-    return str(path)
-
-
-def _agent(
-    tmp_path, runtime=None, plan=None, save_name="route_0", **overrides
-) -> tuple[AutoMoTAgent, FakeRuntime, list]:
-    runtime = runtime or FakeRuntime()
+def test_full_lifecycle_with_release_warmup(tmp_path, agent_kit):
+    runtime = agent_kit.FakeRuntime()
     agent = AutoMoTAgent("localhost", 2000, False, runtime_factory=lambda cfg: runtime)
-    agent.set_global_plan(*(plan or _plan([(0.0, 0.0), (50.0, 0.0), (100.0, 0.0), (150.0, 0.0)])))
-    agent.setup(f"{_config(tmp_path, **overrides)}+{save_name}")
-    return agent, runtime, agent.sensors()
-
-
-def _is_full_brake(control) -> bool:
-    return control.brake == 1.0 and control.throttle == 0.0
-
-
-def test_entry_point():
-    assert get_entry_point() == "AutoMoTAgent"
-
-
-def test_full_lifecycle_with_release_warmup(tmp_path):
-    runtime = FakeRuntime()
-    agent = AutoMoTAgent("localhost", 2000, False, runtime_factory=lambda cfg: runtime)
-    agent.set_global_plan(*_plan([(0.0, 0.0), (50.0, 0.0), (100.0, 3.0), (150.0, 3.0)]))
-    agent.setup(f"{_config(tmp_path, control={'safety': {'warmup_ticks': 31}}, recorder={'video': True})}+lifecycle")
+    agent.set_global_plan(*agent_kit.plan([(0.0, 0.0), (50.0, 0.0), (100.0, 3.0), (150.0, 3.0)]))
+    agent.setup(
+        f"{agent_kit.agent_yaml(tmp_path, control={'safety': {'warmup_ticks': 31}}, recorder={'video': True})}+lifecycle"
+    )
     specs = agent.sensors()
     assert [s["id"] for s in specs] == ["CAM_FRONT", "LIDAR", "IMU", "GPS", "SPEED"]
-    assert specs[0]["width"] == W and specs[0]["height"] == H
-    controls = [agent.run_step(_inputs(specs, t, xy=(0.05 * t, 0.0)), 0.05 * t) for t in range(40)]
+    assert specs[0]["width"] == agent_kit.W and specs[0]["height"] == agent_kit.H
+    controls = [agent.run_step(agent_kit.inputs(specs, t, xy=(0.05 * t, 0.0)), 0.05 * t) for t in range(40)]
     agent.destroy()
 
-    assert all(_is_full_brake(c) and c.steer == 0.0 for c in controls[:31])
+    assert all(agent_kit.is_full_brake(c) and c.steer == 0.0 for c in controls[:31])
     assert [frame for _, _, frame in runtime.submits] == list(range(31, 40)) == [f for _, _, f in runtime.steps]
     assert all(c.throttle > 0.3 and c.brake == 0.0 for c in controls[31:])
     assert runtime.closed
-    assert agent.georeference == pytest.approx(GEOREF, abs=1e-7)  # solved from the plan by fsolve
+    assert agent.georeference == pytest.approx(agent_kit.GEOREF, abs=1e-7)  # solved from the plan by fsolve
 
     obs, sim_time, frame = runtime.submits[0]
     assert sim_time == pytest.approx(0.05 * 31) and len(obs.images) == 4
-    assert all(img.shape == (H, W, 3) and img.dtype == np.uint8 for img in obs.images)
+    assert all(img.shape == (agent_kit.H, agent_kit.W, 3) and img.dtype == np.uint8 for img in obs.images)
     # Oldest first at t-15, t-10, t-5, t; the red channel carries the frame number (BGRA -> RGB).
     assert [int(img[0, 0, 0]) for img in obs.images] == [16, 21, 26, 31]
     assert int(obs.images[-1][0, 0, 2]) == 0
@@ -174,67 +66,74 @@ def test_full_lifecycle_with_release_warmup(tmp_path):
     reader = imageio.get_reader(str(route_dir / "video.mp4"))
     assert sum(1 for _ in reader.iter_data()) == 40
     reader.close()
-    summary = json.loads((route_dir / "summary.json").read_text())
+    summary = json.loads((route_dir / "summary.jsonl").read_text())
     assert summary["runtime_stats"] == {"steps": 9} and summary["save_name"] == "lifecycle"
 
 
-def test_target_point_turns_with_heading(tmp_path):
-    agent, runtime, specs = _agent(tmp_path, plan=_plan([(0.0, 0.0), (0.0, 60.0), (0.0, 120.0)]))
+def test_target_point_turns_with_heading(tmp_path, agent_kit):
+    agent, runtime, specs = agent_kit.make_agent(
+        tmp_path, route=agent_kit.plan([(0.0, 0.0), (0.0, 60.0), (0.0, 120.0)])
+    )
     for t in range(5):  # facing east; the route heads south (+y), i.e. to the right
-        agent.run_step(_inputs(specs, t), 0.05 * t)
+        agent.run_step(agent_kit.inputs(specs, t), 0.05 * t)
     np.testing.assert_allclose(runtime.steps[-1][0].target_points, [[0.0, 60.0], [0.0, 120.0]], atol=0.05)
-    agent.run_step(_inputs(specs, 5, compass=math.pi), 0.25)  # facing south: now straight ahead
+    agent.run_step(agent_kit.inputs(specs, 5, compass=math.pi), 0.25)  # facing south: now straight ahead
     np.testing.assert_allclose(runtime.steps[-1][0].target_points, [[60.0, 0.0], [120.0, 0.0]], atol=0.05)
     agent.destroy()
 
 
-FUZZ = {
-    "nan_gps": lambda d: d.__setitem__("GPS", (1, np.array([np.nan, 2.0, 0.0]))),
-    "missing_speed": lambda d: d.pop("SPEED"),
-    "image_rgb_not_bgra": lambda d: d.__setitem__("CAM_FRONT", (1, np.zeros((H, W, 3), np.uint8))),
-    "image_wrong_size": lambda d: d.__setitem__("CAM_FRONT", (1, np.zeros((H * 2, W, 4), np.uint8))),
-    "image_float": lambda d: d.__setitem__("CAM_FRONT", (1, np.zeros((H, W, 4), np.float32))),
-    "none_payload": lambda d: d.__setitem__("IMU", (1, None)),
-    "none_entry": lambda d: d.__setitem__("LIDAR", None),
-    "bare_payload": lambda d: d.__setitem__("SPEED", {"speed": 1.0}),
-    "speed_string": lambda d: d.__setitem__("SPEED", (1, {"speed": "fast"})),
-    "speed_nan": lambda d: d.__setitem__("SPEED", (1, {"speed": float("nan")})),
-    "imu_short": lambda d: d.__setitem__("IMU", (1, np.zeros(3))),
-    "imu_nan_gyro": lambda d: d.__setitem__("IMU", (1, np.array([0, 0, 9.8, np.nan, 0, 0, 1.0]))),
-    "lidar_wrong_cols": lambda d: d.__setitem__("LIDAR", (1, np.zeros((10, 3), np.float32))),
-    "gps_string": lambda d: d.__setitem__("GPS", (1, "48.1,11.5")),
-}
+def _fuzz(w: int, h: int) -> dict:
+    """Bad-input cases for a w x h camera: name -> mutation of a good input_data dict."""
+    return {
+        "nan_gps": lambda d: d.__setitem__("GPS", (1, np.array([np.nan, 2.0, 0.0]))),
+        "missing_speed": lambda d: d.pop("SPEED"),
+        "image_rgb_not_bgra": lambda d: d.__setitem__("CAM_FRONT", (1, np.zeros((h, w, 3), np.uint8))),
+        "image_wrong_size": lambda d: d.__setitem__("CAM_FRONT", (1, np.zeros((h * 2, w, 4), np.uint8))),
+        "image_float": lambda d: d.__setitem__("CAM_FRONT", (1, np.zeros((h, w, 4), np.float32))),
+        "none_payload": lambda d: d.__setitem__("IMU", (1, None)),
+        "none_entry": lambda d: d.__setitem__("LIDAR", None),
+        "bare_payload": lambda d: d.__setitem__("SPEED", {"speed": 1.0}),
+        "speed_string": lambda d: d.__setitem__("SPEED", (1, {"speed": "fast"})),
+        "speed_nan": lambda d: d.__setitem__("SPEED", (1, {"speed": float("nan")})),
+        "imu_short": lambda d: d.__setitem__("IMU", (1, np.zeros(3))),
+        "imu_nan_gyro": lambda d: d.__setitem__("IMU", (1, np.array([0, 0, 9.8, np.nan, 0, 0, 1.0]))),
+        "lidar_wrong_cols": lambda d: d.__setitem__("LIDAR", (1, np.zeros((10, 3), np.float32))),
+        "gps_string": lambda d: d.__setitem__("GPS", (1, "48.1,11.5")),
+    }
 
 
-@pytest.mark.parametrize("case", sorted(FUZZ))
-def test_fuzzed_inputs_brake_without_raising(tmp_path, case, caplog):
-    agent, runtime, specs = _agent(tmp_path)
+FUZZ_CASES = sorted(_fuzz(1, 1))
+
+
+@pytest.mark.parametrize("case", FUZZ_CASES)
+def test_fuzzed_inputs_brake_without_raising(tmp_path, case, caplog, agent_kit):
+    agent, runtime, specs = agent_kit.make_agent(tmp_path)
     for t in range(4):
-        control = agent.run_step(_inputs(specs, t), 0.05 * t)
+        control = agent.run_step(agent_kit.inputs(specs, t), 0.05 * t)
     assert control.throttle > 0  # driving before the bad tick
-    bad = _inputs(specs, 4)
-    FUZZ[case](bad)
+    bad = agent_kit.inputs(specs, 4)
+    _fuzz(agent_kit.W, agent_kit.H)[case](bad)
     with caplog.at_level(logging.ERROR, logger="automot.agent.automot_agent"):
         control = agent.run_step(bad, 0.2)
-    assert _is_full_brake(control)
+    assert agent_kit.is_full_brake(control)
     assert agent.last_record.error and "run_step failed" in caplog.text
-    control = agent.run_step(_inputs(specs, 5), 0.25)  # recovers on the next good tick
+    control = agent.run_step(agent_kit.inputs(specs, 5), 0.25)  # recovers on the next good tick
     assert control.throttle > 0 and agent.last_record.error is None
     agent.destroy()
 
 
 @pytest.mark.parametrize("payload", [None, [], "garbage", {"CAM_FRONT": 3}])
-def test_garbage_input_data_brakes(tmp_path, payload):
-    agent, _, _ = _agent(tmp_path)
+def test_garbage_input_data_brakes(tmp_path, payload, agent_kit):
+    agent, _, _ = agent_kit.make_agent(tmp_path)
     for t in range(5):
-        assert _is_full_brake(agent.run_step(payload, 0.05 * t))
+        assert agent_kit.is_full_brake(agent.run_step(payload, 0.05 * t))
     agent.destroy()
 
 
-def test_error_names_sensor_expected_and_got(tmp_path, caplog):
-    agent, _, specs = _agent(tmp_path)
-    bad = _inputs(specs, 0)
-    bad["CAM_FRONT"] = (0, np.zeros((H, W, 3), np.uint8))
+def test_error_names_sensor_expected_and_got(tmp_path, caplog, agent_kit):
+    agent, _, specs = agent_kit.make_agent(tmp_path)
+    bad = agent_kit.inputs(specs, 0)
+    bad["CAM_FRONT"] = (0, np.zeros((agent_kit.H, agent_kit.W, 3), np.uint8))
     agent.run_step(bad, 0.0)
     assert (
         "input 'CAM_FRONT': expected uint8 BGRA array (32, 64, 4), got uint8 array (32, 64, 3)"
@@ -243,17 +142,17 @@ def test_error_names_sensor_expected_and_got(tmp_path, caplog):
     agent.destroy()
 
 
-def test_nan_compass_is_guarded_not_fatal(tmp_path):
-    agent, runtime, specs = _agent(tmp_path)
+def test_nan_compass_is_guarded_not_fatal(tmp_path, agent_kit):
+    agent, runtime, specs = agent_kit.make_agent(tmp_path)
     for t in range(4):
-        agent.run_step(_inputs(specs, t), 0.05 * t)
+        agent.run_step(agent_kit.inputs(specs, t), 0.05 * t)
     before = runtime.steps[-1][0].target_points.copy()
-    control = agent.run_step(_inputs(specs, 4, compass=float("nan")), 0.2)
+    control = agent.run_step(agent_kit.inputs(specs, 4, compass=float("nan")), 0.2)
     assert agent.last_record.error is None and control.throttle > 0
     # NaN reuses the last valid compass, so the target point does not swing round.
     np.testing.assert_allclose(runtime.steps[-1][0].target_points, before, atol=1e-4)
-    fresh, fresh_rt, specs = _agent(tmp_path / "fresh", save_name="fresh")
-    fresh.run_step(_inputs(specs, 0, compass=float("nan")), 0.0)  # first frame NaN: compass 0 (north)
+    fresh, fresh_rt, specs = agent_kit.make_agent(tmp_path / "fresh", save_name="fresh")
+    fresh.run_step(agent_kit.inputs(specs, 0, compass=float("nan")), 0.0)  # first frame NaN: compass 0 (north)
     assert fresh.last_record.error is None
     # Facing north, the route point 50 m east lies 50 m to the right.
     np.testing.assert_allclose(fresh.last_record.target_points[0], [0.0, 50.0], atol=0.05)
@@ -261,57 +160,57 @@ def test_nan_compass_is_guarded_not_fatal(tmp_path):
     fresh.destroy()
 
 
-def test_empty_global_plan_brakes(tmp_path):
-    agent, runtime, specs = _agent(tmp_path, plan=([], []))
-    controls = [agent.run_step(_inputs(specs, t), 0.05 * t) for t in range(6)]
-    assert all(_is_full_brake(c) for c in controls) and not runtime.steps
+def test_empty_global_plan_brakes(tmp_path, agent_kit):
+    agent, runtime, specs = agent_kit.make_agent(tmp_path, route=([], []))
+    controls = [agent.run_step(agent_kit.inputs(specs, t), 0.05 * t) for t in range(6)]
+    assert all(agent_kit.is_full_brake(c) for c in controls) and not runtime.steps
     assert "empty plan" in agent.last_record.error
     agent.destroy()
 
 
-def test_runtime_failures_and_safe_stop(tmp_path, caplog):
-    agent, runtime, specs = _agent(tmp_path)
+def test_runtime_failures_and_safe_stop(tmp_path, caplog, agent_kit):
+    agent, runtime, specs = agent_kit.make_agent(tmp_path)
     for t in range(4):
-        agent.run_step(_inputs(specs, t), 0.05 * t)
+        agent.run_step(agent_kit.inputs(specs, t), 0.05 * t)
     runtime.fail_next = RuntimeError("CUDA out of memory")
-    assert _is_full_brake(agent.run_step(_inputs(specs, 4), 0.2))
+    assert agent_kit.is_full_brake(agent.run_step(agent_kit.inputs(specs, 4), 0.2))
     assert "CUDA out of memory" in agent.last_record.error
 
     runtime.next_output = RuntimeOutput.stop("snapshot 0.9 s old")
     with caplog.at_level(logging.WARNING, logger="automot.agent.automot_agent"):
-        assert _is_full_brake(agent.run_step(_inputs(specs, 5), 0.25))
+        assert agent_kit.is_full_brake(agent.run_step(agent_kit.inputs(specs, 5), 0.25))
     assert "snapshot 0.9 s old" in caplog.text
     assert agent.last_record.safe_stop and agent.last_record.control_mode == "safe_stop"
 
     bad = RuntimeOutput.stop("x")
     runtime.next_output = RuntimeOutput(**{**bad.__dict__, "path": np.full((20, 2), np.nan), "safe_stop": False})
-    assert _is_full_brake(agent.run_step(_inputs(specs, 6), 0.3))
+    assert agent_kit.is_full_brake(agent.run_step(agent_kit.inputs(specs, 6), 0.3))
     assert "invalid runtime path" in agent.last_record.safe_stop_reason
 
     runtime.next_output = {"path": [1, 2]}
-    assert _is_full_brake(agent.run_step(_inputs(specs, 7), 0.35))
-    assert agent.run_step(_inputs(specs, 8), 0.4).throttle > 0
+    assert agent_kit.is_full_brake(agent.run_step(agent_kit.inputs(specs, 7), 0.35))
+    assert agent.run_step(agent_kit.inputs(specs, 8), 0.4).throttle > 0
     agent.destroy()
 
 
-def test_strict_mode_reraises(tmp_path):
-    agent, _, specs = _agent(tmp_path, strict=True)
-    bad = _inputs(specs, 0)
+def test_strict_mode_reraises(tmp_path, agent_kit):
+    agent, _, specs = agent_kit.make_agent(tmp_path, strict=True)
+    bad = agent_kit.inputs(specs, 0)
     bad.pop("GPS")
     with pytest.raises(ValueError, match="input 'GPS'"):
         agent.run_step(bad, 0.0)
     agent.destroy()
 
 
-def test_bench2drive_outputs(tmp_path, monkeypatch):
+def test_bench2drive_outputs(tmp_path, monkeypatch, agent_kit):
     save_path = tmp_path / "b2d"
     monkeypatch.setenv("SAVE_PATH", str(save_path))
-    agent, runtime, specs = _agent(
+    agent, runtime, specs = agent_kit.make_agent(
         tmp_path, save_name="RouteScenario_1_Town01_X_00_01_02_03_04_05", recorder={"out_dir": None}
     )
     for t in range(6):
-        agent.run_step(_inputs(specs, t, xy=(0.1 * t, 0.0), speed=2.0), 0.05 * t)
-    bad = _inputs(specs, 6)
+        agent.run_step(agent_kit.inputs(specs, t, xy=(0.1 * t, 0.0), speed=2.0), 0.05 * t)
+    bad = agent_kit.inputs(specs, 6)
     bad.pop("GPS")
     agent.run_step(bad, 0.3)
     agent.destroy()
@@ -324,7 +223,9 @@ def test_bench2drive_outputs(tmp_path, monkeypatch):
     np.testing.assert_allclose(first["forward_vector"], [1.0, 0.0, 0.0], atol=1e-6)  # facing east
     np.testing.assert_allclose(metric["5"]["location"][:2], [0.5, 0.0], atol=0.01)
     img = cv2.imread(str(route / "rgb_front" / "0003.png"))
-    assert img.shape == (H, W, 3) and int(img[0, 0, 2]) == 3  # saved as an RGB image of the front camera
+    assert (
+        img.shape == (agent_kit.H, agent_kit.W, 3) and int(img[0, 0, 2]) == 3
+    )  # saved as an RGB image of the front camera
     meta = json.loads((route / "meta" / "0004.json").read_text())
     assert {"steer", "throttle", "brake", "speed"} <= set(meta) and meta["speed"] == 2.0
     assert meta["decision"] == "go straight" and meta["snapshot_age_s"] == 0.0 and meta["fast_step_ms"] == 1.0
@@ -332,83 +233,96 @@ def test_bench2drive_outputs(tmp_path, monkeypatch):
     assert len(list((route / "ticks.jsonl").read_text().splitlines())) == 7  # recorder shares the route folder
 
 
-def test_metric_info_hook(tmp_path, monkeypatch):
+def test_metric_info_hook(tmp_path, monkeypatch, agent_kit):
     monkeypatch.setenv("SAVE_PATH", str(tmp_path / "b2d"))
-    runtime = FakeRuntime()
+    runtime = agent_kit.FakeRuntime()
     agent = AutoMoTAgent("h", 1, runtime_factory=lambda cfg: runtime, metric_info_fn=lambda: {"location": [1, 2, 3]})
-    agent.set_global_plan(*_plan([(0.0, 0.0), (50.0, 0.0)]))
-    agent.setup(f"{_config(tmp_path)}+hooked")
-    agent.run_step(_inputs(agent.sensors(), 0), 0.0)
+    agent.set_global_plan(*agent_kit.plan([(0.0, 0.0), (50.0, 0.0)]))
+    agent.setup(f"{agent_kit.agent_yaml(tmp_path)}+hooked")
+    agent.run_step(agent_kit.inputs(agent.sensors(), 0), 0.0)
     agent.destroy()
     assert json.loads((tmp_path / "b2d" / "hooked" / "metric_info.json").read_text()) == {"0": {"location": [1, 2, 3]}}
 
 
-def test_bench2drive_6cam_rig_runs(tmp_path):
-    agent, runtime, specs = _agent(tmp_path, rig="bench2drive-6cam")
+def test_bench2drive_6cam_rig_runs(tmp_path, agent_kit):
+    agent, runtime, specs = agent_kit.make_agent(tmp_path, rig="bench2drive-6cam")
     assert sum(s["type"] == "sensor.camera.rgb" for s in specs) == 6
     for t in range(5):
-        control = agent.run_step(_inputs(specs, t), 0.05 * t)
+        control = agent.run_step(agent_kit.inputs(specs, t), 0.05 * t)
     assert control.throttle > 0 and len(runtime.submits[-1][0].images) == 4
     agent.destroy()
 
 
-def test_setup_errors_are_raised(tmp_path):
+def test_setup_errors_are_raised(tmp_path, agent_kit):
     agent = AutoMoTAgent("localhost", 2000, runtime_factory=lambda cfg: object())
     with pytest.raises(TypeError, match="submit, step, stats, close"):
-        agent.setup(_config(tmp_path))
+        agent.setup(agent_kit.agent_yaml(tmp_path))
     bad = tmp_path / "bad.yaml"
     bad.write_text("runtime: {mode: fast}\n")
     with pytest.raises(ValueError, match="runtime.mode"):
-        AutoMoTAgent("localhost", 2000, runtime_factory=lambda cfg: FakeRuntime()).setup(str(bad))
+        AutoMoTAgent("localhost", 2000, runtime_factory=lambda cfg: agent_kit.FakeRuntime()).setup(str(bad))
     before_setup = AutoMoTAgent("localhost", 2000)
-    assert _is_full_brake(before_setup.run_step({}, 0.0))
+    assert agent_kit.is_full_brake(before_setup.run_step({}, 0.0))
 
 
-def test_factory_errors_and_call_convention(monkeypatch):
-    import automot.model as model_pkg
+def test_factory_errors_and_config_reaches_the_runtime(monkeypatch):
     import automot.runtime as runtime_pkg
     from automot.agent import runtime_factory
 
     monkeypatch.setattr(runtime_pkg, "build_runtime", None)
     with pytest.raises(RuntimeUnavailableError, match="no build_runtime"):
         build_runtime(AgentConfig())
+    monkeypatch.undo()
 
-    built, calls = [], []
+    # The real factory on the tiny preset: the agent's model / runtime sections must end up in the runtime it builds.
     monkeypatch.setattr(runtime_factory, "_model_cache", {})
-    monkeypatch.setattr(
-        model_pkg, "build_model", lambda preset, device, dtype: built.append((preset, device, dtype)) or "net"
-    )
-    monkeypatch.setattr(runtime_pkg, "build_runtime", lambda net, **kw: calls.append((net, kw)) or FakeRuntime())
     cfg = agent_config_from_dict(
-        {"model": {"device": "cpu"}, "runtime": {"mode": "sync", "options": {"max_snapshot_age_ticks": 7}}}
+        {
+            "model": {"preset": "tiny", "device": "cpu"},
+            "runtime": {
+                "mode": "sync",
+                "sync_every": 3,
+                "max_snapshot_age_s": 0.5,
+                "options": {"max_snapshot_age_ticks": 7},
+            },
+        }
     )
-    assert isinstance(build_runtime(cfg), FakeRuntime)
-    build_runtime(cfg)  # second route: the model comes from the cache
-    assert built == [("tiny", "cpu", "float32")]
-    net, kwargs = calls[0]
-    assert net == "net" and kwargs == {
-        "mode": "sync",
-        "engine": "torch",
-        "device": "cpu",
-        "sync_every": 2,
-        "max_snapshot_age_s": 1.0,
-        "max_snapshot_age_ticks": 7,
-    }
+    first = build_runtime(cfg)
+    second = build_runtime(cfg)  # the next route: the model comes from the cache, not a second build
+    try:
+        rc = first.config
+        assert (rc.mode, rc.engine, rc.sync_every, rc.max_snapshot_age_s, rc.max_snapshot_age_ticks) == (
+            "sync",
+            "torch",
+            3,
+            0.5,
+            7,
+        )
+        assert first.model.config.name == "tiny" and first.device.type == "cpu"
+        assert second.model is first.model and second is not first
+    finally:
+        first.close()
+        second.close()
 
 
 @pytest.mark.slow
-def test_agent_drives_with_the_real_tiny_runtime(tmp_path):
+def test_agent_drives_with_the_real_tiny_runtime(tmp_path, agent_kit):
     """Integration: the default factory builds the tiny model and the sync runtime; no errors, no safe stops."""
     agent = AutoMoTAgent("localhost", 2000)
-    agent.set_global_plan(*_plan([(0.0, 0.0), (50.0, 0.0), (100.0, 0.0)]))
-    agent.setup(_config(tmp_path, model={"device": "cpu"}, runtime={"mode": "sync", "engine": "torch"}))
+    agent.set_global_plan(*agent_kit.plan([(0.0, 0.0), (50.0, 0.0), (100.0, 0.0)]))
+    agent.setup(agent_kit.agent_yaml(tmp_path, model={"device": "cpu"}, runtime={"mode": "sync", "engine": "torch"}))
     specs = agent.sensors()
-    controls = [agent.run_step(_inputs(specs, t), 0.05 * t) for t in range(7)]
+    controls = [agent.run_step(agent_kit.inputs(specs, t), 0.05 * t) for t in range(7)]
     stats = agent.runtime.stats()
     agent.destroy()
     rows = [json.loads(line) for line in (tmp_path / "rec" / agent.save_name / "ticks.jsonl").read_text().splitlines()]
     assert len(rows) == 7 and not any(r["error"] for r in rows)
     assert stats["steps"] == 4 and stats["refreshes"] >= 2
     assert all(len(r["path"]) == 20 and len(r["waypoints"]) == 6 for r in rows[3:])
-    for c in controls:
-        assert -1.0 <= c.steer <= 1.0 and 0.0 <= c.throttle <= 1.0 and c.brake in (0.0, 1.0)
+    # What run_step returned is what the recorder logged; the 3 warm-up ticks are full brakes without a plan.
+    for c, row in zip(controls, rows):
+        assert (row["control"]["steer"], row["control"]["throttle"], row["control"]["brake"]) == pytest.approx(
+            (c.steer, c.throttle, c.brake)
+        )
+    assert all(agent_kit.is_full_brake(c) and c.steer == 0.0 and rows[t]["warmup"] for t, c in enumerate(controls[:3]))
+    assert not any(r["warmup"] for r in rows[3:])

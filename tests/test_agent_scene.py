@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import yaml
-from scene_helpers import creeping_inputs, creeping_plan
 
 from automot.agent.automot_agent import AutoMoTAgent
 from automot.agent.inputs import SensorFrame
@@ -47,29 +46,29 @@ def tiny_model():
     return model
 
 
-def _agent(tmp_path, model, **overrides) -> AutoMoTAgent:
+def _agent(kit, tmp_path, model, **overrides) -> AutoMoTAgent:
     agent = AutoMoTAgent(runtime_factory=lambda cfg: build_runtime(model, mode="sync", engine="torch"))
-    agent.set_global_plan(*creeping_plan())
+    agent.set_global_plan(*kit.creeping_plan())
     agent.setup(_config(tmp_path, **overrides))
     return agent
 
 
-def _drive(agent: AutoMoTAgent, ticks: int) -> list:
+def _drive(kit, agent: AutoMoTAgent, ticks: int) -> list:
     specs = agent.sensors()
     outputs = []
     for t in range(ticks):
-        agent.run_step(creeping_inputs(specs, t), 0.05 * t)
+        agent.run_step(kit.creeping_inputs(specs, t), 0.05 * t)
         assert agent.last_record.error is None, agent.last_record.error
         if t >= WARMUP:
             outputs.append(agent.last_output)
     return outputs
 
 
-def test_agent_drives_the_released_layout_model(tmp_path, tiny_model):
-    agent = _agent(tmp_path, tiny_model, state_estimator="ukf")
+def test_agent_drives_the_released_layout_model(tmp_path, tiny_model, scene_kit):
+    agent = _agent(scene_kit, tmp_path, tiny_model, state_estimator="ukf")
     try:
         assert agent.scene_builder is not None and agent.scene_builder.cfg is tiny_model.released.bev_config
-        outputs = _drive(agent, WARMUP + 4)
+        outputs = _drive(scene_kit, agent, WARMUP + 4)
         assert len(outputs) == 4
         assert not any(o.safe_stop for o in outputs), [o.safe_stop_reason for o in outputs]
         assert all(o.extras["scene_encoder_ms"] > 0 for o in outputs)
@@ -78,34 +77,34 @@ def test_agent_drives_the_released_layout_model(tmp_path, tiny_model):
         agent.destroy()
 
 
-def test_missing_lidar_or_camera_brakes_then_recovers(tmp_path, tiny_model, caplog):
-    agent = _agent(tmp_path, tiny_model)
+def test_missing_lidar_or_camera_brakes_then_recovers(tmp_path, tiny_model, caplog, scene_kit):
+    agent = _agent(scene_kit, tmp_path, tiny_model)
     specs = agent.sensors()
     try:
-        _drive(agent, WARMUP + 1)
+        _drive(scene_kit, agent, WARMUP + 1)
         for t, drop in ((WARMUP + 1, "LIDAR"), (WARMUP + 2, "CAM_FRONT")):
-            control = agent.run_step(creeping_inputs(specs, t, drop=drop), 0.05 * t)
+            control = agent.run_step(scene_kit.creeping_inputs(specs, t, drop=drop), 0.05 * t)
             assert control.brake == 1.0 and control.throttle == 0.0
             assert drop in agent.last_record.error
         assert "LIDAR" in caplog.text
-        agent.run_step(creeping_inputs(specs, WARMUP + 3), 0.05 * (WARMUP + 3))
+        agent.run_step(scene_kit.creeping_inputs(specs, WARMUP + 3), 0.05 * (WARMUP + 3))
         assert agent.last_record.error is None and not agent.last_output.safe_stop
     finally:
         agent.destroy()
 
 
-def test_rig_without_lidar_brakes_with_a_named_error(tmp_path, tiny_model):
-    agent = _agent(tmp_path, tiny_model, rig="bench2drive-6cam")
+def test_rig_without_lidar_brakes_with_a_named_error(tmp_path, tiny_model, scene_kit):
+    agent = _agent(scene_kit, tmp_path, tiny_model, rig="bench2drive-6cam")
     try:
-        control = agent.run_step(creeping_inputs(agent.sensors(), 0), 0.0)
+        control = agent.run_step(scene_kit.creeping_inputs(agent.sensors(), 0), 0.0)
         assert control.brake == 1.0 and "without a LiDAR" in agent.last_record.error
     finally:
         agent.destroy()
 
 
-def test_camera_smaller_than_the_crop_fails_setup(tmp_path, tiny_model):
+def test_camera_smaller_than_the_crop_fails_setup(tmp_path, tiny_model, scene_kit):
     with pytest.raises(ValueError, match="smaller than the BEV encoder's crop"):
-        _agent(tmp_path, tiny_model, image_size=[64, 32])
+        _agent(scene_kit, tmp_path, tiny_model, image_size=[64, 32])
 
 
 def test_previous_half_sweep_is_realigned_by_the_estimated_motion():
@@ -133,7 +132,7 @@ def test_previous_half_sweep_is_realigned_by_the_estimated_motion():
     assert inputs["lidar"][0][lidar_grid_cell(0.0, 3.0, cfg)] > 0
 
 
-def test_agent_loads_a_converted_checkpoint_through_the_factory(tmp_path):
+def test_agent_loads_a_converted_checkpoint_through_the_factory(tmp_path, scene_kit):
     model, bev = build_tiny_released(seed=2)
     released = write_released_folder(model, bev, tmp_path / "released")
     converted = convert_released(released, tmp_path / "converted", dtype="fp32", preset=tiny_released_config())
@@ -144,10 +143,10 @@ def test_agent_loads_a_converted_checkpoint_through_the_factory(tmp_path):
         "runtime": {"mode": "sync", "engine": "torch"},
     }
     agent = AutoMoTAgent()
-    agent.set_global_plan(*creeping_plan())
+    agent.set_global_plan(*scene_kit.creeping_plan())
     agent.setup(_config(tmp_path, **overrides))
     try:
-        outputs = _drive(agent, WARMUP + 2)
+        outputs = _drive(scene_kit, agent, WARMUP + 2)
         assert not any(o.safe_stop for o in outputs), [o.safe_stop_reason for o in outputs]
     finally:
         agent.destroy()

@@ -8,7 +8,6 @@ import math
 import filterpy
 import numpy as np
 import pytest
-from test_agent_lifecycle import GEOREF, FakeRuntime, _config, _plan
 
 from automot.agent.automot_agent import AutoMoTAgent
 from automot.agent.config import ConfigError, agent_config_from_dict
@@ -67,7 +66,17 @@ def test_bicycle_model_signs_and_limits():
     start = np.array([0.0, 0.0, 0.0, 5.0])
     straight = bicycle_step(start, 0.05, (0.0, 0.5, 0.0), CFG)
     assert straight[0] == pytest.approx(0.25) and straight[1] == 0.0 and straight[2] == 0.0
-    assert straight[3] == pytest.approx(5.0 + 0.5633837 * 0.5 * 0.05)
+    # Spec §5.2 constants: throttle_accel 0.5633837 m/s^2 per unit throttle, brake_accel -4.952399 m/s^2.
+    # One second (20 ticks) of full throttle from 5 m/s: 5 + 0.5633837 = 5.5633837 m/s, x = 0.05 * sum(v_k, k<20)
+    # = 0.05 * (100 + 0.5633837 * 0.05 * 190) = 5.2676073 m; one second of braking: 5 - 4.952399 = 0.047601 m/s and
+    # x = 0.05 * (100 - 4.952399 * 0.05 * 190) = 2.6476105 m.
+    full, braking = start.copy(), start.copy()
+    for _ in range(20):
+        full = bicycle_step(full, 0.05, (0.0, 1.0, 0.0), CFG)
+        braking = bicycle_step(braking, 0.05, (0.0, 0.0, 1.0), CFG)
+    np.testing.assert_allclose(full, [5.2676073, 0.0, 0.0, 5.5633837], atol=1e-7)
+    np.testing.assert_allclose(braking, [2.6476105, 0.0, 0.0, 0.047601], atol=1e-7)
+    assert straight[3] == pytest.approx(5.0 + 0.0140846, abs=1e-7)  # half throttle, one tick: 0.5633837 / 2 / 20
     right = bicycle_step(start, 0.05, (0.5, 0.0, 0.0), CFG)
     assert right[1] > 0 and right[2] > 0  # CARLA: positive steer turns right, i.e. towards +y, yaw increases
     stopped = bicycle_step(np.array([0.0, 0.0, 0.0, 0.1]), 0.05, (0.0, 1.0, 0.3), CFG)
@@ -159,8 +168,8 @@ def test_build_estimator_and_config_validation():
         agent_config_from_dict({"ukf": {"r": [0.5, 0.5]}})
 
 
-def _noisy_inputs(specs: list[dict], frame: int, xy: np.ndarray, rng: np.random.Generator) -> dict:
-    lat, lon = local_to_gps(*(xy + rng.normal(scale=GNSS_STD, size=2)), *GEOREF)
+def _noisy_inputs(specs: list[dict], frame: int, xy: np.ndarray, rng: np.random.Generator, georef) -> dict:
+    lat, lon = local_to_gps(*(xy + rng.normal(scale=GNSS_STD, size=2)), *georef)
     data = {}
     for spec in specs:
         kind = spec["type"]
@@ -179,16 +188,16 @@ def _noisy_inputs(specs: list[dict], frame: int, xy: np.ndarray, rng: np.random.
 
 
 @pytest.mark.parametrize("kind", ["gnss", "ukf"])
-def test_agent_uses_the_estimate_everywhere(tmp_path, kind):
+def test_agent_uses_the_estimate_everywhere(tmp_path, kind, agent_kit):
     """Drive east at 5 m/s with noisy GNSS: the UKF pose (route planner, target points, recorder) is smoother."""
-    runtime = FakeRuntime(cruise=5.0)
+    runtime = agent_kit.FakeRuntime(cruise=5.0)
     agent = AutoMoTAgent("localhost", 2000, runtime_factory=lambda cfg: runtime)
-    agent.set_global_plan(*_plan([(0.0, 0.0), (50.0, 0.0), (100.0, 0.0), (150.0, 0.0)]))
-    agent.setup(_config(tmp_path, state_estimator=kind))
+    agent.set_global_plan(*agent_kit.plan(agent_kit.STRAIGHT_ROUTE))
+    agent.setup(agent_kit.agent_yaml(tmp_path, state_estimator=kind))
     specs, rng = agent.sensors(), np.random.default_rng(7)
     truth = [np.array([5.0 * 0.05 * t, 0.0]) for t in range(100)]
     for t, xy in enumerate(truth):
-        agent.run_step(_noisy_inputs(specs, t, xy, rng), 0.05 * t)
+        agent.run_step(_noisy_inputs(specs, t, xy, rng, agent_kit.GEOREF), 0.05 * t)
     agent.destroy()
     rows = [json.loads(line) for line in (tmp_path / "rec" / agent.save_name / "ticks.jsonl").read_text().splitlines()]
     poses = np.array([[r["ego"]["x"], r["ego"]["y"]] for r in rows])

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from scene_helpers import TP, observation, scene_inputs  # noqa: F401  (tests/ is on sys.path under pytest)
 
 from automot.model.released.loader import ReleasedParts, convert_released
 from automot.model.released.synthetic import build_tiny_released, tiny_released_config, write_released_folder
@@ -20,9 +19,6 @@ from automot.runtime.export import (
     validate_bev_parity,
 )
 from automot.runtime.types import DrivingState
-
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
 
 
 @pytest.fixture(scope="module")
@@ -65,19 +61,19 @@ def test_onnx_bev_matches_torch(tiny, bev_onnx):
     assert report["inputs"] == {"rgb": [1, 3, 64, 128], "lidar": [1, 1, 64, 64]}
 
 
-def test_runtime_onnx_scene_engine_matches_torch(tiny, bev_onnx):
-    inputs = scene_inputs(4)
+def test_runtime_onnx_scene_engine_matches_torch(tiny, bev_onnx, scene_kit):
+    inputs = scene_kit.scene_inputs(4)
     with build_runtime(tiny[0], mode="blocking", engine="torch") as rt:
         assert rt.stats()["scene_engine"] == "torch"
-        rt.submit(observation(), 0.0, 0)
-        ref = rt.step(DrivingState(TP, 5.0, scene_inputs=inputs), 0.05, 1)
+        rt.submit(scene_kit.observation(), 0.0, 0)
+        ref = rt.step(DrivingState(scene_kit.TP, 5.0, scene_inputs=inputs), 0.05, 1)
     assert not ref.safe_stop, ref.safe_stop_reason
     for scene_file in (None, str(bev_onnx)):  # exported on construction, and a prebuilt file
         with build_runtime(tiny[0], mode="blocking", engine="onnxruntime", scene_engine_file=scene_file) as rt:
             assert isinstance(rt.scene_encoder.backend, OnnxSceneEngine)
-            rt.submit(observation(), 0.0, 0)
-            out = rt.step(DrivingState(TP, 5.0, scene_inputs=inputs), 0.05, 1)
-            other = rt.step(DrivingState(TP, 5.0, scene_inputs=scene_inputs(9)), 0.05, 1)
+            rt.submit(scene_kit.observation(), 0.0, 0)
+            out = rt.step(DrivingState(scene_kit.TP, 5.0, scene_inputs=inputs), 0.05, 1)
+            other = rt.step(DrivingState(scene_kit.TP, 5.0, scene_inputs=scene_kit.scene_inputs(9)), 0.05, 1)
             stats = rt.stats()
         assert not out.safe_stop, out.safe_stop_reason
         np.testing.assert_allclose(out.path, ref.path, rtol=1e-3, atol=1e-3)
@@ -88,17 +84,17 @@ def test_runtime_onnx_scene_engine_matches_torch(tiny, bev_onnx):
         assert rt.scene_encoder.backend is None  # released on close
 
 
-def test_runtime_onnx_scene_engine_is_used_not_eager(tiny, bev_onnx, monkeypatch):
+def test_runtime_onnx_scene_engine_is_used_not_eager(tiny, bev_onnx, monkeypatch, scene_kit):
     """With engine=onnxruntime the eager encoder must not run on the step."""
     model, bev = tiny
     with build_runtime(model, mode="blocking", engine="onnxruntime", scene_engine_file=str(bev_onnx)) as rt:
-        rt.submit(observation(), 0.0, 0)
+        rt.submit(scene_kit.observation(), 0.0, 0)
 
         def boom(*args, **kwargs):
             raise AssertionError("eager BEV encoder called")
 
         monkeypatch.setattr(bev, "forward", boom)
-        out = rt.step(DrivingState(TP, 5.0, scene_inputs=scene_inputs(4)), 0.05, 1)
+        out = rt.step(DrivingState(scene_kit.TP, 5.0, scene_inputs=scene_kit.scene_inputs(4)), 0.05, 1)
     assert not out.safe_stop, out.safe_stop_reason
 
 

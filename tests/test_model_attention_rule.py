@@ -1,4 +1,5 @@
-"""The joint-attention rule for differing head layouts, checked against a per-head fp64 reference.
+"""The joint-attention rule for differing head layouts, checked against the per-head fp64 reference
+(tests/fp64_reference.py, the ``fp64_reference`` fixture).
 
 Rule (model/mot.py, automot-checkpoint-spec.md §2.2-2.4): AE q/k zero-padded to the UE head_dim, RoPE over the
 full padded width with the UE's cos/sin, AE key tail zeroed after RoPE, AE query tail kept, query head h reads
@@ -7,59 +8,14 @@ KV head h // g, softmax scale 1/sqrt(D_ue).
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from automot.model.masks import joint_action_rows
-from automot.model.mot import HeadLayout, mot_layer
-from automot.model.rope import mrope_cos_sin, rotate_half
+from automot.model.mot import mot_layer
+from automot.model.rope import mrope_cos_sin
 
 
-def _rms(x, w, eps=1e-6):
-    return w * (x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps))
-
-
-def _reference_action_layer(layer, x, past_k, past_v, cos, sin, mask, ue: HeadLayout, ae: HeadLayout):
-    """Loop-per-head fp64 reimplementation of one action-only layer call."""
-    x = x.double()
-    w = {n: p.detach().double() for n, p in layer.named_parameters()}
-    b, n, _ = x.shape
-    d, big_d, g = ae.head_dim, ue.head_dim, ue.group
-    xn = _rms(x, w["input_layernorm.weight"])
-    q = (xn @ w["self_attn.q_proj.weight"].T).view(b, n, ae.num_heads, d)
-    k = (xn @ w["self_attn.k_proj.weight"].T).view(b, n, ae.num_kv_heads, d)
-    v = (xn @ w["self_attn.v_proj.weight"].T).view(b, n, ae.num_kv_heads, d)
-    q = _rms(q, w["self_attn.q_norm.weight"])
-    k = _rms(k, w["self_attn.k_norm.weight"])
-    cos, sin = cos.double(), sin.double()
-    out = torch.zeros(b, n, ae.num_heads, d, dtype=torch.float64)
-    for bi in range(b):
-        for h in range(ae.num_heads):
-            kv = h // g
-            qp = torch.zeros(n, big_d, dtype=torch.float64)
-            qp[:, :d] = q[bi, :, h]
-            qp = qp * cos[bi] + rotate_half(qp) * sin[bi]  # query tail kept
-            kp = torch.zeros(n, big_d, dtype=torch.float64)
-            kp[:, :d] = k[bi, :, kv]
-            kp = kp * cos[bi] + rotate_half(kp) * sin[bi]
-            kp[:, d:] = 0.0  # key tail zeroed
-            vp = torch.zeros(n, big_d, dtype=torch.float64)
-            vp[:, :d] = v[bi, :, kv]
-            keys = torch.cat([past_k[bi, kv].double(), kp])
-            vals = torch.cat([past_v[bi, kv].double(), vp])
-            scores = qp @ keys.T / math.sqrt(big_d)
-            scores = scores.masked_fill(~mask[bi], float("-inf"))
-            out[bi, :, h] = (scores.softmax(-1) @ vals)[:, :d]
-    h1 = x + out.reshape(b, n, -1) @ w["self_attn.o_proj.weight"].T
-    hn = _rms(h1, w["post_attention_layernorm.weight"])
-    mlp = (torch.nn.functional.silu(hn @ w["mlp.gate_proj.weight"].T) * (hn @ w["mlp.up_proj.weight"].T)) @ w[
-        "mlp.down_proj.weight"
-    ].T
-    return h1 + mlp
-
-
-def test_action_layer_matches_per_head_reference(tiny_model):
+def test_action_layer_matches_per_head_reference(tiny_model, fp64_reference):
     torch.manual_seed(0)
     model = tiny_model
     ue, ae = model.layouts
@@ -76,7 +32,15 @@ def test_action_layer_matches_per_head_reference(tiny_model):
     experts = [model.understanding.layers[0], model.action_layers[0]]
     with torch.no_grad():
         (_, ours), _ = mot_layer(experts, model.layouts, [None, x], [None, (cos, sin)], mask, (past_k, past_v))
-    ref = _reference_action_layer(model.action_layers[0], x, past_k, past_v, cos, sin, mask, ue, ae)
+    weights = dict(model.action_layers[0].named_parameters())
+    ref = torch.stack(
+        [
+            fp64_reference.action_layer(
+                weights, x[i], past_k[i], past_v[i], cos[i], sin[i], mask[i], head_dim=ae.head_dim, group=ue.group
+            )
+            for i in range(b)
+        ]
+    )
     assert float((ours.double() - ref).abs().max()) < 1e-4
 
 

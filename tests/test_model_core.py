@@ -104,7 +104,7 @@ def test_forward_is_differentiable(tiny_model):
     out = tiny_model(obs, state)
     (out.path.sum() + out.waypoints.sum() + out.decision_logits.logsumexp(-1).sum()).backward()
     grads = {n: p.grad for n, p in tiny_model.named_parameters()}
-    assert grads["action_layers.0.self_attn.q_proj.weight"] is not None
     assert float(grads["action_layers.0.self_attn.q_proj.weight"].abs().sum()) > 0
-    assert grads["understanding.vlm.model.language_model.layers.0.self_attn.k_proj.weight"] is not None
+    # The action expert reads the prefix K/V, so the loss also reaches the understanding expert's key projection.
+    assert float(grads["understanding.vlm.model.language_model.layers.0.self_attn.k_proj.weight"].abs().sum()) > 0
     tiny_model.zero_grad()

@@ -69,17 +69,10 @@ def _audit_config() -> AutoMoTConfig:
     )
 
 
-def _rms(x, w):
-    return w * x / torch.sqrt((x * x).mean(-1, keepdim=True) + 1e-6)
+def _reference(fp64, w, keys, values, p, tp, speed, scene, layers=2, hq=8, hkv=2, big_d=32, d=20):
+    """fp64 gen pass from released-name weights ``w``; keys/values [L, Hkv, S, D]. Returns hidden, deltas, logits.
 
-
-def _rot_half(x):
-    h = x.shape[-1] // 2
-    return torch.cat([-x[..., h:], x[..., :h]], -1)
-
-
-def _reference(w, keys, values, p, tp, speed, scene, layers=2, hq=8, hkv=2, big_d=32, aq=4, akv=1, d=20):
-    """fp64 gen pass from released-name weights ``w``; keys/values [L, Hkv, S, D]. Returns hidden, deltas, logits."""
+    ``fp64`` is the shared per-head layer reference (the ``fp64_reference`` fixture, tests/fp64_reference.py)."""
 
     def lin(x, name, bias=True):
         return x @ w[name + ".weight"].T + (w[name + ".bias"] if bias else 0)
@@ -110,38 +103,13 @@ def _reference(w, keys, values, p, tp, speed, scene, layers=2, hq=8, hkv=2, big_
     n, s = x.shape[0], keys.shape[2]
     inv = 1.0 / 5e6 ** (2 * torch.arange(big_d // 2, dtype=torch.float64) / big_d)
     ang = (p + torch.arange(n, dtype=torch.float64))[:, None] * inv  # P+i on all three axes
-    cos, sin = torch.cat([ang, ang], -1).cos()[:, None], torch.cat([ang, ang], -1).sin()[:, None]
+    cos, sin = torch.cat([ang, ang], -1).cos(), torch.cat([ang, ang], -1).sin()
     gid = torch.cat([torch.full((c,), i) for i, c in enumerate(GROUPS)])
     allow = torch.cat([torch.ones(n, s, dtype=torch.bool), gid[None, :] <= gid[:, None]], 1)
     for li in range(layers):
-        pre = f"language_model.model.layers.{li}."
-        xn = _rms(x, w[pre + "input_layernorm_mot_gen.weight"])
-        q = _rms(
-            (xn @ w[pre + "self_attn.q_proj_mot_gen.weight"].T).view(n, aq, d),
-            w[pre + "self_attn.q_norm_mot_gen.weight"],
-        )
-        k = _rms(
-            (xn @ w[pre + "self_attn.k_proj_mot_gen.weight"].T).view(n, akv, d),
-            w[pre + "self_attn.k_norm_mot_gen.weight"],
-        )
-        v = (xn @ w[pre + "self_attn.v_proj_mot_gen.weight"].T).view(n, akv, d)
-        qp, kp, vp = (torch.zeros(n, h, big_d, dtype=torch.float64) for h in (hq, hkv, hkv))
-        qp[:, :aq, :d], kp[:, :akv, :d], vp[:, :akv, :d] = q, k, v
-        qp = qp * cos + _rot_half(qp) * sin  # 128-style rotate-half over the padded width; query tail kept
-        kp = qp.new_zeros(kp.shape) + kp * cos + _rot_half(kp) * sin
-        kp[:, :, d:] = 0.0  # key tail zeroed
-        k_all = torch.cat([keys[li].permute(1, 0, 2), kp])
-        v_all = torch.cat([values[li].permute(1, 0, 2), vp])
-        out = torch.zeros(n, hq, big_d, dtype=torch.float64)
-        for h in range(hq):
-            kv = h // (hq // hkv)
-            sc = (qp[:, h] @ k_all[:, kv].T / math.sqrt(big_d)).masked_fill(~allow, float("-inf"))
-            out[:, h] = sc.softmax(-1) @ v_all[:, kv]
-        x = x + out[:, :aq, :d].reshape(n, aq * d) @ w[pre + "self_attn.o_proj_mot_gen.weight"].T
-        hn = _rms(x, w[pre + "post_attention_layernorm_mot_gen.weight"])
-        gate = silu(hn @ w[pre + "mlp_mot_gen.gate_proj.weight"].T)
-        x = x + (gate * (hn @ w[pre + "mlp_mot_gen.up_proj.weight"].T)) @ w[pre + "mlp_mot_gen.down_proj.weight"].T
-    hid = _rms(x, w["language_model.model.norm_mot_gen.weight"])
+        names = fp64.layer_weight_names(f"language_model.model.layers.{li}.", "_mot_gen")
+        x = fp64.action_layer(w, x, keys[li], values[li], cos, sin, allow, head_dim=d, group=hq // hkv, names=names)
+    hid = fp64.rms_norm(x, w["language_model.model.norm_mot_gen.weight"])
     o = GROUPS[0] + GROUPS[1]
     logits = hid[o : o + GROUPS[2]] @ w["language_model.model.embed_tokens.weight"].T  # tied LM head
     r0 = o + GROUPS[2]
@@ -151,7 +119,7 @@ def _reference(w, keys, values, p, tp, speed, scene, layers=2, hq=8, hkv=2, big_
 
 
 @pytest.fixture(scope="module")
-def audit():
+def audit(fp64_reference):
     model = build_model(_audit_config(), seed=3)
     g = torch.Generator().manual_seed(0)
     s, p = 9, 41
@@ -164,7 +132,7 @@ def audit():
         out = model.act(snap, state)
     w = {to_released_name(k): v.detach().double() for k, v in model.state_dict().items()}
     ref = _reference(
-        w, keys[:, 0].double(), values[:, 0].double(), p, state.target_points[0].double(),
+        fp64_reference, w, keys[:, 0].double(), values[:, 0].double(), p, state.target_points[0].double(),
         state.speed.double(), state.scene[0].double(),
     )  # fmt: skip
     return model, out, ref

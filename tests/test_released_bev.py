@@ -37,7 +37,8 @@ def test_regnet_parameter_names_are_timms():
 
 
 def test_native_encoder_equals_timm_encoder_when_timm_imports():
-    pytest.importorskip("timm")  # needs a torchvision that loads (not the case beside CPU-only torch wheels)
+    # timm is no dependency (the native encoder replaces it) and needs a torchvision that loads with this torch.
+    pytest.importorskip("timm", reason="optional: timm (and the torchvision it needs) cannot be imported")
     torch.manual_seed(0)
     ours, theirs = BEVEncoder(tiny_bev_config()).eval(), BEVEncoder(tiny_bev_config(), backend="timm").eval()
     assert list(ours.state_dict()) == list(theirs.state_dict())  # released names come from timm

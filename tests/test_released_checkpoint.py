@@ -215,8 +215,16 @@ def test_optional_tensors_and_shards(source, folder, tmp_path, inputs, reference
     assert torch.equal(out.waypoints, ref.waypoints)
     with pytest.raises(PretrainedLoadError, match="ema.safetensors: not found"):
         load_released(dst, dtype="fp32", preset=tiny_released_config(), ema=True)
-    (dst / "ema.safetensors").symlink_to(folder / "model.safetensors")
-    assert load_released(dst, dtype="fp32", preset=tiny_released_config(), ema=True) is not None
+    # EMA weights = the originals with the waypoint head's last (bias-free) layer doubled: the waypoints, cumsums of
+    # that layer's outputs, double exactly and the route is untouched, so the EMA file is what was loaded.
+    ema = load_file(str(folder / "model.safetensors"))
+    ema["waypoints_head.mlp.4.weight"] = ema["waypoints_head.mlp.4.weight"] * 2.0
+    assert "waypoints_head.mlp.4.bias" not in ema
+    save_file(ema, str(dst / "ema.safetensors"))
+    ema_model = load_released(dst, dtype="fp32", preset=tiny_released_config(), ema=True)
+    _, ema_out = _run(ema_model, ema_model.released.bev_encoder, inputs)
+    torch.testing.assert_close(ema_out.waypoints, 2.0 * ref.waypoints)
+    assert torch.equal(ema_out.path, ref.path)
 
 
 def test_preset_mismatch_lists_every_field(folder, tmp_path):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -14,7 +12,7 @@ from automot.model.mot import mot_layer
 from automot.model.prompting import builtin_tokenizer, make_image_processor
 from automot.model.released.prompt import build_released_observation, first_span, released_decision_text
 from automot.model.released.synthetic import tiny_released_config
-from automot.model.rope import mrope_cos_sin, rotate_half
+from automot.model.rope import mrope_cos_sin
 from automot.model.types import ActionState
 
 
@@ -112,41 +110,7 @@ def test_decision_decoding_keeps_first_span_with_special_tokens(model):
     assert texts[1] == "stop,stop,stop"
 
 
-def _reference_layer(layer, x, past_k, past_v, cos, sin, mask, d_ue: int, group: int, n_q: int, d_ae: int):
-    """fp64, loop over query heads; query head h reads KV head h // group; padded-RoPE rule of spec §2.2."""
-    w = {n: p.detach().double() for n, p in layer.named_parameters()}
-
-    def rms(v, wt):
-        return wt * v / torch.sqrt((v * v).mean(-1, keepdim=True) + 1e-6)
-
-    x = x.double()[0]
-    n = x.shape[0]
-    xn = rms(x, w["input_layernorm.weight"])
-    q = rms((xn @ w["self_attn.q_proj.weight"].T).view(n, n_q, d_ae), w["self_attn.q_norm.weight"])
-    k = rms((xn @ w["self_attn.k_proj.weight"].T).view(n, n_q // group, d_ae), w["self_attn.k_norm.weight"])
-    v = (xn @ w["self_attn.v_proj.weight"].T).view(n, n_q // group, d_ae)
-    cos, sin = cos.double()[0], sin.double()[0]
-    heads = []
-    for h in range(n_q):
-        kv = h // group
-        qp, kp, vp = (torch.zeros(n, d_ue, dtype=torch.float64) for _ in range(3))
-        qp[:, :d_ae], kp[:, :d_ae], vp[:, :d_ae] = q[:, h], k[:, kv], v[:, kv]
-        qp = qp * cos + rotate_half(qp) * sin
-        kp = (kp * cos + rotate_half(kp) * sin) * (torch.arange(d_ue) < d_ae)
-        keys = torch.cat([past_k[0, kv].double(), kp])
-        vals = torch.cat([past_v[0, kv].double(), vp])
-        s = (qp @ keys.T / math.sqrt(d_ue)).masked_fill(~mask[0], float("-inf"))
-        heads.append((s.softmax(-1) @ vals)[:, :d_ae])
-    h1 = x + torch.cat(heads, -1) @ w["self_attn.o_proj.weight"].T
-    hn = rms(h1, w["post_attention_layernorm.weight"])
-    return (
-        h1
-        + (torch.nn.functional.silu(hn @ w["mlp.gate_proj.weight"].T) * (hn @ w["mlp.up_proj.weight"].T))
-        @ w["mlp.down_proj.weight"].T
-    )
-
-
-def test_gqa_group4_head_mapping_against_reference(model):
+def test_gqa_group4_head_mapping_against_reference(model, fp64_reference):
     ue, ae = model.layouts
     assert (ue.num_heads, ue.num_kv_heads, ue.head_dim, ae.num_heads, ae.num_kv_heads, ae.head_dim) == (
         8,
@@ -170,7 +134,10 @@ def test_gqa_group4_head_mapping_against_reference(model):
             return mot_layer(experts, model.layouts, [None, x], [None, (cos, sin)], mask, (k, v))[0][1]
 
     ours = run(past_k, past_v)
-    ref = _reference_layer(model.action_layers[0], x, past_k, past_v, cos, sin, mask, 32, 4, 4, 16)
+    weights = dict(model.action_layers[0].named_parameters())
+    ref = fp64_reference.action_layer(
+        weights, x[0], past_k[0], past_v[0], cos[0], sin[0], mask[0], head_dim=16, group=4
+    )
     assert float((ours[0].double() - ref).abs().max()) < 1e-4
     unread = past_v.clone()
     unread[:, 1] += 5.0  # UE KV head 1 is read only by UE query heads 4..7, never by the 4 action heads

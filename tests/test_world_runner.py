@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import textwrap
 
 import pytest
 
 from automot.cli import main as automot_main
+from automot.errors import ExitCode
 from automot.world.routes import load_route
 from automot.world.runner import EXPERT_AGENT, AgentCrashed, load_agent_class, run_route
 
@@ -185,15 +188,85 @@ def test_cli_drives_the_expert(tmp_path, capsys, monkeypatch):
     assert os.environ["AUTOMOT_RECORD_DIR"] == str(tmp_path.resolve())
 
 
-def test_cli_unknown_route_and_missing_carla(capsys):
-    assert automot_main(["drive", "--route", "nowhere", "--agent", "expert", "--out", "/tmp/x"]) == 1
+def test_cli_unknown_route_and_missing_carla(tmp_path, capsys, monkeypatch):
+    code = automot_main(["drive", "--route", "nowhere", "--agent", "expert", "--out", str(tmp_path)])
+    assert code == ExitCode.USAGE
     assert "known routes" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "carla", None)  # find_spec("carla") is None: the client counts as missing
+    assert automot_main(["drive", "--world", "carla", "--routes", "r.xml"]) == ExitCode.ENVIRONMENT
+    err = capsys.readouterr().err
+    assert "PYTHONPATH" in err and "carla" in err
+
+
+FAKE_EVALUATOR = """
+import json, os, sys
+
+with open(os.environ["FAKE_EVALUATOR_LOG"], "w") as fh:
+    json.dump({"argv": sys.argv[1:], "executable": sys.executable, "sentinel": os.environ.get("FAKE_SENTINEL")}, fh)
+sys.exit(int(os.environ.get("FAKE_EVALUATOR_EXIT", "0")))
+"""
+
+
+@pytest.fixture()
+def fake_carla_install(tmp_path, monkeypatch):
+    """Importable stand-ins for ``carla``, ``leaderboard`` (with a ``leaderboard_evaluator`` that logs its command
+    line and environment) and ``srunner``, on this process's sys.path and on PYTHONPATH for subprocesses."""
+    root = tmp_path / "site"
+    for package in ("carla", "leaderboard", "srunner"):
+        (root / package).mkdir(parents=True)
+        (root / package / "__init__.py").write_text("")
+    (root / "leaderboard" / "leaderboard_evaluator.py").write_text(FAKE_EVALUATOR)
+    for name in ("carla", "leaderboard", "srunner"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+    log = tmp_path / "evaluator.json"
+    monkeypatch.setenv("FAKE_EVALUATOR_LOG", str(log))
+    monkeypatch.setenv("FAKE_SENTINEL", "inherited")
+    return log
+
+
+def test_cli_carla_runs_the_leaderboard_evaluator(tmp_path, fake_carla_install, monkeypatch, capsys):
     from automot.world.cli import missing_carla_modules
 
-    if missing_carla_modules():
-        assert automot_main(["drive", "--world", "carla", "--routes", "r.xml"]) == 3
-        err = capsys.readouterr().err
-        assert "PYTHONPATH" in err and "carla" in err
+    assert missing_carla_modules() == []
+    routes, agent, config = tmp_path / "routes.xml", tmp_path / "my_agent.py", tmp_path / "agent.yaml"
+    for path in (routes, agent, config):
+        path.write_text("")
+    out = tmp_path / "out"
+    argv = ["drive", "--world", "carla", "--routes", str(routes), "--agent", str(agent), "--agent-config", str(config)]
+    argv += ["--host", "carla-host", "--port", "2010", "--tm-port", "8010", "--out", str(out)]
+    assert automot_main(argv) == 0
+    seen = json.loads(fake_carla_install.read_text())
+    # leaderboard-interface.md: the evaluator's own flags; --resume is left out (type=bool: any value means True).
+    assert seen["argv"] == [
+        "--routes",
+        str(routes),
+        "--agent",
+        str(agent),
+        "--agent-config",
+        str(config),
+        "--track",
+        "SENSORS",
+        "--host",
+        "carla-host",
+        "--port",
+        "2010",
+        "--traffic-manager-port",
+        "8010",
+        "--checkpoint",
+        str(out / "results.json"),
+        "--debug-checkpoint",
+        str(out / "live_results.txt"),
+    ]
+    assert seen["executable"] == sys.executable  # the same interpreter, so the installed automot is importable
+    assert seen["sentinel"] == "inherited"  # the caller's environment (PYTHONPATH, CUDA_VISIBLE_DEVICES...) reaches it
+    assert out.is_dir()
+    capsys.readouterr()
+
+    monkeypatch.setenv("FAKE_EVALUATOR_EXIT", "7")  # a failed evaluation must not look like a finished one
+    assert automot_main(argv) == ExitCode.RUN_FAILED
+    assert "7" in capsys.readouterr().err
 
 
 def test_evaluator_command_flags(tmp_path):

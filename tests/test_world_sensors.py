@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -82,15 +81,15 @@ def test_near_plane_clipping_never_wraps_around():
     assert len(ys) > 0 and ys.min() >= 64
 
 
-def test_render_speed_budget(highway, highway_scene):
+def test_render_with_traffic_is_repeatable_and_shows_the_traffic(highway, highway_scene):
     cam = CameraRenderer(FRONT, highway_scene)
     ego = highway.ego_state()
-    boxes = [Box(a.x, a.y, a.yaw, a.length, a.width, a.height, (200, 200, 200)) for a in highway.actors()]
-    cam.render((ego.x, ego.y, ego.yaw), boxes)
-    t0 = time.perf_counter()
-    for _ in range(5):
-        cam.render((ego.x, ego.y, ego.yaw), boxes)
-    assert (time.perf_counter() - t0) / 5 < 0.06  # ~6 ms here; the target is < 30 ms on one core
+    boxes = [Box(a.x, a.y, a.yaw, a.length, a.width, a.height, MARKER) for a in highway.actors()]
+    pose = (ego.x, ego.y, ego.yaw)
+    first = cam.render(pose, boxes)
+    assert np.array_equal(first, cam.render(pose, boxes))  # no state carried between frames
+    assert _marker_mask(first).sum() > 0  # traffic ahead of the ego is drawn
+    assert _marker_mask(cam.render(pose, [])).sum() == 0
 
 
 def test_lidar_half_sweeps_ground_and_vehicle():
