@@ -2,7 +2,8 @@
 
 Driven by one ``Recorder.record(TickRecord)`` call per tick, warm-up and failed ticks included, so the video
 has exactly one frame and the JSONL exactly one line per tick. ``close()`` finalises the video and writes
-``summary.json``.
+``summary.jsonl`` (one JSON object on one line). Not ``*.json``: the recorder often writes next to a run's
+results.json, and Bench2Drive's merge_route_json.py reads every ``*.json`` there as a results file.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 VIDEO_NAME = "video.mp4"
 TICKS_NAME = "ticks.jsonl"
-SUMMARY_NAME = "summary.json"
+SUMMARY_NAME = "summary.jsonl"  # never *.json: see the module docstring
 
 
 @dataclass(kw_only=True)
@@ -161,7 +162,7 @@ class Recorder:
         )
 
     def close(self, summary: dict | None = None) -> None:
-        """Finalise the video, close the tick log and write ``summary.json``. Safe to call twice."""
+        """Finalise the video, close the tick log and write ``summary.jsonl``. Safe to call twice."""
         if self._closed:
             return
         self._closed = True
@@ -178,4 +179,4 @@ class Recorder:
                 "ticks_jsonl": TICKS_NAME if self.ticks_written else None,
                 **(summary or {}),
             }
-            self.summary_path.write_text(json.dumps(body, indent=2, default=str), encoding="utf-8")
+            self.summary_path.write_text(json.dumps(body, default=str) + "\n", encoding="utf-8")

@@ -115,7 +115,12 @@ def test_full_route_is_perfect():
     scorer = RouteScorer(_straight(), DT, tick_limit=1000)
     _run(scorer, np.arange(0.0, 101.0, 0.5))
     assert scorer.done and scorer.completed
-    assert scorer.status() == "Perfect"
+    # As on the leaderboard, min-speed checkpoints are listed infractions (no penalty), so a clean route is
+    # "Completed" with only min_speed_infractions (what Bench2Drive counts as a success), not "Perfect".
+    record = scorer.record("demo", "embedded/highway-v0", duration_game=5.0, duration_system=1.0)
+    assert [k for k, v in record["infractions"].items() if v] == ["min_speed_infractions"]
+    assert len(record["infractions"]["min_speed_infractions"]) == 19  # one per > 5 m until 99 %, + the final one
+    assert scorer.status() == "Completed"
     assert scorer.scores() == {"score_route": 100.0, "score_penalty": 1.0, "score_composed": 100.0}
 
 
@@ -185,7 +190,8 @@ def test_results_json_layout():
     rec = results["_checkpoint"]["records"][0]
     assert set(rec["infractions"]) == set(INFRACTION_KEYS) and len(INFRACTION_KEYS) == 12
     assert all(isinstance(v, list) for v in rec["infractions"].values())
-    assert rec["num_infractions"] == 2  # one collision + the timeout
+    # one collision + the timeout + a min-speed entry per 5 m (1/20 of the route) passed
+    assert rec["num_infractions"] == 2 + len(rec["infractions"]["min_speed_infractions"]) == 2 + 9
     assert rec["status"] == "Failed - Agent timed out"
     assert set(rec["meta"]) == {"route_length", "duration_game", "duration_system"}
     assert (

@@ -87,7 +87,9 @@ def test_lifecycle_order_and_input_data(tmp_path):
     assert names[-1] == "destroy" and names.count("run_step") == 12 and names.count("sensors") == 1
     assert calls[0][1:] == ("localhost", 2000, False)
     assert calls[1][1] == calls[1][2] > 400  # the dense (1 m) plan; the agent base class downsamples it
-    assert calls[2] == ("setup", "cfg.yaml", True)  # the plan is already there in setup()
+    # The plan is already there in setup(); the config string carries the save name as Bench2Drive's does.
+    save_name = results["_checkpoint"]["records"][0]["save_name"]
+    assert calls[2] == ("setup", f"cfg.yaml+{save_name}", True)
     steps = [c for c in calls if c[0] == "run_step"]
     assert [round(c[1], 2) for c in steps[:3]] == [0.0, 0.05, 0.1]
     shapes = steps[0][2]

@@ -44,7 +44,8 @@ class CollectorAgent(ExpertAgent):
 
     def setup(self, path_to_conf_file: str) -> None:
         super().setup(path_to_conf_file)
-        conf = json.loads(Path(path_to_conf_file).read_text())
+        # The world passes Bench2Drive's ``CONFIG+save_name`` string; the config is the text before the first '+'.
+        conf = json.loads(Path(path_to_conf_file.partition("+")[0]).read_text())
         self.conf = conf
         size = conf.get("image_size")
         self.rig = get_rig(conf["rig"], tuple(size) if size else None)

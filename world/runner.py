@@ -28,7 +28,7 @@ from automot.world.dynamics import read_control
 from automot.world.geo import build_global_plan
 from automot.world.provider import set_world
 from automot.world.routes import RouteSpec, load_route
-from automot.world.scoring import RouteScorer, build_results
+from automot.world.scoring import RouteScorer, build_results, default_save_name, route_number
 from automot.world.sensors import SensorConfigurationInvalid, SensorSuite
 from automot.world.sim import EmbeddedWorld
 
@@ -93,12 +93,16 @@ def run_route(
     entry_status, failure, error = "Finished", "", None
     agent = resolved_config = None
     stage = "Agent couldn't be set up"
+    # Bench2Drive's record fields: RouteScenario_<id>_rep0, and the agent is told its save name the fork's way
+    # (``CONFIG+save_name``), so what it writes under $SAVE_PATH/<save_name>/ is what the record names.
+    route_id = route_number(spec.name)
+    save_name = default_save_name(f"RouteScenario_{route_id}_rep0", town, spec.name)
     set_world(world)
     try:
         gps_plan, world_plan = build_global_plan(world.path.points, world.path.options, spec.lat_ref, spec.lon_ref)
         agent = load_agent_class(agent_path)(host, port, debug)
         agent.set_global_plan(gps_plan, world_plan)
-        agent.setup(agent_config)
+        agent.setup(f"{agent_config}+{save_name}")
         resolved_config = getattr(agent, "config", None)
         _check_track(agent)
         stage = "Agent's sensors were invalid"
@@ -121,7 +125,7 @@ def run_route(
         world.close()
     if failure:
         scorer.failure = failure
-    record = scorer.record(spec.name, town, world.time, time.monotonic() - t0)
+    record = scorer.record(spec.name, town, world.time, time.monotonic() - t0, route_id=route_id, save_name=save_name)
     results = build_results([record], icons, entry_status=entry_status)
     if dataclasses.is_dataclass(resolved_config) and not isinstance(resolved_config, type):
         save_yaml(resolved_config, out / AGENT_CONFIG)
@@ -154,7 +158,9 @@ def _drive(agent, world: EmbeddedWorld, suite: SensorSuite, scorer: RouteScorer,
             on_road = world.on_road(ego.x, ego.y)
             s, _, _ = world.path.project((ego.x, ego.y), scorer.s_reached - 5.0, scorer.s_reached + 30.0)
             in_lanes = world.in_route_lanes(ego.x, ego.y, world.path.heading_at(s))
-            scorer.step(ego.x, ego.y, ego.speed, contacts, on_road, in_lanes)
+            traffic = [float(v.speed) for v in world.road.vehicles if v is not world.ego]
+            traffic_speed = sum(traffic) / len(traffic) if traffic else None
+            scorer.step(ego.x, ego.y, ego.speed, contacts, on_road, in_lanes, traffic_speed=traffic_speed)
             bar.update(1)
             if world.frame % 20 == 0:
                 bar.set_postfix(rc=f"{scorer.route_completion:.1f}", v=f"{ego.speed:.1f}")

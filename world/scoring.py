@@ -9,13 +9,18 @@ Per tick, ``RouteScorer.step`` applies the LB2 criteria to the ego's state:
     the penalty multiplies by (1 - metres / route length), as LB2's PENALTY_PERC_DICT 'increases' rule with 0;
   * route deviation (> 30 m from the path), agent blocked (< 0.1 m/s for 180 s) and timeout (tick limit) end the
     route as "Failed - Agent deviated from the route" / "Failed - Agent got blocked" / "Failed - Agent timed out".
+  * min speed: every 1/20 of the route (and at the end past 95 %), one ``min_speed_infractions`` entry
+    "Average speed is P% of the surrounding traffic's one", P = mean ego speed / mean traffic speed over that
+    stretch x 100 (100 without traffic), as MinimumSpeedRouteTest writes it; no penalty (Bench2Drive's 'unused').
 DS = RC x product of penalties (score_composed).
+Records carry Bench2Drive's fields: ``route_id`` RouteScenario_<id>_rep<k>, ``weather_id`` a string, ``save_name``.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -91,6 +96,7 @@ class ScoringParams:
     collision_repeat_s: float = 5.0
     collision_min_move_m: float = 3.0
     collision_reset_m: float = 5.0
+    min_speed_checkpoints: int = 20
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,10 @@ class RouteScorer:
         self._last_id: int | None = None
         self._last_time = 0.0
         self._last_xy: tuple[float, float] | None = None
+        self._speed_s = 0.0  # arc length of the last min-speed checkpoint
+        self._ego_speed_sum = 0.0
+        self._traffic_speed_sum = 0.0
+        self._speed_points = 0
 
     @property
     def done(self) -> bool:
@@ -148,8 +158,10 @@ class RouteScorer:
         contacts: Sequence[Any] = (),
         on_road: bool = True,
         in_lanes: bool = True,
+        traffic_speed: float | None = None,
     ) -> None:
-        """Score the state after one tick; ``contacts`` have ``id`` and ``type_id`` (vehicle.* or static.*)."""
+        """Score the state after one tick; ``contacts`` have ``id`` and ``type_id`` (vehicle.* or static.*);
+        ``traffic_speed`` is the mean speed of the surrounding traffic (None: no traffic)."""
         if self.done:
             return
         self.ticks += 1
@@ -160,6 +172,13 @@ class RouteScorer:
         s, _, dist = self.path.project((x, y), self.s_reached - 5.0, self.s_reached + p.progress_window_m)
         if dist <= p.progress_accept_m:
             self.s_reached = max(self.s_reached, s)
+        if self.s_reached - self._speed_s > self.path.length / p.min_speed_checkpoints:
+            self._min_speed_checkpoint()
+            self._speed_s = self.s_reached
+        if traffic_speed is not None and traffic_speed > 0.0:
+            self._ego_speed_sum += speed
+            self._traffic_speed_sum += traffic_speed
+            self._speed_points += 1
         if not in_lanes and moved > 0.0:
             self._add_outside(moved)
         for contact in contacts:
@@ -212,6 +231,23 @@ class RouteScorer:
             key, f"Agent collided against object with type={contact.type_id} and id={contact.id} at {_at(x, y)}"
         )
 
+    def _min_speed_checkpoint(self) -> None:
+        """One min-speed entry for the stretch since the last checkpoint (leaderboard MinimumSpeedRouteTest)."""
+        if self._speed_points and self._traffic_speed_sum:
+            pct = round(self._ego_speed_sum / self._traffic_speed_sum * 100, 2)
+        else:
+            pct = 100
+        self.infractions["min_speed_infractions"].append(f"Average speed is {pct}% of the surrounding traffic's one")
+        self._ego_speed_sum = self._traffic_speed_sum = 0.0
+        self._speed_points = 0
+
+    def finish(self) -> None:
+        """End of route: the last min-speed checkpoint when past 95 % (routes end around 99 %), like the criterion."""
+        if not getattr(self, "_finished", False):
+            self._finished = True
+            if self.s_reached / self.path.length > 0.95:
+                self._min_speed_checkpoint()
+
     def _record(self, key: str, message: str) -> None:
         self.infractions[key].append(message)
         self.penalty *= PENALTY[key]
@@ -240,14 +276,27 @@ class RouteScorer:
             return "Completed" if any(self.infractions.values()) else "Perfect"
         return f"Failed - {self.failure}" if self.failure else "Failed"
 
-    def record(self, route_name: str, town: str, duration_game: float, duration_system: float) -> dict[str, Any]:
-        """The route record of ``_checkpoint.records`` (B2D fields included)."""
+    def record(
+        self,
+        route_name: str,
+        town: str,
+        duration_game: float,
+        duration_system: float,
+        *,
+        route_id: int | str = 0,
+        repetition: int = 0,
+        save_name: str | None = None,
+        weather_id: str = "0",
+    ) -> dict[str, Any]:
+        """The route record of ``_checkpoint.records`` (B2D fields included, as the fork's StatisticsManager)."""
+        self.finish()
+        rid = f"RouteScenario_{route_id}_rep{repetition}"
         return {
             "index": 0,
-            "route_id": "RouteScenario_0_rep0",
+            "route_id": rid,
             "scenario_name": route_name,
-            "weather_id": 0,
-            "save_name": f"{route_name}_{time.strftime('%m_%d_%H_%M_%S')}",
+            "weather_id": str(weather_id),
+            "save_name": save_name or default_save_name(rid, town, route_name, weather_id),
             "town_name": town,
             "status": self.status(),
             "num_infractions": sum(len(v) for v in self.infractions.values()),
@@ -259,6 +308,24 @@ class RouteScorer:
                 "duration_system": round(duration_system, 3),
             },
         }
+
+
+def route_number(name: str, known: list[str] | None = None) -> int:
+    """The numeric id of an embedded route for ``RouteScenario_<id>``: its position among the shipped routes
+    (sorted names), else a stable number >= 1000 from its name (a route file given by path)."""
+    if known is None:
+        from automot.world.routes import list_routes
+
+        known = list_routes()
+    if name in known:
+        return known.index(name)
+    return 1000 + zlib.crc32(name.encode("utf-8")) % 900000
+
+
+def default_save_name(route_id: str, town: str, scenario: str, weather_id: str | int = "0") -> str:
+    """Bench2Drive's per-route folder name: ``<route_id>_<town>_<scenario>_<weather>_<mm_dd_HH_MM_SS>``."""
+    town_part = town.replace("/", "-")
+    return f"{route_id}_{town_part}_{scenario}_{weather_id}_{time.strftime('%m_%d_%H_%M_%S')}"
 
 
 def build_results(records: list[dict[str, Any]], sensors: list[str], entry_status: str = "Finished") -> dict[str, Any]:
