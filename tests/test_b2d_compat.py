@@ -312,3 +312,66 @@ def test_embedded_results_folder_reads_like_bench2drive_tools(tmp_path, monkeypa
     merged = _merge_like_bench2drive(out)  # no stray *.json next to results.json
     assert [r["route_id"] for r in merged] == [record["route_id"]]
     _min_speed_percentages(record)
+
+
+# ---------------------------------------------------------------------------------------------- 4. drive --world carla
+
+
+def _drive_args(tmp_path, *extra: str) -> list[str]:
+    return ["drive", "--world", "carla", "--routes", str(eh.ROUTES_XML), "--out", str(tmp_path / "out"), *extra]
+
+
+@needs_upstream
+def test_drive_carla_detects_the_fork_runs_it_from_its_root_and_passes_options(tmp_path, monkeypatch):
+    from automot.cli import main as automot_main
+    from automot.world import cli as world_cli
+
+    lb, sr = eh.FLAVOURS["bench2drive"]
+    monkeypatch.setenv("LEADERBOARD_ROOT", str(lb))
+    monkeypatch.setenv("SCENARIO_RUNNER_ROOT", str(sr))
+    monkeypatch.delenv("CARLA_ROOT", raising=False)
+    calls = []
+    monkeypatch.setattr(world_cli.subprocess, "call", lambda cmd, **kw: calls.append((cmd, kw)) or 0)
+    # Up-front checks, in order, before any simulator is touched: the route parser, then CARLA_ROOT.
+    assert automot_main(_drive_args(tmp_path)) == 3 and not calls
+    monkeypatch.setattr(ev, "check_route_parser", lambda install: None)  # as after the documented one-line fix
+    assert automot_main(_drive_args(tmp_path)) == 3 and not calls  # CARLA_ROOT unset
+    monkeypatch.setenv("CARLA_ROOT", str(eh.fake_carla_root(tmp_path)))
+    extra = ["--routes-subset", "1711,1773", "--repetitions", "2", "--timeout", "600", "--record", str(tmp_path)]
+    extra += ["--debug", "1", "--tm-seed", "3", "--gpu-rank", "2", "--checkpoint", str(tmp_path / "ck.json")]
+    assert automot_main(_drive_args(tmp_path, *extra)) == 0
+    ((cmd, kw),) = calls
+    assert cmd[1] == str(lb / "leaderboard" / "leaderboard_evaluator.py")
+    assert kw["cwd"] == lb.parent and (kw["cwd"] / "leaderboard" / "data" / "weather.xml").is_file()
+    assert str(lb) in kw["env"]["PYTHONPATH"] and str(sr) in kw["env"]["PYTHONPATH"]
+    flags = dict(zip(cmd[2::2], cmd[3::2]))
+    assert flags["--routes-subset"] == "1711,1773" and flags["--repetitions"] == "2" and flags["--gpu-rank"] == "2"
+    assert flags["--traffic-manager-seed"] == "3" and flags["--timeout"] == "600.0" and flags["--debug"] == "1"
+    assert flags["--record"] == str(tmp_path) and flags["--checkpoint"] == str(tmp_path / "ck.json")
+    assert "--resume" not in cmd
+
+    # A re-run never truncates earlier results unless asked: --resume continues, --overwrite starts over.
+    (tmp_path / "ck.json").write_text('{"_checkpoint": {"records": []}}')
+    calls.clear()
+    assert automot_main(_drive_args(tmp_path, "--checkpoint", str(tmp_path / "ck.json"))) == 2 and not calls
+    assert automot_main(_drive_args(tmp_path, "--checkpoint", str(tmp_path / "ck.json"), "--resume")) == 0
+    assert calls[-1][0][-4:] == ["--resume", "1", "--gpu-rank", "0"]
+    assert automot_main(_drive_args(tmp_path, "--checkpoint", str(tmp_path / "ck.json"), "--overwrite")) == 0
+
+
+@needs_upstream
+def test_drive_carla_leaderboard2_rejects_gpu_rank_and_needs_no_carla_root(tmp_path, monkeypatch):
+    from automot.cli import main as automot_main
+    from automot.world import cli as world_cli
+
+    lb, sr = eh.FLAVOURS["leaderboard-2.0"]
+    monkeypatch.setenv("LEADERBOARD_ROOT", str(lb))
+    monkeypatch.setenv("SCENARIO_RUNNER_ROOT", str(sr))
+    monkeypatch.delenv("CARLA_ROOT", raising=False)
+    monkeypatch.setattr(ev, "check_route_parser", lambda install: None)
+    calls = []
+    monkeypatch.setattr(world_cli.subprocess, "call", lambda cmd, **kw: calls.append((cmd, kw)) or 0)
+    assert automot_main(_drive_args(tmp_path, "--gpu-rank", "1")) == 2 and not calls
+    assert automot_main(_drive_args(tmp_path)) == 0
+    ((cmd, kw),) = calls
+    assert kw["cwd"] == lb and "--gpu-rank" not in cmd

@@ -274,15 +274,17 @@ def test_cli_carla_runs_the_leaderboard_evaluator(tmp_path, fake_carla_install, 
 def test_evaluator_command_flags(tmp_path):
     import argparse
 
-    from automot.world.cli import evaluator_command
+    from automot.world import evaluator
+    from automot.world.cli import evaluator_run
 
     args = argparse.Namespace(
         routes="r.xml", agent="agent/automot_agent.py", agent_config="cfg.yaml", host="h", port=2010, tm_port=8010
     )
-    cmd = evaluator_command(args, tmp_path)
-    assert cmd[1:3] == ["-m", "leaderboard.leaderboard_evaluator"]
-    flags = dict(zip(cmd[3::2], cmd[4::2]))
+    install = evaluator.EvaluatorInstall(tmp_path / "lb", None, evaluator.LEADERBOARD_2)
+    cmd = evaluator.build_command(install, evaluator_run(args, tmp_path))
+    assert cmd[1] == str(tmp_path / "lb" / "leaderboard" / "leaderboard_evaluator.py")
+    flags = dict(zip(cmd[2::2], cmd[3::2]))
     assert flags["--routes"] == "r.xml" and flags["--port"] == "2010" and flags["--traffic-manager-port"] == "8010"
     assert flags["--agent"].endswith("agent/automot_agent.py") and flags["--track"] == "SENSORS"
-    assert flags["--checkpoint"] == str(tmp_path / "results.json")
+    assert flags["--checkpoint"] == str((tmp_path / "results.json").resolve())
     assert "--resume" not in cmd  # type=bool in the evaluator: any value would mean True

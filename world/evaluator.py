@@ -17,6 +17,8 @@ one-line fix (what leaderboard master did: ``list(scenario)``), see :data:`GETCH
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import re
 import sys
@@ -65,20 +67,34 @@ def detect_flavour(leaderboard_root: str | os.PathLike) -> str:
     return BENCH2DRIVE if any(mark in source for mark in fork_marks) else LEADERBOARD_2
 
 
+def _package_root(name: str) -> str | None:
+    """The sys.path folder holding package ``name`` (e.g. put there through PYTHONPATH), or None."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return str(Path(list(spec.submodule_search_locations)[0]).parent)
+
+
 def locate(
     leaderboard_root: str | os.PathLike | None = None, scenario_runner_root: str | os.PathLike | None = None
 ) -> EvaluatorInstall:
-    """Find the evaluator from arguments or LEADERBOARD_ROOT / SCENARIO_RUNNER_ROOT; raises EnvironmentProblem."""
-    lb = leaderboard_root or os.environ.get("LEADERBOARD_ROOT")
+    """Find the evaluator from arguments, LEADERBOARD_ROOT / SCENARIO_RUNNER_ROOT, or the ``leaderboard`` /
+    ``srunner`` packages importable here (PYTHONPATH); raises EnvironmentProblem."""
+    lb = leaderboard_root or os.environ.get("LEADERBOARD_ROOT") or _package_root("leaderboard")
     if not lb:
         raise EnvironmentProblem(
-            "LEADERBOARD_ROOT is not set: point it at the folder holding the leaderboard package "
-            "(leaderboard 2.0 checkout, or Bench2Drive/leaderboard), see leaderboard_configs/BENCH2DRIVE.md"
+            "no leaderboard evaluator found: set LEADERBOARD_ROOT to the folder holding the leaderboard package "
+            "(a leaderboard-2.0 checkout, or Bench2Drive/leaderboard) and SCENARIO_RUNNER_ROOT to the scenario "
+            "runner (export PYTHONPATH=$LEADERBOARD_ROOT:$SCENARIO_RUNNER_ROOT:$PYTHONPATH also works), "
+            "see leaderboard_configs/BENCH2DRIVE.md"
         )
     lb_path = Path(lb).expanduser().resolve()
     if not (lb_path / "leaderboard" / "leaderboard_evaluator.py").is_file():
         raise EnvironmentProblem(f"LEADERBOARD_ROOT={lb_path}: no leaderboard/leaderboard_evaluator.py there")
-    sr = scenario_runner_root or os.environ.get("SCENARIO_RUNNER_ROOT")
+    sr = scenario_runner_root or os.environ.get("SCENARIO_RUNNER_ROOT") or _package_root("srunner")
     sr_path = Path(sr).expanduser().resolve() if sr else None
     if sr_path is not None and not (sr_path / "srunner").is_dir():
         raise EnvironmentProblem(f"SCENARIO_RUNNER_ROOT={sr_path}: no srunner package there")
@@ -114,7 +130,7 @@ def patched_route_parser_source(source: str) -> str:
 
 @dataclass
 class EvaluatorRun:
-    """What ``automot drive --world carla`` passes through to the evaluator."""
+    """What ``automot drive --world carla`` passes through to the evaluator (None: the evaluator's default)."""
 
     routes: str
     agent: str
@@ -124,57 +140,81 @@ class EvaluatorRun:
     host: str = "localhost"
     port: int = 2000
     tm_port: int = 8000
-    tm_seed: int = 0
     track: str = "SENSORS"
-    routes_subset: str = ""
-    repetitions: int = 1
+    tm_seed: int | None = None
+    routes_subset: str | None = None
+    repetitions: int | None = None
     resume: bool = False
     timeout: float | None = None
-    record: str = ""
-    debug: int = 0
+    record: str | None = None
+    debug: int | None = None
     gpu_rank: int | None = None
     extra: list[str] = field(default_factory=list)
 
 
+def check_run(install: EvaluatorInstall, run: EvaluatorRun, overwrite: bool = False) -> None:
+    """Everything that can be checked before a simulator is touched; raises EnvironmentProblem / UsageError.
+
+    * the route parser works on this Python (:func:`check_route_parser`);
+    * Bench2Drive fork: ``CARLA_ROOT`` holds ``CarlaUE4.sh`` (the fork starts the server itself) and
+      ``leaderboard/data/weather.xml`` exists under the folder it will run from;
+    * the checkpoint: without ``--resume`` the evaluator truncates it first, so an existing non-empty results file
+      is only replaced when ``overwrite`` is set.
+    """
+    check_route_parser(install)
+    if install.flavour == BENCH2DRIVE:
+        carla_root = os.environ.get("CARLA_ROOT")
+        if not carla_root:
+            raise EnvironmentProblem(
+                "CARLA_ROOT is not set: the Bench2Drive evaluator starts $CARLA_ROOT/CarlaUE4.sh itself "
+                "(export CARLA_ROOT=/path/to/CARLA_0.9.15)"
+            )
+        if not (Path(carla_root) / "CarlaUE4.sh").is_file():
+            raise EnvironmentProblem(
+                f"CARLA_ROOT={carla_root} has no CarlaUE4.sh (the Bench2Drive evaluator starts it)"
+            )
+        weather = install.workdir / "leaderboard" / "data" / "weather.xml"
+        if not weather.is_file():
+            raise EnvironmentProblem(
+                f"{weather} not found: the Bench2Drive evaluator reads leaderboard/data/weather.xml from the "
+                "Bench2Drive root it runs in (set LEADERBOARD_ROOT to Bench2Drive/leaderboard)"
+            )
+    if not Path(run.routes).is_file():
+        raise UsageError(f"--routes {run.routes}: file not found")
+    checkpoint = Path(run.checkpoint)
+    if checkpoint.is_file() and checkpoint.stat().st_size > 0 and not run.resume and not overwrite:
+        raise UsageError(
+            f"{checkpoint} already holds results and the evaluator would truncate it: pass --resume to continue "
+            "that run, --overwrite to start over, or another --checkpoint / --out"
+        )
+    if run.resume and checkpoint.is_file():
+        try:
+            json.loads(checkpoint.read_text(encoding="utf-8") or "{}")
+        except ValueError as exc:
+            raise UsageError(f"--resume: {checkpoint} is not valid JSON ({exc})") from exc
+
+
 def build_command(install: EvaluatorInstall, run: EvaluatorRun, python: str = sys.executable) -> list[str]:
-    """The evaluator command line. ``--resume`` is only passed when resuming: it is ``type=bool`` upstream, so any
+    """The evaluator command line (``python $LEADERBOARD_ROOT/leaderboard/leaderboard_evaluator.py ...``, as the
+    official scripts run it). ``--resume`` is only passed when resuming: it is ``type=bool`` upstream, so any
     non-empty value (even ``False``) means True. ``--gpu-rank`` exists only in the Bench2Drive fork."""
     if run.gpu_rank is not None and install.flavour != BENCH2DRIVE:
         raise UsageError("--gpu-rank is an option of the Bench2Drive evaluator only (it picks the GPU CARLA runs on)")
-    cmd = [
-        python,
-        str(install.evaluator),
-        "--routes",
-        run.routes,
-        "--agent",
-        run.agent,
-        "--agent-config",
-        run.agent_config,
-        "--track",
-        run.track,
-        "--host",
-        run.host,
-        "--port",
-        str(run.port),
-        "--traffic-manager-port",
-        str(run.tm_port),
-        "--traffic-manager-seed",
-        str(run.tm_seed),
-        "--repetitions",
-        str(run.repetitions),
-        "--checkpoint",
-        run.checkpoint,
-        "--debug-checkpoint",
-        run.debug_checkpoint,
-        "--debug",
-        str(run.debug),
-    ]
-    if run.routes_subset:
-        cmd += ["--routes-subset", run.routes_subset]
-    if run.timeout is not None:
-        cmd += ["--timeout", str(run.timeout)]
-    if run.record:
-        cmd += ["--record", run.record]
+    cmd = [python, str(install.evaluator)]
+    cmd += ["--routes", run.routes, "--agent", run.agent, "--agent-config", run.agent_config, "--track", run.track]
+    cmd += ["--host", run.host, "--port", str(run.port), "--traffic-manager-port", str(run.tm_port)]
+    cmd += ["--checkpoint", run.checkpoint, "--debug-checkpoint", run.debug_checkpoint]
+    optional = (
+        ("--traffic-manager-seed", run.tm_seed),
+        ("--routes-subset", run.routes_subset),
+        ("--repetitions", run.repetitions),
+        ("--timeout", run.timeout),
+        ("--record", run.record),
+        ("--debug", run.debug),
+    )
+    for flag, value in optional:
+        if value is not None and value != "":
+            cmd += [flag, str(value)]
     if run.resume:
         cmd += ["--resume", "1"]
     if install.flavour == BENCH2DRIVE:
