@@ -375,3 +375,37 @@ def test_drive_carla_leaderboard2_rejects_gpu_rank_and_needs_no_carla_root(tmp_p
     assert automot_main(_drive_args(tmp_path)) == 0
     ((cmd, kw),) = calls
     assert kw["cwd"] == lb and "--gpu-rank" not in cmd
+
+
+# ---------------------------------------------------------------------------------------------- the guide
+
+
+def _guide_commands() -> list[str]:
+    text = (eh.REPO / "leaderboard_configs" / "BENCH2DRIVE.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def test_guide_drive_commands_parse_with_our_cli():
+    import shlex
+
+    from automot.cli import build_parser
+
+    parser = build_parser()
+    drives = [c for c in _guide_commands() if c.startswith("automot drive")]
+    assert len(drives) == 4
+    for command in drives:
+        args = parser.parse_args(shlex.split(command)[1:])
+        assert args.world == "carla" and args.routes == "bench2drive220.xml"
+    assert any("--resume" in c for c in drives) and any("--gpu-rank" in c for c in drives)
+
+
+@needs_upstream
+def test_guide_evaluator_flags_exist_upstream_and_the_fix_is_ours():
+    direct = [c for c in _guide_commands() if "leaderboard_evaluator.py" in c]
+    assert len(direct) == 1
+    source = (eh.FLAVOURS["bench2drive"][0] / "leaderboard" / "leaderboard_evaluator.py").read_text(encoding="utf-8")
+    for flag in re.findall(r"(--[a-z-]+)", direct[0]):
+        assert f"'{flag}'" in source or f'"{flag}"' in source, flag
+    fix = [c for c in _guide_commands() if c.startswith("sed -i")]
+    assert fix == [ev.GETCHILDREN_FIX.format(path="$LEADERBOARD_ROOT/leaderboard/utils/route_parser.py")]
