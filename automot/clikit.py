@@ -72,6 +72,65 @@ def add_out(parser: argparse.ArgumentParser, help: str = "output folder", *, req
     parser.add_argument("--out", metavar="DIR", required=required, help=help)
 
 
+def add_overwrite(
+    parser: argparse.ArgumentParser,
+    help: str = "write into an existing, non-empty output folder, replacing the files this command writes",
+) -> None:
+    """``--overwrite``: the opt-in :func:`prepare_out` asks for before it accepts a non-empty output folder."""
+    parser.add_argument("--overwrite", action="store_true", help=help)
+
+
+def prepare_out(
+    path: str | Path | None,
+    overwrite: bool = False,
+    *,
+    source: str | Path | Iterable[str | Path] | None = None,
+    what: str = "--out",
+    accept_existing: Callable[[Path], bool] | None = None,
+) -> Path:
+    """Check and create an output folder before a command touches anything; UsageError (exit 2) otherwise.
+
+    The shared rule of every command that writes a folder (issue #12, "never destroy what is on disk"):
+
+    * ``path`` must not be ``source`` (one path or several: the inputs the command reads) or lie inside it;
+    * ``path`` must not be an existing file;
+    * an existing folder that holds anything but leftover temporaries (``.NAME.XXXX.tmp``) is refused unless
+      ``overwrite`` (the command's ``--overwrite``, see :func:`add_overwrite`) or ``accept_existing(path)`` is
+      true (e.g. a dataset that ``collect`` appends to). ``overwrite`` never deletes the folder here: the command
+      replaces the files it writes, each atomically (automot.fsio); files it does not write stay;
+    * the folder is created (with its parents) and must be writable.
+
+    Returns ``path`` as a Path. ``what`` names the option in the messages.
+    """
+    from automot.fsio import check_output_not_inside, is_temp_name, temp_path_for
+
+    if path is None or not str(path).strip():
+        raise UsageError(f"{what}: no output folder given")
+    out = Path(path)
+    sources = [] if source is None else [source] if isinstance(source, (str, Path)) else list(source)
+    for src in sources:
+        check_output_not_inside(src, out, what)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{what} {out}: is a file, not a folder; choose a folder name")
+    if out.is_dir() and not overwrite and not (accept_existing is not None and accept_existing(out)):
+        try:
+            entries = [p.name for p in out.iterdir() if not is_temp_name(p.name)]
+        except OSError as exc:
+            raise UsageError(f"{what} {out}: cannot be read ({exc.strerror or exc})") from None
+        if entries:
+            raise UsageError(
+                f"{what} {out}: exists and is not empty ({len(entries)} entries); pass --overwrite to replace "
+                "its files, or choose another folder"
+            )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = temp_path_for(out / "write-test")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"{what} {out}: cannot write there ({exc.strerror or exc})") from None
+    return out
+
+
 def add_no_progress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -137,8 +196,10 @@ __all__ = [
     "add_model_source",
     "add_no_progress",
     "add_out",
+    "add_overwrite",
     "error_for",
     "parse_size",
+    "prepare_out",
     "require",
     "require_file",
     "split_list",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import tempfile
 import types
 import typing
 from collections.abc import Mapping
@@ -26,6 +25,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from automot.errors import ConfigError
+from automot.fsio import atomic_write_text
 
 __all__ = [
     "ConfigError",
@@ -116,20 +116,8 @@ def save_yaml(obj: Any, path: str | os.PathLike) -> Path:
 
 def write_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``: a reader sees the
-    old file or the whole new one, never a half-written config."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    old file or the whole new one, never a half-written config (``automot.fsio.atomic_write_text``)."""
+    return atomic_write_text(path, text)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from automot.fsio import atomic_path
 from automot.model.automot import AutoMoTModel
 from automot.model.config import AutoMoTConfig
 from automot.model.factory import attach_processors, resolve_dtype
@@ -36,11 +37,12 @@ def save_pretrained(model: AutoMoTModel, out_dir: str | Path) -> Path:
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if _is_tied(model):
         state.pop(_TIED_HEAD, None)
-    save_file(state, str(out / WEIGHTS), metadata={"format": "pt", "automot_config": model.config.name})
+    with atomic_path(out / WEIGHTS) as tmp:  # a temporary name, renamed when complete (automot.fsio)
+        save_file(state, str(tmp), metadata={"format": "pt", "automot_config": model.config.name})
     cfg = dataclasses.replace(
         model.config, understanding=dataclasses.replace(model.config.understanding, pretrained_path=None)
     )
-    cfg.save_yaml(out / CONFIG)
+    cfg.save_yaml(out / CONFIG)  # atomic too
     if model.tokenizer is not None and model.config.tokenizer != "builtin":
         model.tokenizer.save_pretrained(str(out))
     if model.image_processor is not None:
@@ -52,9 +54,13 @@ def load_state_strict(model: AutoMoTModel, weights: str | Path) -> None:
     """Load a safetensors file into ``model``; every name and shape must match exactly."""
     weights = Path(weights)
     expected = model.state_dict()
-    with safe_open(str(weights), framework="pt") as f:
-        names = list(f.keys())
-        shapes = {n: tuple(f.get_slice(n).get_shape()) for n in names}
+    try:
+        handle = safe_open(str(weights), framework="pt")
+        names = list(handle.keys())
+        shapes = {n: tuple(handle.get_slice(n).get_shape()) for n in names}
+    except Exception as exc:  # safetensors raises its own error types for a bad header / truncated file
+        raise PretrainedLoadError(f"{weights}: not a valid safetensors file ({_reason(exc)})") from exc
+    with handle as f:
         tied = _is_tied(model)
         missing = [k for k in expected if k not in shapes and not (tied and k == _TIED_HEAD)]
         unexpected = [k for k in names if k not in expected]
@@ -75,7 +81,18 @@ def load_state_strict(model: AutoMoTModel, weights: str | Path) -> None:
         with torch.no_grad():
             for name in names:
                 target = expected[name]
-                target.copy_(f.get_tensor(name).to(target.dtype))
+                try:
+                    tensor = f.get_tensor(name)
+                except Exception as exc:  # a file cut short after its header fails only here
+                    raise PretrainedLoadError(
+                        f"{weights}: cannot read tensor {name!r} ({_reason(exc)}); the file is truncated or corrupt"
+                    ) from exc
+                target.copy_(tensor.to(target.dtype))
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def load_pretrained(

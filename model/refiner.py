@@ -193,9 +193,12 @@ def apply_refiner(output: ActionOutput, refiner: ActionRefiner, steps: int | Non
 def save_refiner(refiner: ActionRefiner, out_dir: str | Path) -> Path:
     from safetensors.torch import save_file
 
+    from automot.fsio import atomic_path
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in refiner.state_dict().items()}, str(out / WEIGHTS))
+    with atomic_path(out / WEIGHTS) as tmp:  # written under a temporary name, renamed when complete
+        save_file({k: v.detach().contiguous().cpu() for k, v in refiner.state_dict().items()}, str(tmp))
     typed_config.save_yaml(refiner.config, out / CONFIG)
     return out
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from automot.fsio import atomic_path
 from automot.model.understanding import PretrainedLoadError
 
 TIED_HEAD = "language_model.lm_head.weight"
@@ -158,12 +159,19 @@ def write_safetensors_streaming(
     entries: list[tuple[str, tuple[int, ...], torch.dtype]],
     produce: Callable[[str], torch.Tensor],
     metadata: dict[str, str] | None = None,
+    atomic: bool = True,
 ) -> None:
     """Write a safetensors file tensor by tensor (``produce(name)`` is called once per entry, in order).
 
     The header (names, dtypes, shapes, offsets) is known up front, so a multi-GB checkpoint is converted without
     holding it in memory. Format: u64 little-endian header length, JSON header padded to 8 bytes, raw data.
+    The file is written to a temporary name next to ``path`` and renamed when complete (automot.fsio);
+    ``atomic=False`` writes ``path`` itself (for a caller that already hands out a temporary path).
     """
+    if atomic:
+        with atomic_path(path) as tmp:
+            write_safetensors_streaming(tmp, entries, produce, metadata, atomic=False)
+        return
     header: dict[str, object] = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}

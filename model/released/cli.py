@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from automot import clikit
 
@@ -24,6 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--from-automot", metavar="DIR", help="released checkpoint folder (config.json, model.safetensors, ...)"
     )
     clikit.add_out(p, "output folder (our format: model.safetensors + config.yaml + BEV encoder)")
+    clikit.add_overwrite(
+        p,
+        "convert into an existing, non-empty --out, replacing its files (all are written first and renamed at the "
+        "end: an interrupted conversion leaves the earlier one intact)",
+    )
     p.add_argument(
         "--ema",
         action="store_true",
@@ -67,6 +73,10 @@ def _run(args: argparse.Namespace) -> int:
     clikit.require(args.from_automot and args.out, "--from-automot DIR and --out DIR are required (or --expected-keys)")
     from automot.model.released.loader import convert_released
 
+    clikit.require(Path(args.from_automot).is_dir(), f"--from-automot {args.from_automot}: folder not found")
+    # Before anything is read or written: --out must not be the source (or inside it), a file, or a non-empty
+    # folder without --overwrite.
+    clikit.prepare_out(args.out, args.overwrite, source=args.from_automot)
     out = convert_released(
         args.from_automot,
         args.out,

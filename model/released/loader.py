@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 
+from automot.fsio import StagedFiles, check_output_not_inside
 from automot.model.automot import AutoMoTModel
 from automot.model.config import AutoMoTConfig, ConfigError
 from automot.model.factory import attach_processors, resolve_dtype
@@ -249,9 +251,9 @@ def convert_released(
     Streams tensor by tensor: peak memory is one tensor, not the 13 GB checkpoint.
     """
     dtype = _float_dtype(dtype)
-    folder, cfg, index, warnings, _ = _prepare(path, preset, ema, allow_config_mismatch)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_not_inside(path, out)  # never write over (or inside) the checkpoint being read
+    folder, cfg, index, warnings, _ = _prepare(path, preset, ema, allow_config_mismatch)
     meta = _meta_model(cfg)
     ours = _released_to_ours(meta)
     shapes = {n: tuple(t.shape) for n, t in meta.state_dict(keep_vars=True).items()}
@@ -262,24 +264,11 @@ def convert_released(
         if not n.startswith(BEV_PREFIX) and n != TIED_HEAD
     ]
     reverse = {v: k for k, v in ours.items()}
-    _write(
-        out / "model.safetensors",
-        model_entries,
-        index,
-        lambda n: reverse[n],
-        {"format": "pt", "automot_config": cfg.name},
-    )
     bev_entries = [
         (n[len(BEV_PREFIX) :], index[n].shape, dtype if is_float_dtype(index[n].dtype) else torch.int64)
         for n in index
         if n.startswith(BEV_PREFIX)
     ]
-    _write(out / BEV_WEIGHTS, bev_entries, index, lambda n: BEV_PREFIX + n, {"format": "pt"})
-    cfg.save_yaml(out / "config.yaml")
-    folder.bev.save(out / BEV_CONFIG)
-    for name in TOKENIZER_FILES:
-        if (folder.path / name).is_file():
-            shutil.copy2(folder.path / name, out / name)
     provenance = {
         "source": str(folder.path),
         "ema": ema,
@@ -287,13 +276,31 @@ def convert_released(
         "warnings": warnings,
         "files": sorted({i.file.name for i in index.values()}),
     }
-    (out / "released_conversion.json").write_text(json.dumps(provenance, indent=2))
+    # Every file is written under a temporary name first and all are renamed at the end: a failure or a kill
+    # while the (multi-GB) weights are written leaves an earlier conversion in ``out`` as it was.
+    with StagedFiles(out) as stage:
+        _write(
+            stage.path("model.safetensors"),
+            model_entries,
+            index,
+            lambda n: reverse[n],
+            {"format": "pt", "automot_config": cfg.name},
+        )
+        _write(stage.path(BEV_WEIGHTS), bev_entries, index, lambda n: BEV_PREFIX + n, {"format": "pt"})
+        stage.write_text("config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        stage.write_text(BEV_CONFIG, json.dumps(folder.bev.to_json(), indent=2))
+        for name in TOKENIZER_FILES:
+            if (folder.path / name).is_file():
+                shutil.copyfile(folder.path / name, stage.path(name))
+        stage.write_json("released_conversion.json", provenance)
     return out
 
 
 def _write(path: Path, entries, index, to_released, metadata) -> None:
     dtypes = {n: d for n, _, d in entries}
-    write_safetensors_streaming(path, entries, lambda n: _get(index, to_released(n)).to(dtypes[n]), metadata)
+    write_safetensors_streaming(
+        path, entries, lambda n: _get(index, to_released(n)).to(dtypes[n]), metadata, atomic=False
+    )
 
 
 def load_converted(

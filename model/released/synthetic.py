@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from automot.fsio import atomic_path, atomic_write_text
 from automot.model.automot import AutoMoTModel
 from automot.model.config import (
     ActionExpertConfig,
@@ -128,9 +129,10 @@ def write_released_folder(model: AutoMoTModel, bev: BEVEncoder, out_dir: str | P
         tensors[released] = t.detach().contiguous().clone()
     for name, t in bev.state_dict().items():
         tensors["bev_encoder." + name] = t.detach().contiguous().clone()
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    (out / "config.json").write_text(json.dumps(qwen3vl_config_json(model.config), indent=2))
-    (out / "bev_config.json").write_text(json.dumps(jsonpickle_like(bev.cfg)))
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    atomic_write_text(out / "config.json", json.dumps(qwen3vl_config_json(model.config), indent=2))
+    atomic_write_text(out / "bev_config.json", json.dumps(jsonpickle_like(bev.cfg)))
     if model.tokenizer is not None:
         model.tokenizer.save_pretrained(str(out))
     merge = int(model.config.understanding.vision.get("spatial_merge_size", 2))
@@ -145,7 +147,7 @@ def write_released_folder(model: AutoMoTModel, bev: BEVEncoder, out_dir: str | P
         "processor_class": "Qwen3VLProcessor",
         "image_processor_type": "Qwen2VLImageProcessorFast",
     }
-    (out / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
+    atomic_write_text(out / "preprocessor_config.json", json.dumps(pre, indent=2))
     return out
 
 

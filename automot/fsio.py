@@ -1,0 +1,240 @@
+"""Atomic file output: every file a command writes appears whole or not at all.
+
+Rule (issue #12): a file is written to a temporary name in the *same* folder, flushed and fsynced, then
+``os.replace``d onto its final name. A reader, a crash or a SIGKILL therefore sees the old file or the whole new
+one, never a truncated one. Temporary names start with ``.`` and end with ``.tmp`` (``.model.safetensors.k3j9.tmp``)
+so they are never mistaken for outputs; they are removed on failure and on KeyboardInterrupt.
+
+* :func:`atomic_write_text`, :func:`atomic_write_bytes`, :func:`atomic_write_json` write a whole payload;
+* :func:`atomic_path` is for writers that want a path (safetensors ``save_file``, ``torch.save``, ONNX export,
+  PIL): it yields the temporary path and replaces the target when the block ends without an exception;
+* :class:`StagedFiles` writes several files of one output folder as temporaries first and renames them all only
+  when every one is complete (``automot convert``, ``automot export``): a kill during the long writing phase
+  leaves an earlier output untouched;
+* :func:`check_output_not_inside` refuses an output folder that is the source folder or inside it.
+
+Appending streams (``ticks.jsonl``, ``samples.jsonl``, video) are not written through here: each line or frame
+is valid on its own when the stream is cut short.
+
+``AUTOMOT_TEST_SLOW_COMMIT`` (test-only hook): seconds to sleep after a temporary file is complete and before it
+is renamed, so a test can SIGKILL a writer at that point (tests/test_reliability_disk.py). Never set it otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from automot.errors import UsageError
+
+TMP_SUFFIX = ".tmp"
+TEST_SLOW_COMMIT_ENV = "AUTOMOT_TEST_SLOW_COMMIT"  # test-only: see the module docstring
+
+__all__ = [
+    "TMP_SUFFIX",
+    "StagedFiles",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "check_output_not_inside",
+    "is_temp_name",
+    "temp_path_for",
+]
+
+
+def is_temp_name(name: str) -> bool:
+    """True for the names this module gives temporary files (``.NAME.XXXX.tmp``)."""
+    return name.startswith(".") and name.endswith(TMP_SUFFIX)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_current_umask()  # what open(path, "w") would give; mkstemp alone gives 0600
+
+
+def temp_path_for(path: str | os.PathLike) -> Path:
+    """Create (empty) and return a fresh temporary file next to ``path``: ``.NAME.XXXXXXXX.tmp``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    try:
+        os.fchmod(fd, _FILE_MODE)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return Path(tmp)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not supported on this platform / filesystem
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _test_pause() -> None:
+    delay = os.environ.get(TEST_SLOW_COMMIT_ENV)
+    if delay:
+        time.sleep(float(delay))
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    """fsync ``tmp`` and rename it onto ``path`` (then fsync the folder so the rename itself is durable)."""
+    if not tmp.exists():
+        raise FileNotFoundError(f"{tmp}: the writer did not create the temporary file for {path}")
+    _fsync_file(tmp)
+    _test_pause()
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on a clean exit it is fsynced and renamed onto ``path``.
+
+    On any exception (KeyboardInterrupt included) the temporary file is removed and ``path`` is left as it was.
+    The writer may replace the (empty, pre-created) temporary file; it must write to exactly that path, and
+    give its format explicitly where it would guess it from the extension (the name ends with ``.tmp``).
+    """
+    path = Path(path)
+    tmp = temp_path_for(path)
+    try:
+        yield tmp
+        _commit(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename); returns ``path``."""
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (temporary file, fsync, rename); returns ``path``."""
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2, newline: bool = True, **kw) -> Path:
+    """``json.dumps(obj, indent=indent, **kw)`` (+ a final newline) written atomically to ``path``."""
+    return atomic_write_text(path, json.dumps(obj, indent=indent, **kw) + ("\n" if newline else ""))
+
+
+class StagedFiles:
+    """Several files of one output folder, all written as temporaries and renamed together at the end.
+
+    ::
+
+        with StagedFiles(out) as stage:
+            save_file(tensors, stage.path("model.safetensors"))
+            stage.write_text("config.yaml", text)
+        # here every file has its final name; after an exception none was touched and no temporary is left
+
+    Nothing under the final names changes until every file is complete, so a failure or a kill during the
+    (long) writing phase leaves an earlier output as it was; only the final renames (milliseconds) can be cut.
+    """
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        self._pending: dict[str, Path] = {}
+
+    def path(self, name: str) -> Path:
+        """A fresh temporary path for final file ``name`` (a plain name inside the folder)."""
+        if not name or "/" in name or os.sep in name or name in (".", ".."):
+            raise ValueError(f"StagedFiles.path: {name!r} is not a plain file name")
+        if name in self._pending:
+            self._pending.pop(name).unlink(missing_ok=True)
+        tmp = temp_path_for(self.folder / name)
+        self._pending[name] = tmp
+        return tmp
+
+    def write_bytes(self, name: str, data: bytes) -> Path:
+        tmp = self.path(name)
+        tmp.write_bytes(data)
+        return tmp
+
+    def write_text(self, name: str, text: str, encoding: str = "utf-8") -> Path:
+        return self.write_bytes(name, text.encode(encoding))
+
+    def write_json(self, name: str, obj: Any, *, indent: int | None = 2, **kw) -> Path:
+        return self.write_text(name, json.dumps(obj, indent=indent, **kw) + "\n")
+
+    def commit(self) -> list[Path]:
+        """fsync every temporary, then rename each onto its final name (in the order they were staged)."""
+        for tmp in self._pending.values():
+            if not tmp.exists():
+                raise FileNotFoundError(f"{tmp}: a staged file was not written")
+            _fsync_file(tmp)
+        _test_pause()
+        done = []
+        for name, tmp in list(self._pending.items()):
+            os.replace(tmp, self.folder / name)
+            self._pending.pop(name)
+            done.append(self.folder / name)
+        _fsync_dir(self.folder)
+        return done
+
+    def discard(self) -> None:
+        """Remove every temporary not committed yet."""
+        for tmp in self._pending.values():
+            tmp.unlink(missing_ok=True)
+        self._pending.clear()
+
+    def __enter__(self) -> StagedFiles:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            try:
+                self.commit()
+            finally:
+                self.discard()
+        else:
+            self.discard()
+
+
+def _resolved(path: str | os.PathLike) -> Path:
+    return Path(os.path.abspath(os.path.expanduser(path))).resolve()
+
+
+def check_output_not_inside(source: str | os.PathLike, out: str | os.PathLike, what: str = "--out") -> None:
+    """UsageError when ``out`` is the folder (or file) ``source`` or lies inside it (symlinks resolved).
+
+    Writing an output over its own input would overwrite (or delete, with ``--overwrite``) what is being read.
+    """
+    src, dst = _resolved(source), _resolved(out)
+    if dst == src:
+        raise UsageError(f"{what} {out}: is the source {source} itself; choose another output folder")
+    if src in dst.parents:
+        raise UsageError(f"{what} {out}: lies inside the source {source}; choose a folder outside it")
