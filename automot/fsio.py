@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -151,32 +152,37 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None =
 
 
 class StagedFiles:
-    """Several files of one output folder, all written as temporaries and renamed together at the end.
+    """Several files of one output folder, all written first into a hidden staging folder and moved together.
 
     ::
 
         with StagedFiles(out) as stage:
             save_file(tensors, stage.path("model.safetensors"))
             stage.write_text("config.yaml", text)
-        # here every file has its final name; after an exception none was touched and no temporary is left
+        # here every file has its final name; after an exception none was touched and nothing staged is left
 
-    Nothing under the final names changes until every file is complete, so a failure or a kill during the
-    (long) writing phase leaves an earlier output as it was; only the final renames (milliseconds) can be cut.
+    The staging folder is ``OUT/.staged.XXXXXXXX.tmp/`` and files keep their real names inside it, so writers that
+    look at the extension or put side files next to theirs (ONNX external data) work unchanged; every file found
+    there on success is moved into ``OUT``. Nothing under a final name changes until every file is complete, so a
+    failure or a kill during the (long) writing phase leaves an earlier output as it was; only the final renames
+    (milliseconds) can be cut. A staging folder left by a SIGKILL is hidden and clearly temporary.
     """
 
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
-        self._pending: dict[str, Path] = {}
+        self.stage: Path | None = None
+
+    def _stage(self) -> Path:
+        if self.stage is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.stage = Path(tempfile.mkdtemp(prefix=".staged.", suffix=TMP_SUFFIX, dir=self.folder))
+        return self.stage
 
     def path(self, name: str) -> Path:
-        """A fresh temporary path for final file ``name`` (a plain name inside the folder)."""
-        if not name or "/" in name or os.sep in name or name in (".", ".."):
-            raise ValueError(f"StagedFiles.path: {name!r} is not a plain file name")
-        if name in self._pending:
-            self._pending.pop(name).unlink(missing_ok=True)
-        tmp = temp_path_for(self.folder / name)
-        self._pending[name] = tmp
-        return tmp
+        """Where to write final file ``name`` (a plain name inside the folder) while it is staged."""
+        if not name or "/" in name or os.sep in name or name in (".", "..") or is_temp_name(name):
+            raise ValueError(f"StagedFiles.path: {name!r} is not a plain output file name")
+        return self._stage() / name
 
     def write_bytes(self, name: str, data: bytes) -> Path:
         tmp = self.path(name)
@@ -190,37 +196,38 @@ class StagedFiles:
         return self.write_text(name, json.dumps(obj, indent=indent, **kw) + "\n")
 
     def commit(self) -> list[Path]:
-        """fsync every temporary, then rename each onto its final name (in the order they were staged)."""
-        for tmp in self._pending.values():
-            if not tmp.exists():
-                raise FileNotFoundError(f"{tmp}: a staged file was not written")
-            _fsync_file(tmp)
+        """fsync every staged file, then move each onto its final name; returns the final paths."""
+        if self.stage is None:
+            return []
+        files = sorted(p for p in self.stage.iterdir())
+        for f in files:
+            if not f.is_file():
+                raise ValueError(f"{f}: only plain files can be staged")
+            _fsync_file(f)
         _test_pause()
         done = []
-        for name, tmp in list(self._pending.items()):
-            os.replace(tmp, self.folder / name)
-            self._pending.pop(name)
-            done.append(self.folder / name)
+        for f in files:
+            os.replace(f, self.folder / f.name)
+            done.append(self.folder / f.name)
         _fsync_dir(self.folder)
+        self.discard()
         return done
 
     def discard(self) -> None:
-        """Remove every temporary not committed yet."""
-        for tmp in self._pending.values():
-            tmp.unlink(missing_ok=True)
-        self._pending.clear()
+        """Remove the staging folder and whatever is still in it."""
+        if self.stage is not None:
+            shutil.rmtree(self.stage, ignore_errors=True)
+            self.stage = None
 
     def __enter__(self) -> StagedFiles:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self._stage()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            try:
+        try:
+            if exc_type is None:
                 self.commit()
-            finally:
-                self.discard()
-        else:
+        finally:
             self.discard()
 
 

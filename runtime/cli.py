@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from automot import clikit
+from automot.fsio import atomic_write_text
 
 BENCH_BACKENDS = ("torch", "torch-compile", "onnxruntime", "tensorrt")
 
@@ -51,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     clikit.add_model_source(export, required=True, preset_help="model preset (random weights): tiny, small, automot-4b")
     export.add_argument("--backend", choices=("onnx", "tensorrt"), default="onnx")
     clikit.add_out(export, "output directory", required=True)
+    clikit.add_overwrite(export, "export into an existing, non-empty --out, replacing the files an export writes")
     export.add_argument("--capacity", type=int, default=None, help="KV capacity (default: config.max_prefix_tokens)")
     export.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp16", help="TensorRT precision")
     export.add_argument("--opset", type=int, default=17)
@@ -63,6 +65,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     backends = clikit.split_list(args.backends, "--backends", BENCH_BACKENDS)
     clikit.require(args.iters >= 1 and args.warmup >= 0, "--iters must be >= 1 and --warmup >= 0")
+    if args.json_out:  # checked before the (long) benchmark runs
+        clikit.require(not Path(args.json_out).is_dir(), f"--json {args.json_out}: is a folder, not a file name")
     # ConfigError (bad preset / YAML) and ExportError (bad checkpoint) exit 2 through automot.cli.
     result = run_bench(
         args.preset,
@@ -77,8 +81,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     )
     text = json.dumps(result, indent=2)
     if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(text + "\n")
+        atomic_write_text(args.json_out, text + "\n")
     for name, t in result["targets"].items():
         print(
             f"[bench] target {name}: {t['value']} (target {t['target']}) -> {'MET' if t['met'] else 'NOT MET'}",
@@ -96,6 +99,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         from automot.runtime.engines import require_tensorrt
 
         require_tensorrt()  # before loading a possibly large model
+    # Before loading anything: --out must not be a file, unwritable, the checkpoint (or inside it), or a non-empty
+    # folder without --overwrite. Files are staged and moved into --out only when the export is complete.
+    clikit.prepare_out(args.out, args.overwrite, source=args.checkpoint)
     model = load_model(args.preset, args.checkpoint, device=args.device)
     source = f"preset:{args.preset}" if args.preset else f"checkpoint:{args.checkpoint}"
     print(f"[export] {source} -> {args.out} ({args.backend})", file=sys.stderr, flush=True)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from automot.errors import UsageError
+from automot.fsio import StagedFiles, atomic_write_bytes
 from automot.runtime.engines import (
     INPUT_NAMES,
     OUTPUT_NAMES,
@@ -86,10 +87,19 @@ def synthetic_fast_inputs(
 def export_onnx(
     model: Any, path: str | Path, capacity: int | None = None, opset: int = 17, dynamo: bool = False
 ) -> Path:
-    """Export ``model.fast_step_module()`` with static fixed-capacity inputs to ``path`` (an .onnx file)."""
-    capacity = capacity or model.config.max_prefix_tokens
+    """Export ``model.fast_step_module()`` with static fixed-capacity inputs to ``path`` (an .onnx file).
+
+    The file (and any external-data file next to it) is written in a hidden staging folder and moved to ``path``
+    when complete (automot.fsio.StagedFiles): an existing file is replaced whole or not at all.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with StagedFiles(path.parent) as stage:
+        _export_fast_onnx(model, stage.path(path.name), capacity, opset, dynamo)
+    return path
+
+
+def _export_fast_onnx(model: Any, path: Path, capacity: int | None, opset: int, dynamo: bool) -> Path:
+    capacity = capacity or model.config.max_prefix_tokens
     module = model.fast_step_module().eval()
     inputs = fast_inputs_from_model(model, capacity)
     args = inputs if inputs[-1] is not None else inputs[:-1]
@@ -214,9 +224,15 @@ def scene_inputs_for_export(bev_config: Any, seed: int = 0, device: Any = "cpu")
 
 
 def export_bev_onnx(encoder: torch.nn.Module, path: str | Path, opset: int = 17, dynamo: bool = False) -> Path:
-    """Export the BEV encoder (inputs ``rgb``, ``lidar`` float32 at the config's sizes -> ``bev_features``)."""
+    """Export the BEV encoder (inputs ``rgb``, ``lidar`` float32 at the config's sizes -> ``bev_features``),
+    staged and moved to ``path`` when complete like :func:`export_onnx`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with StagedFiles(path.parent) as stage:
+        _export_bev_onnx(encoder, stage.path(path.name), opset, dynamo)
+    return path
+
+
+def _export_bev_onnx(encoder: torch.nn.Module, path: Path, opset: int, dynamo: bool) -> Path:
     device = next(encoder.parameters()).device
     inputs = scene_inputs_for_export(encoder.cfg, seed=0, device=device)
     was_training = encoder.training
@@ -306,7 +322,7 @@ def build_trt_engine(onnx_path: str | Path, engine_path: str | Path, precision: 
     if serialized is None:
         raise ExportError("TensorRT engine build failed (see the TensorRT log above)")
     engine_path = Path(engine_path)
-    engine_path.write_bytes(bytes(serialized))
+    atomic_write_bytes(engine_path, bytes(serialized))
     return engine_path
 
 
@@ -371,18 +387,34 @@ def export(
         require_tensorrt()
     capacity = capacity or model.config.max_prefix_tokens
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    # Every file is staged in a hidden folder inside ``out`` and moved there only when all are written (parity
+    # failures included: parity.json says why); an error or a kill leaves an earlier export in ``out`` intact.
+    with StagedFiles(out) as stage:
+        summary = _export_staged(model, backend, stage, capacity, precision, opset, dynamo, source)
+    return summary
+
+
+def _export_staged(
+    model: Any,
+    backend: str,
+    stage: StagedFiles,
+    capacity: int,
+    precision: str,
+    opset: int,
+    dynamo: bool,
+    source: str,
+) -> dict[str, Any]:
     t0 = time.perf_counter()
-    onnx_path = export_onnx(model, out / "fast_step.onnx", capacity=capacity, opset=opset, dynamo=dynamo)
+    onnx_path = _export_fast_onnx(model, stage.path("fast_step.onnx"), capacity, opset, dynamo)
     report: dict[str, Any] = {"onnx": validate_parity(model, OnnxRuntimeEngine(onnx_path), capacity, "fp32")}
     files = {"onnx": onnx_path.name}
     if backend == "tensorrt":
-        engine_path = build_trt_engine(onnx_path, out / f"fast_step.{precision}.engine", precision)
+        engine_path = build_trt_engine(onnx_path, stage.path(f"fast_step.{precision}.engine"), precision)
         trt_engine = TensorRTEngine(engine_path, device="cuda")
         report["tensorrt"] = validate_parity(model.to("cuda"), trt_engine, capacity, precision)
         files["tensorrt"] = engine_path.name
     parity = report["tensorrt" if backend == "tensorrt" else "onnx"]
-    bev = _export_bev(model, backend, out, precision, opset, dynamo)
+    bev = _export_bev(model, backend, stage, precision, opset, dynamo)
     if bev is not None:
         files.update(bev.pop("files"))
     summary = {
@@ -401,21 +433,23 @@ def export(
         "results": report,
         "bev_encoder": bev,  # None: the model has no attached BEV encoder
     }
-    (out / "parity.json").write_text(json.dumps(summary, indent=2))
+    stage.write_text("parity.json", json.dumps(summary, indent=2))
     return summary
 
 
-def _export_bev(model: Any, backend: str, out: Path, precision: str, opset: int, dynamo: bool) -> dict[str, Any] | None:
+def _export_bev(
+    model: Any, backend: str, stage: StagedFiles, precision: str, opset: int, dynamo: bool
+) -> dict[str, Any] | None:
     """Export + validate the attached BEV encoder next to the fast step (``bev_encoder.onnx`` [+ ``.engine``])."""
     attached = attached_scene_encoder(model) if model.config.tokens.num_scene_tokens else None
     if attached is None:
         return None
     encoder = attached[0]
-    onnx_path = export_bev_onnx(encoder, out / "bev_encoder.onnx", opset=opset, dynamo=dynamo)
+    onnx_path = _export_bev_onnx(encoder, stage.path("bev_encoder.onnx"), opset, dynamo)
     report = {"onnx": validate_bev_parity(encoder, OnnxSceneEngine(onnx_path), "fp32")}
     files = {"bev_onnx": onnx_path.name}
     if backend == "tensorrt":
-        engine_path = build_trt_engine(onnx_path, out / f"bev_encoder.{precision}.engine", precision)
+        engine_path = build_trt_engine(onnx_path, stage.path(f"bev_encoder.{precision}.engine"), precision)
         encoder.to("cuda")  # the loaders keep the encoder outside the model tree: model.to("cuda") did not move it
         trt_engine = TensorRTSceneEngine(engine_path, device="cuda")
         report["tensorrt"] = validate_bev_parity(encoder, trt_engine, precision)
