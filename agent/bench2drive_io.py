@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from automot.agent.config import Bench2DriveConfig
+from automot.fsio import atomic_write_text
 
 METRIC_INFO_NAME = "metric_info.json"
 
@@ -92,8 +93,9 @@ class Bench2DriveWriter:
                 cv2.cvtColor(rgb_front, cv2.COLOR_RGB2BGR),
                 [cv2.IMWRITE_PNG_COMPRESSION, 1],
             )
-        with (self.route_dir / "meta" / f"{step:04d}.json").open("w", encoding="utf-8") as fh:
-            json.dump(meta, fh, indent=2, default=_json_default)
+        atomic_write_text(
+            self.route_dir / "meta" / f"{step:04d}.json", json.dumps(meta, indent=2, default=_json_default)
+        )
         if metric is not None:
             self.metric_info[int(step)] = metric
             if step % self.config.metric_info_every == 0:
@@ -101,9 +103,7 @@ class Bench2DriveWriter:
 
     def flush_metric_info(self) -> None:
         """Rewrite metric_info.json atomically (a crash mid-write must not corrupt earlier steps)."""
-        tmp = self.route_dir / (METRIC_INFO_NAME + ".tmp")
-        tmp.write_text(json.dumps(self.metric_info, indent=1), encoding="utf-8")
-        os.replace(tmp, self.route_dir / METRIC_INFO_NAME)
+        atomic_write_text(self.route_dir / METRIC_INFO_NAME, json.dumps(self.metric_info, indent=1))
 
     def close(self) -> None:
         if self.metric_info:

@@ -8,6 +8,7 @@ subclass (or a domain error that subclasses one) and `automot.cli.main` prints i
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,7 @@ def prepare_out(
     source: str | Path | Iterable[str | Path] | None = None,
     what: str = "--out",
     accept_existing: Callable[[Path], bool] | None = None,
+    create: bool = True,
 ) -> Path:
     """Check and create an output folder before a command touches anything; UsageError (exit 2) otherwise.
 
@@ -98,7 +100,9 @@ def prepare_out(
       ``overwrite`` (the command's ``--overwrite``, see :func:`add_overwrite`) or ``accept_existing(path)`` is
       true (e.g. a dataset that ``collect`` appends to). ``overwrite`` never deletes the folder here: the command
       replaces the files it writes, each atomically (automot.fsio); files it does not write stay;
-    * the folder is created (with its parents) and must be writable.
+    * the folder is created (with its parents) and must be writable. ``create=False`` leaves a missing folder
+      for the command to create once its inputs are known to be good (its nearest existing parent must be a
+      writable folder).
 
     Returns ``path`` as a Path. ``what`` names the option in the messages.
     """
@@ -122,6 +126,13 @@ def prepare_out(
                 f"{what} {out}: exists and is not empty ({len(entries)} entries); pass --overwrite to replace "
                 "its files, or choose another folder"
             )
+    if not create and not out.exists():
+        parent = out.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise UsageError(f"{what} {out}: cannot write there ({parent} is not a writable folder)")
+        return out
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = temp_path_for(out / "write-test")

@@ -79,6 +79,11 @@ def temp_path_for(path: str | os.PathLike) -> Path:
 
 
 def _fsync_file(path: Path) -> None:
+    """fsync ``path`` and give it the mode a plain ``open(path, "w")`` would (some writers create 0600 files)."""
+    try:
+        os.chmod(path, _FILE_MODE)
+    except OSError:
+        pass
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

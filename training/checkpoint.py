@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from automot.fsio import TMP_SUFFIX, atomic_path, atomic_write_text
 from automot.model.io import save_pretrained
 from automot.model.refiner import ActionRefiner, save_refiner
 from automot.training.config import TrainConfig
@@ -97,30 +98,40 @@ def save_checkpoint(
     from safetensors.torch import save_file
 
     final = run_dir / "checkpoints" / f"{_PREFIX}{progress.global_step:07d}"
-    tmp = final.with_name(final.name + ".tmp")
+    # Written into a hidden ``.step_N.tmp`` folder (never listed by ``checkpoints``) and renamed when complete.
+    tmp = final.with_name(f".{final.name}{TMP_SUFFIX}")
     shutil.rmtree(tmp, ignore_errors=True)
     save_model_dir(tmp, model, refiner, cfg)
     if has_lora(model):
-        save_file(lora_state(model), str(tmp / ADAPTER_FILE))
-    torch.save(
-        {
-            "progress": asdict(progress),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-        },
-        tmp / TRAINER_STATE,
-    )
-    (tmp / VAL_METRICS).write_text(json.dumps(val_history, indent=2))
+        with atomic_path(tmp / ADAPTER_FILE) as path:
+            save_file(lora_state(model), str(path))
+    with atomic_path(tmp / TRAINER_STATE) as path:
+        torch.save(
+            {
+                "progress": asdict(progress),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+            },
+            path,
+        )
+    atomic_write_text(tmp / VAL_METRICS, json.dumps(val_history, indent=2))
     save_rng(tmp, 0)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    if final.exists():  # the same step again (a resumed run): keep the old one until the new one is in place
+        old = final.with_name(f".{final.name}.old{TMP_SUFFIX}")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
     return final
 
 
 def save_rng(ckpt: Path, rank: int) -> None:
     """Every rank stores its own RNG streams (they differ by the rank offset of the seed)."""
-    torch.save(capture_rng(), ckpt / f"rng_rank{rank}.pt")
+    with atomic_path(ckpt / f"rng_rank{rank}.pt") as path:
+        torch.save(capture_rng(), path)
 
 
 def load_trainer_state(ckpt: Path) -> dict:

@@ -25,6 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--resume", help="checkpoint directory, or a run directory (its latest checkpoint)")
     train.add_argument("--output-dir", help="override output_dir of the config")
     train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (with a checkpoint)")
+    clikit.add_overwrite(
+        train, "train into an existing, non-empty output_dir (without --resume), replacing the files a run writes"
+    )
     clikit.add_no_progress(train)
 
     collect = clikit.add_command(
@@ -47,7 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     collect.add_argument("--no-qa", action="store_true", help="no scene question/answer pairs")
     collect.add_argument("--min-score", type=float, default=0.0, help="drop episodes with a lower expert DS")
     collect.add_argument("--max-ticks", type=int, help="cap on ticks per episode (default: the route's limit)")
-    collect.add_argument("--overwrite", action="store_true", help="delete an existing dataset at --out first")
+    clikit.add_overwrite(
+        collect, "delete an existing dataset at --out first (only a dataset root with meta.json is ever deleted)"
+    )
     clikit.add_no_progress(collect)
 
 
@@ -69,10 +74,26 @@ def _train(args: argparse.Namespace) -> int:
         cfg.output_dir = args.output_dir
     if args.no_progress:
         cfg.log.progress = False
+    data_roots = [*cfg.data.train, *cfg.data.val]
+    missing = [root for root in data_roots if not Path(root).exists()]
+    clikit.require(not missing, f"data: dataset folder(s) not found: {', '.join(missing)}")
+    # The run folder must not be (inside) a dataset, a file, or -- for a fresh run -- a non-empty folder.
+    clikit.prepare_out(
+        cfg.output_dir,
+        overwrite=args.overwrite or bool(args.resume),
+        source=data_roots,
+        what="output_dir",
+        create=False,  # the Trainer creates it once the data and model are known to be good
+    )
     from automot.training.distributed import shutdown
     from automot.training.trainer import Trainer
 
-    trainer = Trainer(cfg, resume=args.resume)
+    # Every user error (a missing / empty / malformed dataset, a bad checkpoint) is an AutoMoTError subclass
+    # that automot.cli prints as one line; a --resume folder without checkpoints is mapped here.
+    try:
+        trainer = Trainer(cfg, resume=args.resume)
+    except FileNotFoundError as exc:
+        raise clikit.UsageError(str(exc)) from exc
     try:
         result = trainer.fit(max_steps=args.max_steps)
     finally:
@@ -94,6 +115,10 @@ def _collect(args: argparse.Namespace) -> int:
     else:
         routes = clikit.split_list(args.routes, "--routes")
     size = clikit.parse_size(args.image_size, "--image-size") if args.image_size else None
+    # --out: not a file, writable, and either new, empty, or a dataset to add episodes to (or --overwrite).
+    from automot.training.data.automot_format import META
+
+    clikit.prepare_out(args.out, args.overwrite, accept_existing=lambda p: (p / META).is_file())
     opts = CollectOptions(
         routes=routes,
         episodes=args.episodes,
@@ -110,7 +135,9 @@ def _collect(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )
-    summary = collect(opts)  # UsageError (bad --routes, --episodes, ...) and DatasetError exit 2 through automot.cli
+    # UsageError (bad --routes, --episodes, ...) and DatasetError exit 2, RunFailed (every episode crashed; the
+    # summary is written) exits 5, through automot.cli.
+    summary = collect(opts)
     print(
         json.dumps(
             {

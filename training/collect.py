@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from automot.config import save_yaml
-from automot.errors import UsageError
+from automot.errors import RunFailed, UsageError
+from automot.fsio import atomic_write_text
 from automot.training.data.automot_format import DatasetWriter, read_samples
 from automot.training.data.schema import CameraInfo, DatasetMeta
 
@@ -89,17 +90,29 @@ def collect(opts: CollectOptions) -> dict:
     if len(rates) != 1:
         raise UsageError(f"--routes: routes with different tick rates {sorted(rates)} cannot share one dataset")
     out = Path(opts.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a folder")
+    jobs = [(name, e) for name in opts.routes for e in range(opts.episodes)]
+    if not opts.overwrite:
+        # An episode folder of an earlier run would make this run's episode fail, and a failed episode's folder is
+        # deleted: refuse up front instead of touching it.
+        clash = [f for f in (out / _episode_name(n, specs[n].seed + opts.seed + e) for n, e in jobs) if f.exists()]
+        if clash:
+            raise UsageError(
+                f"--out {out}: already holds episode(s) {', '.join(f.name for f in clash)}; use another --seed "
+                "to add episodes, or --overwrite to start a new dataset"
+            )
     writer = DatasetWriter(out, dataset_meta(opts, rates.pop()), overwrite=opts.overwrite)
     save_yaml(opts, out / COLLECT_CONFIG)
     summary_path = out / "collect_summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"episodes": []}
-    jobs = [(name, e) for name in opts.routes for e in range(opts.episodes)]
+    first_row = len(summary["episodes"])
     bar = tqdm(jobs, desc="collect", unit="episode", disable=not opts.progress, file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="automot_collect_") as tmp:
         for name, e in bar:
             spec = specs[name]
             seed = spec.seed + opts.seed + e
-            episode = f"{name}_seed{seed:04d}"
+            episode = _episode_name(name, seed)
             conf = Path(tmp) / f"{episode}.json"
             conf.write_text(
                 json.dumps(
@@ -146,12 +159,23 @@ def collect(opts: CollectOptions) -> dict:
             if not row["kept"]:
                 shutil.rmtree(folder, ignore_errors=True)
             summary["episodes"].append(row)
-            summary_path.write_text(json.dumps(summary, indent=2))
+            atomic_write_text(summary_path, json.dumps(summary, indent=2))
             bar.set_postfix(ds=f"{row['driving_score']:.0f}", samples=n)
     kept = [r for r in summary["episodes"] if r["kept"]]
     summary["total_samples"] = sum(r["samples"] for r in kept)
     summary["mean_driving_score"] = sum(r["driving_score"] for r in summary["episodes"]) / max(
         len(summary["episodes"]), 1
     )
-    summary_path.write_text(json.dumps(summary, indent=2))
+    atomic_write_text(summary_path, json.dumps(summary, indent=2))
+    rows = summary["episodes"][first_row:]
+    crashed = [r for r in rows if "error" in r]
+    if rows and len(crashed) == len(rows):
+        raise RunFailed(
+            f"every episode crashed ({len(rows)}); first: {crashed[0]['episode']}: {crashed[0]['error']} "
+            f"(details in {summary_path})"
+        )
     return summary
+
+
+def _episode_name(route: str, seed: int) -> str:
+    return f"{route}_seed{seed:04d}"

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from automot.fsio import atomic_write_text
 from automot.model.refiner import apply_refiner
 from automot.training.checkpoint import (
     VAL_METRICS,
@@ -32,6 +33,7 @@ from automot.training.checkpoint import (
 )
 from automot.training.config import StageSection, TrainConfig
 from automot.training.data import load_episodes, split_episodes
+from automot.training.data.schema import DatasetError
 from automot.training.data.torch_dataset import Collator, DrivingDataset, TrainBatch
 from automot.training.distributed import DistInfo, barrier, init_distributed
 from automot.training.lora import ADAPTER_FILE, load_lora_state, merge_lora
@@ -116,7 +118,7 @@ class Trainer:
         self.train_set = DrivingDataset(train_eps, builder, with_vqa=d.vqa)
         self.val_set = DrivingDataset(val_eps, builder) if val_eps else None
         if len(self.train_set) < d.batch_size * self.info.world_size:
-            raise ValueError(
+            raise DatasetError(
                 f"data.train: {len(self.train_set)} samples are fewer than one batch "
                 f"({d.batch_size} x {self.info.world_size} ranks)"
             )
@@ -168,7 +170,7 @@ class Trainer:
             if not stopped and self.info.is_main:
                 final = self.run_dir / "final"
                 save_model_dir(final, self.model, self.refiner, self.cfg)
-                (final / VAL_METRICS).write_text(json.dumps(self.val_history, indent=2))
+                atomic_write_text(final / VAL_METRICS, json.dumps(self.val_history, indent=2))
             barrier(self.info)
         finally:
             self.logger.close()
@@ -332,7 +334,7 @@ class Trainer:
         self.logger.log(prog.global_step, metrics, tag="val")
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / VAL_METRICS).write_text(json.dumps(self.val_history, indent=2))
+            atomic_write_text(self.run_dir / VAL_METRICS, json.dumps(self.val_history, indent=2))
         return row
 
     def _checkpoint(self, run) -> Path:

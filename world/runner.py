@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import os
 import sys
 import time
@@ -24,6 +23,7 @@ from tqdm import tqdm
 
 from automot.config import save_yaml
 from automot.errors import RunFailed
+from automot.fsio import atomic_write_json
 from automot.world.dynamics import read_control
 from automot.world.geo import build_global_plan
 from automot.world.provider import set_world
@@ -129,8 +129,7 @@ def run_route(
     results = build_results([record], icons, entry_status=entry_status)
     if dataclasses.is_dataclass(resolved_config) and not isinstance(resolved_config, type):
         save_yaml(resolved_config, out / AGENT_CONFIG)
-    with open(out / "results.json", "w", encoding="utf-8") as fh:
-        json.dump(results, fh, indent=2)
+    atomic_write_json(out / "results.json", results)  # whole or not at all (automot.fsio)
     if error is not None:
         raise AgentCrashed(
             f"{failure}: {type(error).__name__}: {error} (results in {out / 'results.json'})", results

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from automot.fsio import atomic_path, atomic_write_text
 from automot.training.data.schema import DatasetError, DatasetMeta, Episode, SampleRecord
 
 META = "meta.json"
@@ -68,7 +69,9 @@ class EpisodeWriter:
             out.mkdir(parents=True, exist_ok=True)
             # JPEG quality 95: close to the CARLA datasets' files at a fraction of PNG's size.
             kwargs = {"quality": 95} if self.meta.image_format == "jpg" else {}
-            Image.fromarray(image).save(out / f"{frame:05d}.{self.meta.image_format}", **kwargs)
+            fmt = "JPEG" if self.meta.image_format == "jpg" else "PNG"  # explicit: the temporary name ends in .tmp
+            with atomic_path(out / f"{frame:05d}.{self.meta.image_format}") as tmp:
+                Image.fromarray(image).save(tmp, format=fmt, **kwargs)
         self.frames_written.add(int(frame))
 
     def add_sample(self, record: SampleRecord) -> None:
@@ -104,9 +107,14 @@ class DatasetWriter:
             if existing.to_json() != meta.to_json():
                 raise DatasetError(f"{self.root}: holds a dataset with a different meta.json (use overwrite)")
         elif overwrite and self.root.exists():
+            # Only a dataset is deleted: a folder without meta.json may be anything (a home directory, a run).
+            if not self.root.is_dir() or (any(self.root.iterdir()) and not (self.root / META).is_file()):
+                raise DatasetError(
+                    f"{self.root}: not a dataset root (no {META}); overwrite deletes only datasets, choose another folder"
+                )
             shutil.rmtree(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / META).write_text(json.dumps(meta.to_json(), indent=2))
+        atomic_write_text(self.root / META, json.dumps(meta.to_json(), indent=2))
 
     def episode(self, name: str) -> EpisodeWriter:
         if not name or "/" in name or name.startswith("."):
