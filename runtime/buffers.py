@@ -119,6 +119,12 @@ class DoubleBufferedKV:
         """Version of the front snapshot (0 = nothing published)."""
         return self._version
 
+    @property
+    def front_meta(self) -> SnapshotMeta | None:
+        """Meta of the front snapshot (None = nothing published)."""
+        with self._cond:
+            return None if self._front is None else self.slots[self._front].meta
+
     @contextmanager
     def read(self) -> Iterator[SnapshotView | None]:
         """Pin the front slot for the body of the ``with``; yields None if nothing was published yet."""

@@ -133,7 +133,10 @@ class AutoMoTRuntime:
         self._pending: tuple[DrivingObservation, float, int] | None = None
         self._submitted = 0
         self._refreshing = False
+        self._job: tuple[int, float, float | None, str] | None = None  # running refresh: frame, start, budget, name
+        self._first_wait_done = False  # async: step waits for the first snapshot once, never again
         self._closed = False
+        self.close_problem: str | None = None  # set when close() gave up on a refresh that never returned
         self._passes = (-1, 0)  # (snapshot version, action passes run on it): reused_prefix_position_shifts
         self._error: BaseException | None = None
         self._error_tb: str | None = None
@@ -149,6 +152,11 @@ class AutoMoTRuntime:
                 self._saved_switch_interval = sys.getswitchinterval()
                 sys.setswitchinterval(config.switch_interval_s)
             self._thread = threading.Thread(target=self._worker, name="automot-slow-path", daemon=True)
+            self._thread.start()
+        elif config.refresh_timeout_s is not None:
+            # sync/blocking with a budget: the refresh runs here and submit waits for it at most the budget, so a
+            # hung refresh cannot block the tick. Daemon: a refresh that never returns cannot block interpreter exit.
+            self._thread = threading.Thread(target=self._worker, name="automot-refresh", daemon=True)
             self._thread.start()
 
     # ------------------------------------------------------------------ agent API
@@ -170,11 +178,38 @@ class AutoMoTRuntime:
         due = mode == "blocking" or self.store.version == 0 or frame % self.config.sync_every == 0
         if not due:
             return
-        _set_torch_threads(self.threads_slow)
-        try:
-            self._refresh(observation, sim_time, frame)
-        except Exception as exc:  # kept, logged and reported by every later step, as in async mode
-            self._fail(exc)
+        if self._thread is None:  # refresh_timeout_s=None: no budget, refresh inline in the calling thread
+            _set_torch_threads(self.threads_slow)
+            try:
+                self._refresh(observation, sim_time, frame)
+            except Exception as exc:  # kept, logged and reported by every later step, as in async mode
+                self._fail(exc)
+            return
+        with self._cond:
+            if self._refreshing or self._pending is not None:
+                # The previous refresh overran its budget and still runs: one refresh at a time, and no wait.
+                self.telemetry.count("skipped_refreshes")
+                return
+            first = self.store.version == 0
+            budget = self.config.first_snapshot_timeout_s if first else self.config.refresh_timeout_s
+            name = "first_snapshot_timeout_s" if first else "refresh_timeout_s"
+            # The budget runs from now, so a step after a timed-out wait always sees the overrun.
+            self._job = (frame, time.perf_counter(), budget, name)
+            self._pending = (observation, sim_time, frame)
+            self._cond.notify_all()
+            done = self._cond.wait_for(
+                lambda: (self._pending is None and not self._refreshing) or self._error is not None or self._closed,
+                budget,
+            )
+        if not done:
+            self.telemetry.count("refresh_timeouts")
+            log.warning(
+                "refresh of frame %d exceeded its budget (%s=%g s); it keeps running in the background, ticks use "
+                "the previous snapshot within the age limits or stop",
+                frame,
+                name,
+                budget,
+            )
 
     def step(self, state: DrivingState, sim_time: float, frame: int) -> RuntimeOutput:
         """Run the fast path on the newest published snapshot, or return a flagged safe stop.
@@ -186,14 +221,18 @@ class AutoMoTRuntime:
         self._check_open()
         if self._error is not None:
             return self._stop(t0, STOP_FAILED, self._failure_reason(), frame, sim_time)
-        if self.config.mode == "async" and self.store.version == 0 and self._submitted:
-            # Before the first snapshot: wait for it (bounded) instead of stopping on every warm-up tick.
+        if self.config.mode == "async" and self.store.version == 0 and self._submitted and not self._first_wait_done:
+            # Before the first snapshot: wait for it once (bounded) instead of stopping on the first warm-up tick;
+            # if it does not come in time, later steps stop at once until it does (never 10 s per tick).
+            self._first_wait_done = True
+            self.telemetry.count("first_snapshot_waits")
             self.store.wait(
                 lambda: self.store.version > 0 or self._error is not None or self._closed,
                 self.config.first_snapshot_timeout_s,
             )
             if self._error is not None:
                 return self._stop(t0, STOP_FAILED, self._failure_reason(), frame, sim_time)
+        overrun = self._overrun_note()
         t_fast = time.perf_counter()  # fast_step_ms excludes a first-snapshot wait; the tick latency includes it
         if self._torch_fast_path or (self.scene_encoder is not None and self.scene_encoder.backend is None):
             _set_torch_threads(self.threads_fast)  # per calling thread; a no-op once set
@@ -215,12 +254,13 @@ class AutoMoTRuntime:
             action_state = replace(action_state, scene=scene)
         with self.store.read() as view:
             if view is None:
-                return self._stop(t0, STOP_NO_SNAPSHOT, "no snapshot yet (no refresh has completed)", frame, sim_time)
+                reason = "no snapshot yet (no refresh has completed)"
+                return self._stop(t0, STOP_NO_SNAPSHOT, _join(reason, overrun), frame, sim_time, overrun=overrun)
             meta = view.meta
             age_ticks, age_s = frame - meta.frame, sim_time - meta.sim_time
             too_old = self._too_old(age_ticks, age_s)
             if too_old:
-                return self._stop(t0, STOP_STALE, too_old, frame, sim_time, meta)
+                return self._stop(t0, STOP_STALE, _join(too_old, overrun), frame, sim_time, meta, overrun)
             path, waypoints, logits = self.engine(
                 view.keys,
                 view.values,
@@ -243,6 +283,7 @@ class AutoMoTRuntime:
             age_ticks=age_ticks,
             age_s=age_s,
             fast_step_ms=fast_ms,
+            refresh_overrun=overrun,
         )
         if scene_ms is not None:
             out.extras["scene_encoder_ms"] = scene_ms  # part of fast_step_ms
@@ -275,6 +316,15 @@ class AutoMoTRuntime:
             "observations": counters.get("observations", 0),
             "refreshes": counters.get("refreshes", 0),
             "dropped_observations": counters.get("dropped_observations", 0),
+            # refresh budget: sync/blocking submits that gave up waiting / skipped a due refresh because one was
+            # still running; refreshes that finished over budget; late ones not published (an equal or newer
+            # snapshot was front); async steps that waited for the first snapshot (at most 1)
+            "refresh_timeouts": counters.get("refresh_timeouts", 0),
+            "skipped_refreshes": counters.get("skipped_refreshes", 0),
+            "late_refreshes": counters.get("late_refreshes", 0),
+            "discarded_refreshes": counters.get("discarded_refreshes", 0),
+            "first_snapshot_waits": counters.get("first_snapshot_waits", 0),
+            "refresh_running_s": self._running_s(),
             "writer_waits": self.store.write_waits,
             "worker_alive": bool(self._thread and self._thread.is_alive()),
             "slow_path_error": None if self._error is None else repr(self._error),
@@ -294,10 +344,14 @@ class AutoMoTRuntime:
             if self._thread is not None:
                 self._thread.join(self.config.close_timeout_s)
                 if self._thread.is_alive():
-                    raise RuntimeError(
-                        f"slow-path thread still running {self.config.close_timeout_s} s after close() "
-                        "(a refresh longer than close_timeout_s)"
+                    # Bounded and reported, not raised: the thread is a daemon (it cannot block interpreter exit),
+                    # it never publishes after close, and raising here would mask the caller's own exception.
+                    self.close_problem = (
+                        f"{self._thread.name} thread still running {self.config.close_timeout_s} s after close() "
+                        f"({self._overrun_note() or 'a refresh longer than close_timeout_s'}); left behind as a "
+                        "daemon thread that will not publish"
                     )
+                    log.error("%s", self.close_problem)
         finally:
             if self._saved_switch_interval is not None and sys.getswitchinterval() == self.config.switch_interval_s:
                 sys.setswitchinterval(self._saved_switch_interval)
@@ -358,6 +412,11 @@ class AutoMoTRuntime:
         return self._refreshing
 
     @property
+    def refresh_overrun(self) -> str | None:
+        """The running refresh that is over its wall-clock budget, as the next output would name it (or None)."""
+        return self._overrun_note()
+
+    @property
     def error(self) -> BaseException | None:
         return self._error
 
@@ -371,7 +430,8 @@ class AutoMoTRuntime:
     # ------------------------------------------------------------------ slow path
     def _worker(self) -> None:
         _set_torch_threads(self.threads_slow)  # per-thread under OpenMP: the caller's setting is untouched
-        _lower_thread_priority(self.config.slow_nice)
+        if self.config.mode == "async":  # sync/blocking: the caller waits for the refresh, no bias wanted
+            _lower_thread_priority(self.config.slow_nice)
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._closed or self._pending is not None)
@@ -379,14 +439,21 @@ class AutoMoTRuntime:
                     return
                 item, self._pending = self._pending, None
                 self._refreshing = True
+                if self.config.mode == "async":  # sync/blocking: submit set it when it queued the refresh
+                    first = self.store.version == 0
+                    name = "first_snapshot_timeout_s" if first else "refresh_timeout_s"
+                    budget = self.config.first_snapshot_timeout_s if first else self.config.refresh_timeout_s
+                    self._job = (item[2], time.perf_counter(), budget, name)
             try:
-                assert item is not None
                 self._refresh(*item)
             except BaseException as exc:  # noqa: BLE001 - kept and reported by step()/stats(), thread ends
                 self._fail(exc)
                 return
             finally:
                 with self._cond:
+                    job, self._job = self._job, None
+                    if job is not None and job[2] is not None and time.perf_counter() - job[1] > job[2]:
+                        self.telemetry.count("late_refreshes")
                     self._refreshing = False
                     self._cond.notify_all()
 
@@ -404,6 +471,11 @@ class AutoMoTRuntime:
         reasoning = snap.reasoning_text[0] if snap.reasoning_text else None
         if self._closed:
             return  # never publish after close()
+        front = self.store.front_meta
+        if front is not None and frame < front.frame:  # only this thread publishes, so front cannot change now
+            self.telemetry.count("discarded_refreshes")
+            log.warning("refresh of frame %d finished after frame %d was published; not published", frame, front.frame)
+            return
         with self.store.write() as slot, torch.inference_mode(), stream_ctx:
             valid = slot.load(snap.keys, snap.values, snap.pad_mask, snap.next_position)
             if self._slow_stream is not None:
@@ -423,6 +495,21 @@ class AutoMoTRuntime:
         self.store.notify()
 
     # ------------------------------------------------------------------ fast-path helpers
+    def _overrun_note(self) -> str | None:
+        """Which refresh is over its wall-clock budget and by how much (None: none is)."""
+        job = self._job
+        if job is None or job[2] is None:
+            return None
+        frame, started, budget, name = job
+        elapsed = time.perf_counter() - started
+        if elapsed <= budget:
+            return None
+        return f"refresh of frame {frame} still running after {elapsed:.3f} s ({name}={budget:g} s)"
+
+    def _running_s(self) -> float | None:
+        job = self._job
+        return None if job is None else round(time.perf_counter() - job[1], 6)
+
     def _failure_reason(self) -> str:
         return f"slow path failed: {self._error!r}"
 
@@ -435,9 +522,16 @@ class AutoMoTRuntime:
         return None
 
     def _stop(
-        self, t0: float, kind: str, reason: str, frame: int, sim_time: float, meta: SnapshotMeta | None = None
+        self,
+        t0: float,
+        kind: str,
+        reason: str,
+        frame: int,
+        sim_time: float,
+        meta: SnapshotMeta | None = None,
+        overrun: str | None = None,
     ) -> RuntimeOutput:
-        out = RuntimeOutput.stop(reason, frame, sim_time)
+        out = replace(RuntimeOutput.stop(reason, frame, sim_time), refresh_overrun=overrun)
         if meta is not None:  # say which snapshot was refused and how old it was
             out = replace(
                 out,
@@ -469,12 +563,18 @@ class AutoMoTRuntime:
                     "decision": out.decision_text,
                     "safe_stop": out.safe_stop,
                     "reason": out.safe_stop_reason,
+                    "stop_kind": stop_kind,
+                    "refresh_overrun": out.refresh_overrun,
                 }
             )
 
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("the runtime is closed")
+
+
+def _join(reason: str, note: str | None) -> str:
+    return reason if note is None else f"{reason}; {note}"
 
 
 def build_runtime(

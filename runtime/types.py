@@ -57,6 +57,10 @@ class RuntimeOutput:
     fast_step_ms: float  # wall time of the fast step
     safe_stop: bool = False  # True: the caller must brake; path/waypoints are a standstill
     safe_stop_reason: str | None = None
+    # Set when a refresh overran its wall-clock budget (RuntimeConfig.refresh_timeout_s) and is still running: this
+    # output then comes from the previous snapshot (within the age limits) or is a safe stop, and this says which
+    # refresh is late and by how much.
+    refresh_overrun: str | None = None
     extras: dict = field(default_factory=dict)
 
     @staticmethod
