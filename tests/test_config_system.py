@@ -456,7 +456,7 @@ def get_entry_point():
 class ConfigAgent(AutonomousAgent):
     def setup(self, path_to_conf_file):
         self.track = Track.SENSORS
-        self.config = load_agent_config(path_to_conf_file)
+        self.config = load_agent_config(path_to_conf_file.partition("+")[0])  # worlds pass CONFIG+save_name
 
     def sensors(self):
         return [{"type": "sensor.speedometer", "id": "SPEED", "reading_frequency": 20}]
