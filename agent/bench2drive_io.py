@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from automot.agent.config import Bench2DriveConfig
-from automot.fsio import atomic_write_text
+from automot.fsio import atomic_write_bytes, atomic_write_text
 
 METRIC_INFO_NAME = "metric_info.json"
 
@@ -88,11 +88,8 @@ class Bench2DriveWriter:
         """Write this step's image, meta and (every N steps) metric_info.json."""
         if rgb_front is not None and self.config.rgb_front:
             # PNG compression 1: a few ms per 1024x512 frame instead of tens at the default level.
-            cv2.imwrite(
-                str(self.route_dir / "rgb_front" / f"{step:04d}.png"),
-                cv2.cvtColor(rgb_front, cv2.COLOR_RGB2BGR),
-                [cv2.IMWRITE_PNG_COMPRESSION, 1],
-            )
+            _, png = cv2.imencode(".png", cv2.cvtColor(rgb_front, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+            atomic_write_bytes(self.route_dir / "rgb_front" / f"{step:04d}.png", png.tobytes())
         atomic_write_text(
             self.route_dir / "meta" / f"{step:04d}.json", json.dumps(meta, indent=2, default=_json_default)
         )

@@ -183,6 +183,12 @@ class StagedFiles:
             self.stage = Path(tempfile.mkdtemp(prefix=".staged.", suffix=TMP_SUFFIX, dir=self.folder))
         return self.stage
 
+    @property
+    def staging_dir(self) -> Path:
+        """The hidden staging folder itself, for writers that take a folder (``save_pretrained(dir)``); every
+        plain file they put there is moved into the output folder on commit."""
+        return self._stage()
+
     def path(self, name: str) -> Path:
         """Where to write final file ``name`` (a plain name inside the folder) while it is staged."""
         if not name or "/" in name or os.sep in name or name in (".", "..") or is_temp_name(name):
@@ -204,16 +210,18 @@ class StagedFiles:
         """fsync every staged file, then move each onto its final name; returns the final paths."""
         if self.stage is None:
             return []
-        files = sorted(p for p in self.stage.iterdir())
+        files = sorted(p for p in self.stage.rglob("*") if not p.is_dir())
         for f in files:
             if not f.is_file():
                 raise ValueError(f"{f}: only plain files can be staged")
             _fsync_file(f)
         _test_pause()
         done = []
-        for f in files:
-            os.replace(f, self.folder / f.name)
-            done.append(self.folder / f.name)
+        for f in files:  # sub-folders a writer made (rare) are recreated inside the output folder
+            dest = self.folder / f.relative_to(self.stage)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(f, dest)
+            done.append(dest)
         _fsync_dir(self.folder)
         self.discard()
         return done

@@ -10,10 +10,12 @@ import dataclasses
 from pathlib import Path
 
 import torch
+import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from automot.fsio import atomic_path
+from automot import config as typed_config
+from automot.fsio import StagedFiles
 from automot.model.automot import AutoMoTModel
 from automot.model.config import AutoMoTConfig
 from automot.model.factory import attach_processors, resolve_dtype
@@ -33,20 +35,21 @@ def _is_tied(model: AutoMoTModel) -> bool:
 def save_pretrained(model: AutoMoTModel, out_dir: str | Path) -> Path:
     """Write weights, the config YAML (next to the weights, as the training config too) and processor files."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if _is_tied(model):
         state.pop(_TIED_HEAD, None)
-    with atomic_path(out / WEIGHTS) as tmp:  # a temporary name, renamed when complete (automot.fsio)
-        save_file(state, str(tmp), metadata={"format": "pt", "automot_config": model.config.name})
     cfg = dataclasses.replace(
         model.config, understanding=dataclasses.replace(model.config.understanding, pretrained_path=None)
     )
-    cfg.save_yaml(out / CONFIG)  # atomic too
-    if model.tokenizer is not None and model.config.tokenizer != "builtin":
-        model.tokenizer.save_pretrained(str(out))
-    if model.image_processor is not None:
-        model.image_processor.save_pretrained(str(out))
+    # Every file goes to a hidden staging folder first and all are moved into ``out`` at the end (automot.fsio):
+    # a failure or a kill while the weights are written leaves an earlier checkpoint in ``out`` as it was.
+    with StagedFiles(out) as stage:
+        save_file(state, str(stage.path(WEIGHTS)), metadata={"format": "pt", "automot_config": model.config.name})
+        stage.write_text(CONFIG, yaml.safe_dump(typed_config.to_dict(cfg), sort_keys=False))
+        if model.tokenizer is not None and model.config.tokenizer != "builtin":
+            model.tokenizer.save_pretrained(str(stage.staging_dir))
+        if model.image_processor is not None:
+            model.image_processor.save_pretrained(str(stage.staging_dir))
     return out
 
 

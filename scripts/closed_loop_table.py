@@ -19,6 +19,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from automot.fsio import atomic_write_text  # noqa: E402
 from automot.world.routes import list_routes  # noqa: E402
 from automot.world.runner import run_route  # noqa: E402
 
@@ -36,7 +37,7 @@ def agent_config(out: Path, name: str, checkpoint: str, random_init: bool, refin
     cfg["model"]["refiner"] = refiner
     cfg["recorder"] = {"video": False, "ticks_jsonl": False}
     path = out / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(cfg, sort_keys=False))
     return str(path)
 
 
@@ -81,11 +82,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
     means = {name: round(sum(r["DS"] for r in rows if r["agent"] == name) / len(routes), 2) for name in agents}
-    (out / "table.json").write_text(json.dumps({"rows": rows, "mean_DS": means}, indent=2))
+    atomic_write_text(out / "table.json", json.dumps({"rows": rows, "mean_DS": means}, indent=2))
     lines = ["| agent | route | DS | RC | infractions |", "|---|---|---|---|---|"]
     lines += [f"| {r['agent']} | {r['route']} | {r['DS']:.1f} | {r['RC']:.1f} | {r['infractions']} |" for r in rows]
     lines += ["", "| agent | mean DS |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in means.items()]
-    (out / "table.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "table.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
