@@ -13,10 +13,12 @@ full brake.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -35,13 +37,14 @@ from automot.agent.geometry import (
     gps_to_local,
     solve_georeference,
 )
+from automot.agent.gnss_gate import IGNORE, REANCHOR, GnssGate
 from automot.agent.inputs import FrameHistory, InputError, SensorFrame, describe, parse_input_data
 from automot.agent.recorder import Recorder, TickRecord
-from automot.agent.rigs import Rig, get_rig, validate_sensors
+from automot.agent.rigs import GNSS, Rig, get_rig, validate_sensors
 from automot.agent.route_planner import RoutePlanner
 from automot.agent.runtime_factory import build_runtime, check_runtime
 from automot.agent.scene_inputs import SceneInputBuilder, default_bev_config
-from automot.agent.state_estimation import Control, StateEstimator, build_estimator
+from automot.agent.state_estimation import Control, EgoState, StateEstimator, build_estimator
 from automot.geometry import world_to_ego
 from automot.runtime.types import DrivingObservation, DrivingState, RuntimeOutput
 
@@ -126,6 +129,10 @@ class AutoMoTAgent(AutonomousAgent):
         self._last_stop_reason: str | None = None
         self._destroyed = False
         self._b2d_failures = 0
+        self.gnss_gate: GnssGate | None = None
+        self._ignored_fixes = 0  # consecutive ticks without a usable GNSS fix
+        self._last_gps: np.ndarray | None = None  # last usable [lat, lon, alt] (altitude for the metric info)
+        self._flag_counts: Counter[str] = Counter()  # input flags per kind, for rate-limited logging
 
     # ------------------------------------------------------------------ leaderboard contract
 
@@ -139,6 +146,8 @@ class AutoMoTAgent(AutonomousAgent):
         cfg = self.config = load_agent_config(conf_path)
         self.rig = get_rig(cfg.rig, cfg.image_size)
         self.estimator = build_estimator(cfg.state_estimator, cfg.ukf)
+        g = cfg.gnss
+        self.gnss_gate = GnssGate(g.max_speed, g.jump_noise_m, g.jump_confirm_ticks, tick_s=SIM_DT)
         self.planner = RoutePlanner(cfg.route)
         self.escape_policy = self._given_escape
         if self.escape_policy is None and cfg.control.escape.enabled:
@@ -286,14 +295,19 @@ class AutoMoTAgent(AutonomousAgent):
         image = sensors.images.get(self.rig.primary_camera)
         if image is not None:
             self.history.push(image)
-        measured_xy = gps_to_local(sensors.gps[0], sensors.gps[1], *self.georeference)
+        flags: list[str] = []
+        speed = sensors.speed
+        if speed < 0.0:  # rolling backwards (the speedometer is signed): the model and controllers expect >= 0
+            flags.append(self._flag("speed", f"negative speed {speed:.6g} m/s: used 0"))
+            speed = 0.0
         fallback = self._last_compass if self.config.compass_nan == "last_valid" else 0.0
         measured_yaw = compass_to_yaw(sensors.compass, fallback)
         if math.isfinite(sensors.compass):
             self._last_compass = sensors.compass
-        speed = sensors.speed
-        ego = self.estimator.update(measured_xy, measured_yaw, speed, self._prev_control)
+        ego = self._estimate(sensors, measured_yaw, speed, sim_time, flags)
         position, yaw = ego.position, ego.yaw  # the estimate is used everywhere below
+        if sensors.gps_problem is not None and self._last_gps is not None:
+            sensors = dataclasses.replace(sensors, gps=self._last_gps)  # altitude for the metric info
 
         driving = not self.controller.in_warmup(tick)
         scene_inputs = None
@@ -314,6 +328,7 @@ class AutoMoTAgent(AutonomousAgent):
             control_mode="",
             image=image,
             target_points=tp_ego,
+            input_flags=flags,
         )
         record.ego_pose = (float(position[0]), float(position[1]), float(yaw))
 
@@ -340,6 +355,50 @@ class AutoMoTAgent(AutonomousAgent):
         self._emit(record, TickContext(sensors, position, yaw, targets.command))
         return control
 
+    def _flag(self, kind: str, message: str) -> str:
+        """Count an input flag and log it (first of its kind, then every 200th)."""
+        self._flag_counts[kind] += 1
+        n = self._flag_counts[kind]
+        if n == 1 or n % 200 == 0:
+            log.warning("tick %d: %s (%s flag #%d)", self.step, message, kind, n)
+        return message
+
+    def _estimate(
+        self, sensors: SensorFrame, measured_yaw: float, speed: float, sim_time: float, flags: list[str]
+    ) -> EgoState:
+        """Pose estimate from this tick's GNSS fix, or without it when the fix is unusable or an impossible jump.
+
+        Without a fix the estimator predicts (UKF process model / dead reckoning) and the tick is flagged; with no
+        estimate yet, or after ``gnss.max_ignored_ticks`` ticks in a row without a fix, the tick fails (brake).
+        """
+        gnss_id = next((spec.id for spec in self.rig.sensors if spec.type == GNSS), "GNSS")
+        problem = sensors.gps_problem
+        if problem is None:
+            measured_xy = gps_to_local(sensors.gps[0], sensors.gps[1], *self.georeference)
+            if not np.all(np.isfinite(measured_xy)):
+                problem = f"lat {sensors.gps[0]}, lon {sensors.gps[1]} project to non-finite metres"
+        if problem is None:
+            verdict = self.gnss_gate.check(measured_xy, sim_time)
+            if verdict.action != IGNORE:
+                if verdict.action == REANCHOR:
+                    self.estimator.reset()
+                    flags.append(self._flag("gnss_reanchor", verdict.flag))
+                self._ignored_fixes = 0
+                self._last_gps = sensors.gps
+                return self.estimator.update(measured_xy, measured_yaw, speed, self._prev_control)
+            message, kind = verdict.flag, "gnss_jump"
+        else:
+            message, kind = f"GNSS fix unusable ({problem}): fix ignored, estimate kept", "gnss_value"
+        self._ignored_fixes += 1
+        limit = self.config.gnss.max_ignored_ticks
+        if self._ignored_fixes > limit:
+            raise InputError(gnss_id, f"a usable GNSS fix at least every {limit} ticks", message)
+        ego = self.estimator.predict(measured_yaw, speed, self._prev_control)
+        if ego is None:
+            raise InputError(gnss_id, "a usable first GNSS fix", message)
+        flags.append(self._flag(kind, message))
+        return ego
+
     def _command(self, tick: int, output: RuntimeOutput, speed: float, position: np.ndarray) -> ControlCommand:
         if output.safe_stop:
             if output.safe_stop_reason != self._last_stop_reason:
@@ -355,13 +414,17 @@ class AutoMoTAgent(AutonomousAgent):
     def _checked(output: Any, tick: int, sim_time: float) -> RuntimeOutput:
         """Turn a malformed runtime result into a safe stop instead of feeding garbage to the controllers."""
         if not isinstance(output, RuntimeOutput):
-            return RuntimeOutput.stop(f"runtime returned {describe(output)}, not a RuntimeOutput", tick, sim_time)
+            stop = RuntimeOutput.stop(f"runtime returned {describe(output)}, not a RuntimeOutput", tick, sim_time)
+            stop.extras["stop_kind"] = "invalid_output"
+            return stop
         for name, min_rows in (("path", 1), ("waypoints", 2)):
             arr = np.asarray(getattr(output, name))
             if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] < min_rows or not np.all(np.isfinite(arr)):
-                return RuntimeOutput.stop(
+                stop = RuntimeOutput.stop(
                     f"invalid runtime {name}: {describe(arr)} (need finite (N>={min_rows}, 2))", tick, sim_time
                 )
+                stop.extras["stop_kind"] = "invalid_output"
+                return stop
         return output
 
     # ------------------------------------------------------------------ outputs

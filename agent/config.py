@@ -54,6 +54,10 @@ class RuntimeConfig:
     sync_every: int = 2  # sync mode: refresh the slow path every N ticks (released agent: 2)
     engine: Literal["torch", "torch-compile", "onnxruntime", "tensorrt"] = "torch"
     max_snapshot_age_s: float = 1.0  # older snapshots make the runtime return a safe stop
+    # Wall-clock budget of one slow-path refresh (runtime/README.md "Refresh budget"); over it the tick answers the
+    # previous snapshot within the age limits, else a safe stop, and the record says so. null: no budget
+    # (sync/blocking then refresh inline, and a hung refresh hangs the tick).
+    refresh_timeout_s: float | None = 10.0
     options: dict[str, Any] = field(default_factory=dict)  # further runtime.RuntimeConfig fields, passed untouched
 
 
@@ -72,6 +76,15 @@ class GnssConfig:
     lat_ref: float | None = None
     lon_ref: float | None = None
     solve_from_plan: bool = True
+    # A fix farther from the last accepted one than max_speed * elapsed + jump_noise_m (10 m in one 20 Hz tick with
+    # the defaults) is a jump no vehicle can make: it is ignored (estimate kept, tick flagged); jump_confirm_ticks
+    # consecutive fixes that agree with each other re-anchor the position (agent/gnss_gate.py). null: no check.
+    max_speed: float | None = 100.0
+    jump_noise_m: float = 5.0
+    jump_confirm_ticks: int = 3
+    # After this many consecutive ticks without a usable fix (ignored jumps, NaN/complex values) the estimate is no
+    # longer trusted: the tick fails and brakes.
+    max_ignored_ticks: int = 20
 
 
 @dataclass
@@ -133,6 +146,14 @@ def _check_ranges(cfg: AgentConfig) -> list[str]:
         need(min(cfg.image_size) > 0, "image_size", "positive (width, height)", cfg.image_size)
     need(cfg.runtime.sync_every >= 1, "runtime.sync_every", ">= 1", cfg.runtime.sync_every)
     need(cfg.runtime.max_snapshot_age_s > 0, "runtime.max_snapshot_age_s", "> 0", cfg.runtime.max_snapshot_age_s)
+    rto = cfg.runtime.refresh_timeout_s
+    need(rto is None or rto > 0, "runtime.refresh_timeout_s", "> 0 or null", rto)
+    for name in ("mode", "engine", "sync_every", "max_snapshot_age_s", "refresh_timeout_s"):
+        need(name not in cfg.runtime.options, f"runtime.options.{name}", f"absent (set runtime.{name})", name)
+    need(cfg.gnss.max_speed is None or cfg.gnss.max_speed > 0, "gnss.max_speed", "> 0 or null", cfg.gnss.max_speed)
+    need(cfg.gnss.jump_noise_m >= 0, "gnss.jump_noise_m", ">= 0", cfg.gnss.jump_noise_m)
+    need(cfg.gnss.jump_confirm_ticks >= 1, "gnss.jump_confirm_ticks", ">= 1", cfg.gnss.jump_confirm_ticks)
+    need(cfg.gnss.max_ignored_ticks >= 0, "gnss.max_ignored_ticks", ">= 0", cfg.gnss.max_ignored_ticks)
     need(cfg.history.buffer_len >= 1, "history.buffer_len", ">= 1", cfg.history.buffer_len)
     need(len(cfg.history.offsets) > 0, "history.offsets", "non-empty", cfg.history.offsets)
     for i, off in enumerate(cfg.history.offsets):

@@ -44,8 +44,11 @@ class SensorFrame:
     images: dict[str, np.ndarray]  # camera id -> RGB uint8 (H, W, 3)
     gps: np.ndarray  # (3,) lat, lon (degrees), alt
     imu: np.ndarray  # (7,) acc xyz, gyro xyz, compass (compass may be NaN)
-    speed: float  # forward speed, m/s
+    speed: float  # forward speed, m/s (signed as the speedometer reports it; the agent flags a negative one)
     lidar: np.ndarray | None  # (N, 4) float32 in the sensor frame, when the rig has a LiDAR
+    # Why ``gps`` is unusable this tick (complex, non-finite or out-of-range value; ``gps`` is then NaN), else None.
+    # The agent flags it in the tick record and keeps its pose estimate instead of braking on one bad fix.
+    gps_problem: str | None = None
 
     @property
     def compass(self) -> float:
@@ -72,7 +75,7 @@ def _vector(sensor_id: str, data: object, length: int, what: str) -> np.ndarray:
     if not isinstance(data, (np.ndarray, Sequence)) or isinstance(data, str):
         raise InputError(sensor_id, f"{what}: float array ({length},)", describe(data))
     arr = np.asarray(data)
-    if arr.shape != (length,) or not np.issubdtype(arr.dtype, np.number):
+    if arr.shape != (length,) or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
         raise InputError(sensor_id, f"{what}: float array ({length},)", describe(arr))
     return arr.astype(np.float64)
 
@@ -85,12 +88,33 @@ def decode_camera(spec: SensorSpec, data: object) -> np.ndarray:
     return cv2.cvtColor(data, cv2.COLOR_BGRA2RGB)
 
 
-def decode_gnss(spec: SensorSpec, data: object) -> np.ndarray:
-    """[lat, lon, alt] with finite, in-range latitude and longitude."""
+GNSS_VALUES = "finite real lat in (-90, 90), lon in [-180, 180] and alt"
+
+
+def check_gnss(spec: SensorSpec, data: object) -> tuple[np.ndarray, str | None]:
+    """[lat, lon, alt] and None, or a NaN fix and what is wrong with the value (complex, non-finite, out of range).
+
+    A payload that is not a 3-vector of numbers at all raises InputError (a broken sensor, not a bad fix).
+    Latitude +-90 is refused too: the Mercator projection of a pole is infinite.
+    """
+    if isinstance(data, (np.ndarray, Sequence)) and not isinstance(data, str):
+        arr = np.asarray(data)
+        if arr.shape == (3,) and np.iscomplexobj(arr):
+            return np.full(3, np.nan), f"expected {GNSS_VALUES}, got complex values {arr.tolist()}"
     gps = _vector(spec.id, data, 3, "[lat, lon, alt]")
-    lat, lon = gps[0], gps[1]
-    if not (math.isfinite(lat) and math.isfinite(lon) and -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
-        raise InputError(spec.id, "finite lat in [-90, 90] and lon in [-180, 180]", f"lat {lat}, lon {lon}")
+    lat, lon, alt = gps
+    if not (math.isfinite(lat) and math.isfinite(lon) and math.isfinite(alt)):
+        return np.full(3, np.nan), f"expected {GNSS_VALUES}, got non-finite lat {lat}, lon {lon}, alt {alt}"
+    if not (-90.0 < lat < 90.0 and -180.0 <= lon <= 180.0):
+        return np.full(3, np.nan), f"expected {GNSS_VALUES}, got lat {lat}, lon {lon}"
+    return gps, None
+
+
+def decode_gnss(spec: SensorSpec, data: object) -> np.ndarray:
+    """[lat, lon, alt] with finite, real, in-range values; raises InputError otherwise."""
+    gps, problem = check_gnss(spec, data)
+    if problem is not None:
+        raise InputError(spec.id, GNSS_VALUES, problem.split(", got ", 1)[1])
     return gps
 
 
@@ -106,6 +130,8 @@ def decode_speed(spec: SensorSpec, data: object) -> float:
     """{'speed': m/s} -> finite float."""
     if not isinstance(data, Mapping) or "speed" not in data:
         raise InputError(spec.id, "dict {'speed': float}", describe(data))
+    if np.iscomplexobj(data["speed"]):  # float() would silently drop the imaginary part of a numpy complex
+        raise InputError(spec.id, "a real 'speed'", describe(data["speed"]))
     try:
         speed = float(data["speed"])
     except (TypeError, ValueError):
@@ -130,11 +156,15 @@ def decode_lidar(spec: SensorSpec, data: object) -> np.ndarray:
 
 
 def parse_input_data(input_data: object, rig: Rig) -> SensorFrame:
-    """Check every sensor of ``rig`` in ``input_data`` and decode it; raises InputError on the first problem."""
+    """Check every sensor of ``rig`` in ``input_data`` and decode it; raises InputError on the first problem.
+
+    Except a GNSS *value* problem (complex, non-finite, out of range): returned in ``SensorFrame.gps_problem``, so
+    the agent can keep its pose estimate for that tick.
+    """
     if not isinstance(input_data, Mapping):
         raise InputError("input_data", "dict {sensor_id: (frame, data)}", describe(input_data))
     images: dict[str, np.ndarray] = {}
-    gps = imu = lidar = None
+    gps = imu = lidar = gps_problem = None
     speed = 0.0
     frame = -1
     for spec in rig.sensors:
@@ -143,7 +173,7 @@ def parse_input_data(input_data: object, rig: Rig) -> SensorFrame:
         if spec.type == CAMERA:
             images[spec.id] = decode_camera(spec, data)
         elif spec.type == GNSS:
-            gps = decode_gnss(spec, data)
+            gps, gps_problem = check_gnss(spec, data)
         elif spec.type == IMU:
             imu = decode_imu(spec, data)
         elif spec.type == SPEEDOMETER:
@@ -152,7 +182,7 @@ def parse_input_data(input_data: object, rig: Rig) -> SensorFrame:
             lidar = decode_lidar(spec, data)
     if gps is None or imu is None:
         raise InputError(rig.name, "a rig with GNSS and IMU", "a rig without them")
-    return SensorFrame(frame=frame, images=images, gps=gps, imu=imu, speed=speed, lidar=lidar)
+    return SensorFrame(frame=frame, images=images, gps=gps, imu=imu, speed=speed, lidar=lidar, gps_problem=gps_problem)
 
 
 class FrameHistory:

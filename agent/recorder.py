@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,10 @@ class TickRecord:
     fast_step_ms: float | None = None
     safe_stop: bool = False
     safe_stop_reason: str | None = None
+    safe_stop_kind: str | None = None  # the runtime's stop kind (no_snapshot, stale_snapshot, slow_path_failed, ...)
+    refresh_overrun: str | None = None  # a slow-path refresh over its wall-clock budget (RuntimeOutput.refresh_overrun)
+    # Input problems found and handled this tick, one line each (negative speed, bad or jumping GNSS fix, ...)
+    input_flags: list[str] = field(default_factory=list)
     warmup: bool = False
     error: str | None = None
     ego_pose: tuple[float, float, float] | None = None  # estimated world x, y (m) and yaw (rad)
@@ -72,6 +76,10 @@ class TickRecord:
         self.fast_step_ms = float(output.fast_step_ms)
         self.safe_stop = self.safe_stop or bool(output.safe_stop)
         self.safe_stop_reason = self.safe_stop_reason or output.safe_stop_reason
+        extras = getattr(output, "extras", None)
+        if self.safe_stop_kind is None and output.safe_stop and isinstance(extras, dict):
+            self.safe_stop_kind = extras.get("stop_kind")
+        self.refresh_overrun = getattr(output, "refresh_overrun", None)
         return self
 
     def to_json(self) -> dict[str, Any]:
@@ -91,6 +99,9 @@ class TickRecord:
             "fast_step_ms": _num(self.fast_step_ms),
             "safe_stop": self.safe_stop,
             "safe_stop_reason": self.safe_stop_reason,
+            "safe_stop_kind": self.safe_stop_kind,
+            "refresh_overrun": self.refresh_overrun,
+            "input_flags": list(self.input_flags),
             "warmup": self.warmup,
             "error": self.error,
         }

@@ -56,17 +56,43 @@ Control = tuple[float, float, float]  # (steer, throttle, brake) sent on the pre
 
 
 class StateEstimator(Protocol):
-    """Turns one tick of measurements (plus the previous control) into the pose used by the agent."""
+    """Turns one tick of measurements (plus the previous control) into the pose used by the agent.
+
+    ``predict`` is the tick without a usable GNSS fix (ignored by the agent): advance the estimate without a
+    position measurement; None when there is no estimate yet. ``reset`` forgets the estimate (the next ``update``
+    initialises from its measurement), e.g. after a confirmed GNSS jump.
+    """
 
     def update(self, position: np.ndarray, yaw: float, speed: float, control: Control) -> EgoState: ...
+
+    def predict(self, yaw: float, speed: float, control: Control) -> EgoState | None: ...
+
+    def reset(self) -> None: ...
 
 
 class GnssEstimator:
     """The raw measurements, unfiltered (the embedded demo profile)."""
 
+    def __init__(self, dt: float = 0.05) -> None:
+        self.dt = dt  # seconds per tick, for dead reckoning in predict()
+        self.last: EgoState | None = None
+
     def update(self, position: np.ndarray, yaw: float, speed: float, control: Control) -> EgoState:
         """Return the measurement as the state."""
-        return EgoState(np.asarray(position, dtype=np.float64).reshape(2).copy(), float(yaw), float(speed))
+        self.last = EgoState(np.asarray(position, dtype=np.float64).reshape(2).copy(), float(yaw), float(speed))
+        return self.last
+
+    def predict(self, yaw: float, speed: float, control: Control) -> EgoState | None:
+        """Dead reckoning: the last position advanced by ``speed`` along ``yaw`` (the last yaw if NaN) for one tick."""
+        if self.last is None:
+            return None
+        heading = float(yaw) if math.isfinite(yaw) else self.last.yaw
+        step = float(speed) * self.dt * np.array([math.cos(heading), math.sin(heading)])
+        self.last = EgoState(self.last.position + step, heading, float(speed))
+        return self.last
+
+    def reset(self) -> None:
+        self.last = None
 
 
 def bicycle_step(state: np.ndarray, dt: float, control: Control, cfg: UkfConfig) -> np.ndarray:
@@ -180,19 +206,23 @@ class UkfEstimator:
         self.filter.P = np.diag(np.asarray(self.config.p0, dtype=np.float64))
         self.initialized = True
 
+    def _predict(self, control: Control) -> None:
+        ukf = self.filter
+        try:
+            ukf.predict(control=control)
+        except np.linalg.LinAlgError:
+            # The tiny yaw/speed variances (R 1e-15) can leave P a hair indefinite after an update. With
+            # filterpy 1.4.x (the released agent's) this does not happen in practice; 2.x redraws sigma points
+            # after the prediction and does hit it. Repair P instead of throwing the estimate away.
+            self.repairs += 1
+            ukf.P = nearest_positive_definite(ukf.P, floor=min(self.config.r))
+            ukf.predict(control=control)
+
     def _step(self, z: np.ndarray, control: Control) -> bool:
         """Predict + update; False on a numerical failure the covariance repair could not fix."""
         ukf = self.filter
         try:
-            try:
-                ukf.predict(control=control)
-            except np.linalg.LinAlgError:
-                # The tiny yaw/speed variances (R 1e-15) can leave P a hair indefinite after an update. With
-                # filterpy 1.4.x (the released agent's) this does not happen in practice; 2.x redraws sigma points
-                # after the prediction and does hit it. Repair P instead of throwing the estimate away.
-                self.repairs += 1
-                ukf.P = nearest_positive_definite(ukf.P, floor=min(self.config.r))
-                ukf.predict(control=control)
+            self._predict(control)
             if not math.isfinite(z[YAW]):
                 z[YAW] = ukf.x[YAW]
             ukf.update(z)
@@ -213,6 +243,9 @@ class UkfEstimator:
             self.resets += 1
             log.warning("UKF numerical failure (reset %d); re-initialising from the measurement", self.resets)
             self._initialise(z)
+        return self._state()
+
+    def _state(self) -> EgoState:
         x = self.filter.x
         # The filter state is left as is (the released agent never wraps it); only the reported yaw is wrapped,
         # and only when it left (-pi, pi], so in-range values keep their exact bits.
@@ -221,11 +254,29 @@ class UkfEstimator:
             heading = wrap_angle(heading)
         return EgoState(x[:2].copy(), heading, float(x[3]))
 
+    def predict(self, yaw: float, speed: float, control: Control) -> EgoState | None:
+        """A tick without a usable GNSS fix: the process model only (no measurement update); None before the first
+        update. On a numerical failure the previous estimate is kept."""
+        if not self.initialized:
+            return None
+        saved_x, saved_p = self.filter.x.copy(), self.filter.P.copy()
+        try:
+            self._predict(tuple(float(c) for c in control))
+            ok = bool(np.all(np.isfinite(self.filter.x)) and np.all(np.isfinite(self.filter.P)))
+        except (np.linalg.LinAlgError, ValueError):
+            ok = False
+        if not ok:
+            self.filter.x, self.filter.P = saved_x, saved_p
+        return self._state()
+
+    def reset(self) -> None:
+        self.initialized = False
+
 
 def build_estimator(kind: str, config: UkfConfig | None = None) -> StateEstimator:
     """``'gnss'`` -> GnssEstimator, ``'ukf'`` -> UkfEstimator(config)."""
     if kind == "gnss":
-        return GnssEstimator()
+        return GnssEstimator(config.dt if config is not None else 0.05)
     if kind == "ukf":
         return UkfEstimator(config)
     raise ValueError(f"unknown state estimator {kind!r} (expected 'gnss' or 'ukf')")
