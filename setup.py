@@ -43,7 +43,7 @@ setup(
         "highway-env>=1.12.1,<1.13",
     ],
     extras_require={
-        "dev": ["pytest", "ruff", "onnx", "onnxruntime", "onnxscript", "peft", "tensorboard"],
+        "dev": ["pytest", "hypothesis>=6.100", "ruff", "onnx", "onnxruntime", "onnxscript", "peft", "tensorboard"],
         "onnx": ["onnx", "onnxruntime", "onnxscript"],
         "train": ["peft", "tensorboard"],
         # CARLA client + what the real leaderboard_evaluator (leaderboard 2.0 / Bench2Drive fork) and scenario_runner
