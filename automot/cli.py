@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     except AutoMoTError as exc:
         if _debug():
             traceback.print_exc()
-        _say(command, f"error: {one_line(exc) or type(exc).__name__}")
+        text = one_line(exc) or type(exc).__name__
+        # an interrupt is not a mistake: `automot drive: interrupted by SIGINT at tick 12; ...`
+        _say(command, text if exc.exit_code == ExitCode.INTERRUPTED else f"error: {text}")
         return int(exc.exit_code)
     except KeyboardInterrupt:
         _say(command, "interrupted")

@@ -8,8 +8,11 @@ subclass (or a domain error that subclasses one) and `automot.cli.main` prints i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-from collections.abc import Callable, Iterable
+import signal
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from automot.errors import (
     ConfigError,
     EnvironmentProblem,
     ExitCode,
+    Interrupted,
     RunFailed,
     UsageError,
 )
@@ -98,7 +102,7 @@ def prepare_out(
     * ``path`` must not be an existing file;
     * an existing folder that holds anything but leftover temporaries (``.NAME.XXXX.tmp``) is refused unless
       ``overwrite`` (the command's ``--overwrite``, see :func:`add_overwrite`) or ``accept_existing(path)`` is
-      true (e.g. a dataset that ``collect`` appends to). ``overwrite`` never deletes the folder here: the command
+      true (e.g. a dataset that ``collect`` appends to); the lock file of :func:`claim_out` does not count. ``overwrite`` never deletes the folder here: the command
       replaces the files it writes, each atomically (automot.fsio); files it does not write stay;
     * the folder is created (with its parents) and must be writable. ``create=False`` leaves a missing folder
       for the command to create once its inputs are known to be good (its nearest existing parent must be a
@@ -106,7 +110,7 @@ def prepare_out(
 
     Returns ``path`` as a Path. ``what`` names the option in the messages.
     """
-    from automot.fsio import check_output_not_inside, is_temp_name, temp_path_for
+    from automot.fsio import LOCK_NAME, check_output_not_inside, is_temp_name, temp_path_for
 
     if path is None or not str(path).strip():
         raise UsageError(f"{what}: no output folder given")
@@ -118,7 +122,7 @@ def prepare_out(
         raise UsageError(f"{what} {out}: is a file, not a folder; choose a folder name")
     if out.is_dir() and not overwrite and not (accept_existing is not None and accept_existing(out)):
         try:
-            entries = [p.name for p in out.iterdir() if not is_temp_name(p.name)]
+            entries = [p.name for p in out.iterdir() if not is_temp_name(p.name) and p.name != LOCK_NAME]
         except OSError as exc:
             raise UsageError(f"{what} {out}: cannot be read ({exc.strerror or exc})") from None
         if entries:
@@ -140,6 +144,75 @@ def prepare_out(
     except OSError as exc:
         raise UsageError(f"{what} {out}: cannot write there ({exc.strerror or exc})") from None
     return out
+
+
+@contextlib.contextmanager
+def claim_out(
+    path: str | Path | None,
+    overwrite: bool = False,
+    *,
+    source: str | Path | Iterable[str | Path] | None = None,
+    what: str = "--out",
+    accept_existing: Callable[[Path], bool] | None = None,
+) -> Iterator[Path]:
+    """:func:`prepare_out`, then hold the folder's lock (automot.fsio.lock_out) for the block; yields the folder.
+
+    The folder is checked (not a file, writable, not inside ``source``) and created, then locked, and only then
+    checked for being non-empty: a second process on the same folder is refused (UsageError, exit 2) with a
+    message naming the process that holds it, whatever the folder holds. The lock file is removed on exit.
+    """
+    from automot.fsio import lock_out
+
+    out = prepare_out(path, True, source=source, what=what)
+    with lock_out(out, what=what):
+        prepare_out(out, overwrite, what=what, accept_existing=accept_existing)
+        yield out
+
+
+class InterruptFlag:
+    """Set by :func:`deferred_interrupts`' handler: ``signal_name`` is 'SIGINT' / 'SIGTERM' once one arrived."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+    def __bool__(self) -> bool:
+        return self.requested
+
+
+@contextlib.contextmanager
+def deferred_interrupts(command: str = "", notice: str = "finishing the current step") -> Iterator[InterruptFlag]:
+    """While the block runs, SIGINT / SIGTERM only set the yielded flag (checked by the command between steps).
+
+    The first signal prints one notice line on stderr (``automot COMMAND: SIGINT: NOTICE; send it again to stop
+    at once``); a second one raises KeyboardInterrupt where the program is (automot.cli exits 130). Outside the
+    main thread signals cannot be handled: the flag then never sets and nothing is installed.
+    """
+    flag = InterruptFlag()
+
+    def _handle(signum, frame):  # noqa: ARG001 - signal handler signature
+        if flag.signal_name is not None:
+            raise KeyboardInterrupt
+        flag.signal_name = signal.Signals(signum).name
+        prog = f"automot {command}" if command else "automot"
+        print(f"{prog}: {flag.signal_name}: {notice}; send it again to stop at once", file=sys.stderr, flush=True)
+
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _handle)
+    except ValueError:  # not the main thread
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        previous = {}
+    try:
+        yield flag
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def add_no_progress(parser: argparse.ArgumentParser) -> None:
@@ -200,6 +273,7 @@ __all__ = [
     "ConfigError",
     "EnvironmentProblem",
     "ExitCode",
+    "Interrupted",
     "RunFailed",
     "UsageError",
     "add_command",
@@ -208,6 +282,9 @@ __all__ = [
     "add_no_progress",
     "add_out",
     "add_overwrite",
+    "claim_out",
+    "deferred_interrupts",
+    "InterruptFlag",
     "error_for",
     "parse_size",
     "prepare_out",

@@ -69,3 +69,9 @@ class RunFailed(AutoMoTError):
     """The job ran and failed (the message says why and where the partial results are)."""
 
     exit_code = ExitCode.RUN_FAILED
+
+
+class Interrupted(AutoMoTError):
+    """SIGINT / SIGTERM stopped the command after it closed what it had written (the message says what is left)."""
+
+    exit_code = ExitCode.INTERRUPTED

@@ -11,7 +11,9 @@ so they are never mistaken for outputs; they are removed on failure and on Keybo
 * :class:`StagedFiles` writes several files of one output folder as temporaries first and renames them all only
   when every one is complete (``automot convert``, ``automot export``): a kill during the long writing phase
   leaves an earlier output untouched;
-* :func:`check_output_not_inside` refuses an output folder that is the source folder or inside it.
+* :func:`check_output_not_inside` refuses an output folder that is the source folder or inside it;
+* :func:`lock_out` / :class:`FolderLock` stop a second process from writing the same output folder (an
+  ``flock``ed ``.automot.lock`` file naming its holder; a lock left by a killed process is taken over).
 
 Appending streams (``ticks.jsonl``, ``samples.jsonl``, video) are not written through here: each line or frame
 is valid on its own when the stream is cut short.
@@ -26,19 +28,24 @@ import contextlib
 import json
 import os
 import shutil
+import socket
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from automot.errors import UsageError
 
 TMP_SUFFIX = ".tmp"
+LOCK_NAME = ".automot.lock"  # the lock file of an output folder in use (lock_out); not an output
 TEST_SLOW_COMMIT_ENV = "AUTOMOT_TEST_SLOW_COMMIT"  # test-only: see the module docstring
 
 __all__ = [
+    "LOCK_NAME",
     "TMP_SUFFIX",
+    "FolderLock",
     "StagedFiles",
     "atomic_path",
     "atomic_write_bytes",
@@ -46,6 +53,8 @@ __all__ = [
     "atomic_write_text",
     "check_output_not_inside",
     "is_temp_name",
+    "lock_out",
+    "remove_temp_dirs",
     "temp_path_for",
 ]
 
@@ -206,22 +215,41 @@ class StagedFiles:
     def write_json(self, name: str, obj: Any, *, indent: int | None = 2, **kw) -> Path:
         return self.write_text(name, json.dumps(obj, indent=indent, **kw) + "\n")
 
-    def commit(self) -> list[Path]:
-        """fsync every staged file, then move each onto its final name; returns the final paths."""
+    def commit(self, *, last: Iterable[str] = (), replace: Iterable[str] = ()) -> list[Path]:
+        """fsync every staged file, then move each onto its final name; returns the final paths.
+
+        ``last``: file names moved after all the others (e.g. ``results.json``, so a reader that sees the new
+        record also sees the new files it describes). ``replace``: names of the output set that this commit
+        replaces as a whole: any of them in the folder that was not staged is removed (before the ``last``
+        files move), so an earlier run's extra files do not stay mixed with the new ones.
+        """
         if self.stage is None:
             return []
+        last = set(last)
         files = sorted(p for p in self.stage.rglob("*") if not p.is_dir())
+        files.sort(key=lambda p: str(p.relative_to(self.stage)) in last)  # stable: the ``last`` ones at the end
         for f in files:
             if not f.is_file():
                 raise ValueError(f"{f}: only plain files can be staged")
             _fsync_file(f)
         _test_pause()
+        staged = {str(f.relative_to(self.stage)) for f in files}
+        stale = [self.folder / name for name in replace if name not in staged]
         done = []
         for f in files:  # sub-folders a writer made (rare) are recreated inside the output folder
-            dest = self.folder / f.relative_to(self.stage)
+            name = str(f.relative_to(self.stage))
+            if name in last:
+                for old in stale:
+                    if old.is_file() or old.is_symlink():
+                        old.unlink()
+                stale = []
+            dest = self.folder / name
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(f, dest)
             done.append(dest)
+        for old in stale:
+            if old.is_file() or old.is_symlink():
+                old.unlink()
         _fsync_dir(self.folder)
         self.discard()
         return done
@@ -258,3 +286,158 @@ def check_output_not_inside(source: str | os.PathLike, out: str | os.PathLike, w
         raise UsageError(f"{what} {out}: is the source {source} itself; choose another output folder")
     if src in dst.parents:
         raise UsageError(f"{what} {out}: lies inside the source {source}; choose a folder outside it")
+
+
+def remove_temp_dirs(folder: str | os.PathLike, prefix: str = ".staged.") -> list[Path]:
+    """Remove the hidden temporary folders ``PREFIXXXXX.tmp`` a killed writer left in ``folder``; returns them.
+
+    Only call it while holding the folder's lock (:func:`lock_out`): otherwise they may be another writer's.
+    """
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in Path(folder).iterdir():
+            if entry.name.startswith(prefix) and is_temp_name(entry.name) and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+    return removed
+
+
+class FolderLock:
+    """An exclusive lock on an output folder: ``FOLDER/.automot.lock``, held with ``flock`` while a command writes.
+
+    The file holds the holder's pid, host, start time and command line (JSON), so the refusal can name it. The
+    kernel drops an ``flock`` when its process dies, so a lock file left by a SIGKILLed process is simply taken
+    over (no pid guessing). :meth:`release` removes the file. Where ``fcntl`` does not exist (Windows) an
+    ``O_EXCL`` file is used instead and a lock whose pid no longer runs on this host counts as stale.
+    """
+
+    def __init__(self, folder: str | os.PathLike, what: str = "--out") -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self.what = what
+        self.fd: int | None = None
+        self.took_over: dict | None = None  # what a stale lock file said, when one was taken over
+
+    def _info(self) -> bytes:
+        body = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "command": " ".join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]]),
+        }
+        return (json.dumps(body) + "\n").encode("utf-8")
+
+    @staticmethod
+    def _parse(raw: bytes) -> dict:
+        try:
+            info = json.loads(raw.decode("utf-8") or "{}")
+        except (UnicodeDecodeError, ValueError):
+            return {}
+        return info if isinstance(info, dict) else {}
+
+    def _busy(self, info: dict) -> UsageError:
+        if info.get("pid"):
+            holder = f"pid {info['pid']}"
+            if info.get("host") and info["host"] != socket.gethostname():
+                holder += f" on {info['host']}"
+            if info.get("started"):
+                holder += f" since {info['started']}"
+            if info.get("command"):
+                holder += f": {info['command']}"
+        else:
+            holder = "a process that is just starting"
+        return UsageError(
+            f"{self.what} {self.folder}: in use by another automot process ({holder}); wait for it to end or "
+            f"choose another folder (lock file {self.path})"
+        )
+
+    def acquire(self) -> FolderLock:
+        """Take the lock or raise UsageError naming the process that holds it."""
+        if self.fd is not None:
+            return self
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return self._acquire_excl()
+        for _ in range(20):  # another process may remove / recreate the file between our open and flock
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                info = self._parse(os.pread(fd, 65536, 0))
+                os.close(fd)
+                raise self._busy(info) from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # the file we locked was released and unlinked meanwhile: lock the current one
+                os.close(fd)
+                continue
+            old = os.pread(fd, 65536, 0)
+            if old.strip():
+                self.took_over = self._parse(old)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, self._info(), 0)
+            self.fd = fd
+            return self
+        raise UsageError(f"{self.what} {self.folder}: could not take the lock file {self.path} (contended)")
+
+    def _acquire_excl(self) -> FolderLock:  # pragma: no cover - Windows fallback
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+            except FileExistsError:
+                info = self._parse(self.path.read_bytes())
+                pid = info.get("pid")
+                alive = True
+                if isinstance(pid, int) and info.get("host") in (None, socket.gethostname()):
+                    try:
+                        os.kill(pid, 0)
+                    except ProcessLookupError:
+                        alive = False
+                    except OSError:
+                        pass
+                if alive:
+                    raise self._busy(info) from None
+                self.took_over = info
+                self.path.unlink(missing_ok=True)
+                continue
+            os.write(fd, self._info())
+            self.fd = fd
+            return self
+        raise UsageError(f"{self.what} {self.folder}: could not take the lock file {self.path} (contended)")
+
+    def release(self) -> None:
+        """Remove the lock file and drop the lock (safe to call twice)."""
+        if self.fd is None:
+            return
+        fd, self.fd = self.fd, None
+        try:
+            with contextlib.suppress(OSError):
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    self.path.unlink()
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.release()
+
+
+@contextlib.contextmanager
+def lock_out(folder: str | os.PathLike, what: str = "--out") -> Iterator[FolderLock]:
+    """Hold ``folder``'s lock (an existing folder) for the block; UsageError (exit 2) names the holder if busy.
+
+    ::
+
+        with lock_out(out):
+            ...  # only this process writes into out
+    """
+    lock = FolderLock(folder, what).acquire()
+    try:
+        yield lock
+    finally:
+        lock.release()

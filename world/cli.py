@@ -7,8 +7,21 @@ leaderboard evaluator in a subprocess; flavour detection, up-front checks and th
 ``world/evaluator.py``.
 
 Errors are raised and reported by automot.cli with the shared exit codes (`automot --help`): 0 finished (whatever
-the score); 2 bad option, route or agent config; 3 CARLA / leaderboard missing; 5 the agent crashed (results.json
-is still written) or the leaderboard evaluator failed.
+the score); 2 bad option, route or agent config, or an output folder that is a file, not writable, in use by
+another automot process (lock file ``OUT/.automot.lock``) or non-empty without ``--overwrite``; 3 CARLA /
+leaderboard missing; 5 the agent crashed (results.json is still written) or the leaderboard evaluator failed;
+130 SIGINT / SIGTERM.
+
+Embedded output rules (issue #12):
+
+* a fresh ``--out`` is written in place: results.json atomically at the end, ticks.jsonl and video.mp4 as streams
+  (a SIGKILL leaves them valid up to the last tick);
+* ``--overwrite`` into a folder that holds a run drives into a hidden ``OUT/.staged.XXXX.tmp/`` and, only when the
+  route ended (exit 0), moves the new files in (results.json last) and removes the earlier run's drive files the
+  new run did not write. A crashed (5) or interrupted (130) ``--overwrite`` run discards its staged files and
+  leaves the earlier run as it was;
+* SIGINT / SIGTERM: the current tick finishes, results.json records "Failed - interrupted" with the route
+  completion reached, the video and tick log are closed (one frame / line per tick driven), exit 130.
 """
 
 from __future__ import annotations
@@ -26,6 +39,8 @@ from automot.world.evaluator import EvaluatorRun
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_AGENT = "agent/automot_agent.py"
 DEFAULT_CONFIG = "leaderboard_configs/demo_tiny.yaml"  # the committed CPU-trained demo model
+# What one embedded drive writes into --out (with agent_config.yaml); --overwrite replaces this set as a whole.
+DRIVE_OUTPUTS = ("results.json", "ticks.jsonl", "video.mp4", "summary.jsonl")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,8 +65,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"agent config passed to setup() (default: {DEFAULT_CONFIG})",
     )
     p.add_argument("--agent", default=DEFAULT_AGENT, help=f"agent file, or 'expert' (default: {DEFAULT_AGENT})")
-    p.add_argument("--ticks", type=int, help="tick limit (embedded; default: the route's)")
-    p.add_argument("--seed", type=int, help="traffic / sensor-noise seed (embedded; default: the route's)")
+    p.add_argument("--ticks", type=int, help="tick limit, >= 1 (embedded; default: the route's)")
+    p.add_argument(
+        "--seed", type=int, help="traffic / sensor-noise seed, 0 .. 2**32-1 (embedded; default: the route's)"
+    )
+    clikit.add_overwrite(
+        p,
+        "embedded: replace the run in a non-empty --out, atomically when the new route ends (a crashed or "
+        "interrupted run leaves the old one); carla: start over even if --checkpoint holds results",
+    )
     clikit.add_no_progress(p)
     carla = p.add_argument_group(
         "carla world",
@@ -61,8 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     carla.add_argument("--routes", metavar="XML", help="leaderboard route file")
     carla.add_argument("--routes-subset", metavar="IDS", help="route ids to run, e.g. 1711,1773 or 1711-1790")
     carla.add_argument("--repetitions", type=int, help="repetitions per route (evaluator default 1)")
-    carla.add_argument("--resume", action="store_true", help="continue the run recorded in --checkpoint")
-    carla.add_argument("--overwrite", action="store_true", help="start over even if --checkpoint holds results")
+    carla.add_argument("--resume", action="store_true", help="continue the run recorded in --checkpoint (carla only)")
     carla.add_argument("--checkpoint", metavar="JSON", help="results file (default: OUT/results.json)")
     carla.add_argument("--timeout", type=float, help="CARLA client / agent timeout in seconds")
     carla.add_argument("--record", metavar="DIR", help="CARLA recorder logs into DIR (on the server)")
@@ -96,28 +117,64 @@ def _cmd_drive(args: argparse.Namespace) -> int:
 
 
 def _drive_embedded(args: argparse.Namespace) -> int:
+    from automot.fsio import StagedFiles, remove_temp_dirs
     from automot.world.routes import load_route
-    from automot.world.runner import EXPERT_AGENT, AgentCrashed, run_route
+    from automot.world.runner import AGENT_CONFIG, EXPERT_AGENT, AgentCrashed, RouteInterrupted, run_route
 
+    # Every check on the command line comes first: a refused run changes nothing on disk.
     clikit.require(args.route, "--route is required for --world embedded (see --list-routes)")
+    clikit.require(not args.resume, "--resume: only --world carla continues a run; use --overwrite or another --out")
+    clikit.require(args.ticks is None or args.ticks >= 1, f"--ticks {args.ticks}: must be at least 1")
+    clikit.require(args.seed is None or 0 <= args.seed < 2**32, f"--seed {args.seed}: must be between 0 and 2**32 - 1")
     route = load_route(args.route)  # UnknownRouteError exits 2 through automot.cli, before anything is written
     agent = EXPERT_AGENT if args.agent == "expert" else _resolve(args.agent)
     config = "" if args.agent == "expert" else _resolve(args.agent_config)
     clikit.require(Path(agent).is_file(), f"--agent {agent}: file not found")
-    out = Path(args.out or f"runs/drive/{args.route}")
-    out.mkdir(parents=True, exist_ok=True)
-    # Contract with the agent: AUTOMOT_RECORD_DIR overrides its recorder.out_dir (video.mp4, ticks.jsonl).
-    os.environ["AUTOMOT_RECORD_DIR"] = str(out.resolve())
-    try:
-        results = run_route(route, agent, config, out, ticks=args.ticks, seed=args.seed, progress=not args.no_progress)
-    except AgentCrashed as exc:  # RunFailed (5), unless the cause has its own code: a bad agent config exits 2
-        cause = exc.__cause__
-        if isinstance(cause, clikit.AutoMoTError) and cause.exit_code not in (
-            clikit.ExitCode.INTERNAL,
-            clikit.ExitCode.RUN_FAILED,
-        ):
-            raise clikit.error_for(cause.exit_code, str(exc)) from exc
-        raise
+    if args.agent == DEFAULT_AGENT:  # other agents read their config string their own way
+        clikit.require_file(config, "--config")
+    out_arg = args.out or f"runs/drive/{args.route}"
+    notice = "finishing the current tick and writing results.json"
+    with clikit.deferred_interrupts("drive", notice) as interrupt, clikit.claim_out(out_arg, args.overwrite) as out:
+        remove_temp_dirs(out)  # staging folders of a killed --overwrite run (we hold the folder's lock)
+        replacing = args.overwrite and any(n in DRIVE_OUTPUTS or n == AGENT_CONFIG for n in _entries(out))
+        stage = StagedFiles(out) if replacing else None
+        target = stage.staging_dir if stage is not None else out
+        # Contract with the agent: AUTOMOT_RECORD_DIR overrides its recorder.out_dir (video.mp4, ticks.jsonl).
+        os.environ["AUTOMOT_RECORD_DIR"] = str(target.resolve())
+        kept = f"; --overwrite: this run was discarded and {out} keeps the earlier run"
+        try:
+            results = run_route(
+                route,
+                agent,
+                config,
+                target,
+                ticks=args.ticks,
+                seed=args.seed,
+                progress=not args.no_progress,
+                interrupt=interrupt,
+            )
+            if stage is not None:  # the route ended: swap the new run in (results.json last)
+                stage.commit(last=("results.json",), replace=(*DRIVE_OUTPUTS, AGENT_CONFIG))
+        except RouteInterrupted as exc:
+            if stage is None:
+                raise
+            raise clikit.Interrupted(str(exc).split(" (results in ")[0] + kept) from None
+        except AgentCrashed as exc:  # RunFailed (5), unless the cause has its own code: a bad agent config exits 2
+            cause = exc.__cause__
+            code = clikit.ExitCode.RUN_FAILED
+            if isinstance(cause, clikit.AutoMoTError) and cause.exit_code not in (
+                clikit.ExitCode.INTERNAL,
+                clikit.ExitCode.RUN_FAILED,
+            ):
+                code = cause.exit_code
+            if stage is None and code == clikit.ExitCode.RUN_FAILED:
+                raise
+            message = str(exc) if stage is None else str(exc).split(" (results in ")[0] + kept
+            raise clikit.error_for(code, message) from exc
+        finally:
+            if stage is not None:  # nothing left after a commit; a failed or interrupted run's files go
+                stage.discard()
+            os.environ["AUTOMOT_RECORD_DIR"] = str(out.resolve())  # never a removed staging folder
     record = results["_checkpoint"]["records"][0]
     print(f"route {args.route}: {record['status']}")
     print(
@@ -129,7 +186,15 @@ def _drive_embedded(args: argparse.Namespace) -> int:
         for item in items:
             print(f"  {key}: {item}")
     print(f"  results: {out / 'results.json'}")
+    if interrupt.requested:  # the signal came after the route had ended: the results above are complete
+        raise clikit.Interrupted(
+            f"{interrupt.signal_name} after the route had ended; {out / 'results.json'} is complete"
+        )
     return 0
+
+
+def _entries(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir()]
 
 
 def missing_carla_modules() -> list[str]:
@@ -176,14 +241,17 @@ def _drive_carla(args: argparse.Namespace) -> int:
             "scenario runner (or export PYTHONPATH=$LEADERBOARD_ROOT:$SCENARIO_RUNNER_ROOT:$PYTHONPATH; "
             "Bench2Drive: Bench2Drive/leaderboard and Bench2Drive/scenario_runner), see leaderboard_configs/BENCH2DRIVE.md"
         )
+    from automot.fsio import lock_out
+
     install = evaluator.locate(args.leaderboard_root, args.scenario_runner_root)
     out = Path(args.out or "runs/drive/carla")
     run = evaluator_run(args, out)
     evaluator.check_run(install, run, overwrite=args.overwrite)  # before any simulator is touched
-    out.mkdir(parents=True, exist_ok=True)
+    out = clikit.prepare_out(out, overwrite=True)  # a file or unwritable path is refused; the checkpoint rule is above
     cmd = evaluator.build_command(install, run)
-    print(f"running ({install.flavour}, in {install.workdir}):", " ".join(cmd), flush=True)
-    code = subprocess.call(cmd, cwd=install.workdir, env=evaluator.evaluator_env(install))
+    with lock_out(out):  # one evaluator per output folder
+        print(f"running ({install.flavour}, in {install.workdir}):", " ".join(cmd), flush=True)
+        code = subprocess.call(cmd, cwd=install.workdir, env=evaluator.evaluator_env(install))
     if code != 0:
         raise clikit.RunFailed(f"the leaderboard evaluator exited with code {code} (results in {run.checkpoint})")
     return 0

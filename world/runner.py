@@ -7,6 +7,12 @@ downsamples it) -> ``setup(config)`` -> ``sensors()`` (validated once) -> per 0.
 ``run_step(input_data, timestamp)`` -> apply the control -> step traffic and physics -> score -> ``destroy()``.
 ``out_dir/results.json`` is written, and ``out_dir/agent_config.yaml`` (the agent's resolved config, through
 ``automot.config.save_yaml``) when the agent exposes a dataclass ``config`` after ``setup``.
+
+SIGINT / SIGTERM (``interrupt``, automot.clikit.deferred_interrupts) stop the drive between ticks: the current
+tick finishes, the route is scored as "Failed - interrupted" with the completion reached, the agent is destroyed
+(its video and tick log closed), results.json is written and :class:`RouteInterrupted` (exit 130) is raised. A
+second signal interrupts at once (KeyboardInterrupt); the partial record is still written when that happens in
+the drive loop.
 """
 
 from __future__ import annotations
@@ -21,14 +27,15 @@ from typing import Any
 
 from tqdm import tqdm
 
+from automot.clikit import InterruptFlag, deferred_interrupts
 from automot.config import save_yaml
-from automot.errors import RunFailed
+from automot.errors import Interrupted, RunFailed
 from automot.fsio import atomic_write_json
 from automot.world.dynamics import read_control
 from automot.world.geo import build_global_plan
 from automot.world.provider import set_world
 from automot.world.routes import RouteSpec, load_route
-from automot.world.scoring import RouteScorer, build_results, default_save_name, route_number
+from automot.world.scoring import INTERRUPTED, RouteScorer, build_results, default_save_name, route_number
 from automot.world.sensors import SensorConfigurationInvalid, SensorSuite
 from automot.world.sim import EmbeddedWorld
 
@@ -42,6 +49,17 @@ class AgentCrashed(RunFailed, RuntimeError):
     def __init__(self, message: str, results: dict[str, Any]) -> None:
         super().__init__(message)
         self.results = results
+
+
+class RouteInterrupted(Interrupted):
+    """SIGINT / SIGTERM stopped the route; ``results`` holds what was written to results.json, ``ticks`` how
+    many ticks were driven (= lines of ticks.jsonl and video frames when the agent records them)."""
+
+    def __init__(self, message: str, results: dict[str, Any], ticks: int, signal_name: str) -> None:
+        super().__init__(message)
+        self.results = results
+        self.ticks = ticks
+        self.signal_name = signal_name
 
 
 def load_agent_class(agent_path: str | os.PathLike) -> type:
@@ -76,10 +94,19 @@ def run_route(
     debug: bool = False,
     sensor_noise: bool = True,
     render_ego: bool = True,
+    interrupt: InterruptFlag | None = None,
 ) -> dict[str, Any]:
     """Drive ``route`` (a name or a RouteSpec) with the agent and return the results dict (also written to
     ``out_dir/results.json``). ``ticks`` overrides the route's tick limit; ``seed`` its seed. ``sensor_noise``
-    toggles the leaderboard's GNSS/IMU noise, ``render_ego`` whether cameras see the ego's own body."""
+    toggles the leaderboard's GNSS/IMU noise, ``render_ego`` whether cameras see the ego's own body.
+    ``interrupt``: the caller's flag (automot.clikit.deferred_interrupts); without one, SIGINT / SIGTERM are
+    deferred for the duration of the call. A set flag ends the route between ticks (RouteInterrupted)."""
+    if interrupt is None:
+        with deferred_interrupts("drive", "finishing the current tick and writing results.json") as flag:
+            return run_route(
+                route, agent_path, agent_config, out_dir, ticks, seed, progress, host, port, debug,
+                sensor_noise, render_ego, interrupt=flag,
+            )  # fmt: skip
     spec = route if isinstance(route, RouteSpec) else load_route(route)
     seed = spec.seed if seed is None else int(seed)
     tick_limit = int(ticks) if ticks is not None else spec.tick_limit
@@ -110,11 +137,15 @@ def run_route(
         suite = SensorSuite(sensor_specs, world, seed=seed, noise=sensor_noise, render_ego=render_ego)
         icons = suite.icons()
         stage = "Agent crashed"
-        _drive(agent, world, suite, scorer, spec.name, tick_limit, progress)
+        _drive(agent, world, suite, scorer, spec.name, tick_limit, progress, interrupt)
     except SensorConfigurationInvalid as exc:
         entry_status, failure, error = "Rejected", "Agent's sensors were invalid", exc
     except Exception as exc:  # the leaderboard records agent failures, then the run ends
         entry_status, failure, error = "Started", stage, exc
+    except KeyboardInterrupt:  # a second signal: stop now, still score what was driven
+        if not interrupt.requested:
+            interrupt.signal_name = "SIGINT"
+        scorer.interrupt()
     finally:
         if agent is not None:
             try:
@@ -123,13 +154,25 @@ def run_route(
                 error = error or exc
         set_world(None)
         world.close()
+    interrupted = error is None and interrupt.requested and scorer.failure == INTERRUPTED
     if failure:
         scorer.failure = failure
+    if interrupted:
+        entry_status = "Started"  # the leaderboard's status of an entry that did not finish its routes
     record = scorer.record(spec.name, town, world.time, time.monotonic() - t0, route_id=route_id, save_name=save_name)
     results = build_results([record], icons, entry_status=entry_status)
     if dataclasses.is_dataclass(resolved_config) and not isinstance(resolved_config, type):
         save_yaml(resolved_config, out / AGENT_CONFIG)
     atomic_write_json(out / "results.json", results)  # whole or not at all (automot.fsio)
+    if interrupted:
+        raise RouteInterrupted(
+            f"interrupted by {interrupt.signal_name} after {scorer.ticks} ticks: results.json records "
+            f"'{record['status']}' at route completion {scorer.route_completion:.2f}% "
+            f"(results in {out / 'results.json'})",
+            results,
+            scorer.ticks,
+            interrupt.signal_name or "",
+        )
     if error is not None:
         raise AgentCrashed(
             f"{failure}: {type(error).__name__}: {error} (results in {out / 'results.json'})", results
@@ -144,10 +187,22 @@ def _check_track(agent: Any) -> None:
         raise ValueError(f"the embedded world only runs the SENSORS track (agent track: {name})")
 
 
-def _drive(agent, world: EmbeddedWorld, suite: SensorSuite, scorer: RouteScorer, name: str, limit: int, progress: bool):
+def _drive(
+    agent,
+    world: EmbeddedWorld,
+    suite: SensorSuite,
+    scorer: RouteScorer,
+    name: str,
+    limit: int,
+    progress: bool,
+    interrupt: InterruptFlag | None = None,
+):
     bar = tqdm(total=limit, desc=name, unit="tick", file=sys.stderr, disable=not progress, leave=False)
     try:
         while not scorer.done:
+            if interrupt is not None and interrupt.requested:  # between ticks: the last one finished whole
+                scorer.interrupt()
+                break
             input_data = suite.read()
             control = read_control(agent.run_step(input_data, world.time))
             world.apply_control(control)

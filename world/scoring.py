@@ -9,6 +9,7 @@ Per tick, ``RouteScorer.step`` applies the LB2 criteria to the ego's state:
     the penalty multiplies by (1 - metres / route length), as LB2's PENALTY_PERC_DICT 'increases' rule with 0;
   * route deviation (> 30 m from the path), agent blocked (< 0.1 m/s for 180 s) and timeout (tick limit) end the
     route as "Failed - Agent deviated from the route" / "Failed - Agent got blocked" / "Failed - Agent timed out".
+  * a run stopped by SIGINT / SIGTERM ends between ticks as "Failed - interrupted" (``RouteScorer.interrupt``).
   * min speed: every 1/20 of the route (and at the end past 95 %), one ``min_speed_infractions`` entry
     "Average speed is P% of the surrounding traffic's one", P = mean ego speed / mean traffic speed over that
     stretch x 100 (100 without traffic), as MinimumSpeedRouteTest writes it; no penalty (Bench2Drive's 'unused').
@@ -27,6 +28,7 @@ from typing import Any
 
 from automot.world.route_path import RoutePath
 
+INTERRUPTED = "interrupted"  # RouteScorer.failure of a stopped run: status "Failed - interrupted"
 PENALTY = {
     "collisions_pedestrian": 0.5,
     "collisions_vehicle": 0.6,
@@ -208,6 +210,12 @@ class RouteScorer:
         if not self.done:
             self.infractions["route_timeout"].append("Route timeout.")
             self.failure = "Agent timed out"
+
+    def interrupt(self) -> None:
+        """End the route early because the run was stopped (SIGINT / SIGTERM): "Failed - interrupted", with the
+        route completion reached so far and the infractions recorded until then."""
+        if not self.done:
+            self.failure = INTERRUPTED
 
     def _collision(self, contact: Any, now: float, x: float, y: float) -> None:
         # LB2 CollisionTest: ignore the last collided actor for 5 s, and anything within 3 m of the last
