@@ -49,6 +49,7 @@ class DataSection:
     camera: str | None = None  # None: the dataset's first camera (automot) / the format's front camera
     frame_rate_hz: float | None = None  # real layouts: recording rate (None: the reader's default)
     sample_list: str | None = None  # pdm_lite: an AutoMoT sample-list jsonl restricting the frames
+    pdm_route_path: bool = True  # pdm_lite: supervise the path with the expert's planned `route` (released model)
     batch_size: int = 4
     num_workers: int = 0
     vqa: bool = False  # load scene Q/A pairs (needed when loss.vqa > 0)

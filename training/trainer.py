@@ -98,6 +98,7 @@ class Trainer:
             self.progress = Progress(**self._resume_state["progress"])
             val_file = self.resume_dir / VAL_METRICS
             self.val_history = json.loads(val_file.read_text()) if val_file.is_file() else []
+        self.data_problems: list[str] = []  # routes the readers skipped (reported, not fatal)
         self._build_data()
         main = self.info.is_main
         self.logger = ScalarLogger(self.run_dir / "logs", cfg.log.tensorboard, enabled=main)
@@ -109,9 +110,21 @@ class Trainer:
     # ------------------------------------------------------------------ data
     def _build_data(self) -> None:
         d = self.cfg.data
-        episodes = load_episodes(d.format, d.train, d.camera, d.frame_rate_hz, d.sample_list)
+        episodes = load_episodes(
+            d.format, d.train, d.camera, d.frame_rate_hz, d.sample_list, d.pdm_route_path, self.data_problems
+        )
         if d.val:
-            train_eps, val_eps = episodes, load_episodes(d.format, d.val, d.camera, d.frame_rate_hz)
+            train_eps, val_eps = (
+                episodes,
+                load_episodes(
+                    d.format,
+                    d.val,
+                    d.camera,
+                    d.frame_rate_hz,
+                    pdm_route_path=d.pdm_route_path,
+                    problems=self.data_problems,
+                ),
+            )
         else:
             train_eps, val_eps = split_episodes(episodes, d.val_fraction)
         builder = self.model.prompt_builder()

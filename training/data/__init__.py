@@ -8,9 +8,18 @@ from automot.training.data.schema import DatasetError, Episode
 
 
 def load_episodes(
-    fmt: str, roots: list[str], camera: str | None = None, frame_rate_hz: float | None = None, sample_list=None
+    fmt: str,
+    roots: list[str],
+    camera: str | None = None,
+    frame_rate_hz: float | None = None,
+    sample_list=None,
+    pdm_route_path: bool = True,
+    problems: list[str] | None = None,
 ) -> list[Episode]:
-    """Episodes from every root in ``roots`` read with the reader of ``fmt`` (automot | bench2drive | pdm_lite)."""
+    """Episodes from every root in ``roots`` read with the reader of ``fmt`` (automot | bench2drive | pdm_lite).
+
+    ``pdm_route_path``: PDM-Lite samples take their path target from the expert's ``route`` where present.
+    Routes the real-layout readers skip (unreadable) are appended to ``problems``."""
     episodes: list[Episode] = []
     for root in roots:
         if not Path(root).exists():
@@ -22,14 +31,14 @@ def load_episodes(
         elif fmt == "bench2drive":
             from automot.training.data.bench2drive import read_b2d
 
-            episodes += read_b2d(root, camera, frame_rate_hz)
+            episodes += read_b2d(root, camera, frame_rate_hz, problems=problems)
         elif fmt == "pdm_lite":
             from automot.training.data.pdm_lite import read_pdm_lite, read_sample_list
 
             if sample_list:
-                episodes += read_sample_list(sample_list, root, frame_rate_hz)
+                episodes += read_sample_list(sample_list, root, frame_rate_hz, use_route=pdm_route_path)
             else:
-                episodes += read_pdm_lite(root, frame_rate_hz)
+                episodes += read_pdm_lite(root, frame_rate_hz, use_route=pdm_route_path, problems=problems)
         else:
             raise DatasetError(f"data.format: unknown format {fmt!r}")
     return [e for e in episodes if e.records]
