@@ -10,11 +10,9 @@ import dataclasses
 from pathlib import Path
 
 import torch
-import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from automot import config as typed_config
 from automot.fsio import StagedFiles
 from automot.model.automot import AutoMoTModel
 from automot.model.config import AutoMoTConfig
@@ -45,7 +43,7 @@ def save_pretrained(model: AutoMoTModel, out_dir: str | Path) -> Path:
     # a failure or a kill while the weights are written leaves an earlier checkpoint in ``out`` as it was.
     with StagedFiles(out) as stage:
         save_file(state, str(stage.path(WEIGHTS)), metadata={"format": "pt", "automot_config": model.config.name})
-        stage.write_text(CONFIG, yaml.safe_dump(typed_config.to_dict(cfg), sort_keys=False))
+        cfg.save_yaml(stage.path(CONFIG))  # automot.config.save_yaml, into the staging folder
         if model.tokenizer is not None and model.config.tokenizer != "builtin":
             model.tokenizer.save_pretrained(str(stage.staging_dir))
         if model.image_processor is not None:
