@@ -27,6 +27,8 @@ _SUBCOMMAND_MODULES = [
     "automot.runtime.cli",
     "automot.world.cli",
     "automot.training.cli",
+    "automot.evaluation.cli",
+    "automot.training.data.cli",
 ]
 
 DEBUG_ENV = "AUTOMOT_DEBUG"

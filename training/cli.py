@@ -77,6 +77,8 @@ def _train(args: argparse.Namespace) -> int:
     data_roots = [*cfg.data.train, *cfg.data.val]
     missing = [root for root in data_roots if not Path(root).exists()]
     clikit.require(not missing, f"data: dataset folder(s) not found: {', '.join(missing)}")
+    if cfg.data.doctor:
+        check_datasets(cfg)
     # The run folder must not be (inside) a dataset, a file, or -- for a fresh run -- a non-empty folder.
     clikit.prepare_out(
         cfg.output_dir,
@@ -103,6 +105,27 @@ def _train(args: argparse.Namespace) -> int:
         final = str(result["final_dir"]) if result["final_dir"] else None
         print(json.dumps({"final_dir": final, "global_step": result["global_step"], **last}))
     return 0
+
+
+def check_datasets(cfg) -> None:
+    """`automot data doctor`'s fast checks on every dataset folder of ``cfg``; CheckFailed (exit 4) when a folder
+    has more than ``data.doctor_max_errors`` errors (the message names the first ones)."""
+    from automot.errors import CheckFailed
+    from automot.training.data.doctor import run_doctor
+
+    d = cfg.data
+    for root in dict.fromkeys([*d.train, *d.val]):
+        report = run_doctor(root, d.format, fast=True, max_errors=d.doctor_max_errors, camera=d.camera)
+        if not report.ok:
+            first = "; ".join(
+                f"{e['file']}{' [' + e['field'] + ']' if e['field'] else ''}: {e['message']}" for e in report.errors[:3]
+            )
+            raise CheckFailed(
+                f"data: {root}: {report.error_count} errors in the start-up dataset check "
+                f"(data.doctor_max_errors {d.doctor_max_errors}): {first}"
+                + ("; ..." if report.error_count > 3 else "")
+                + f"; run `automot data doctor {root}` for the full report (data.doctor: false skips this check)"
+            )
 
 
 def _collect(args: argparse.Namespace) -> int:

@@ -53,6 +53,8 @@ class DataSection:
     batch_size: int = 4
     num_workers: int = 0
     vqa: bool = False  # load scene Q/A pairs (needed when loss.vqa > 0)
+    doctor: bool = True  # run `automot data doctor`'s fast checks on every dataset folder at start-up
+    doctor_max_errors: int = 0  # errors tolerated by that check before `automot train` exits 4
 
 
 @dataclass
@@ -199,6 +201,8 @@ class TrainConfig:
         if self.num_threads is not None:
             positive("num_threads", self.num_threads)
         positive("data.batch_size", self.data.batch_size)
+        if self.data.doctor_max_errors < 0:
+            out.append(f"data.doctor_max_errors: must be >= 0, got {self.data.doctor_max_errors}")
         positive("optim.grad_accum", self.optim.grad_accum)
         positive("optim.lr", self.optim.lr)
         if not 0.0 <= self.data.val_fraction < 1.0:

@@ -1,0 +1,77 @@
+"""``automot data`` subcommands (registered by automot/cli.py): ``automot data doctor DIR [--json]``.
+
+A dataset that is not a dataset (or not found) exits 2; a dataset with more errors than ``--max-errors`` exits 4
+(``ExitCode.CHECK_FAILED``) after the summary / JSON is printed and the report written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from automot import clikit
+from automot.errors import CheckFailed, ExitCode
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    data = clikit.add_command(
+        subparsers,
+        "data",
+        help="dataset tools: `automot data doctor DIR` validates a dataset folder",
+        func=_data_help,
+    )
+    data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    data.set_defaults(_data_parser=data)
+    doctor = clikit.add_command(
+        data_sub,
+        "doctor",
+        help="validate a dataset folder (automot / bench2drive / pdm_lite) before a long training job",
+        func=_doctor,
+        description=(
+            "Counts routes and frames; finds missing / corrupt files, None / NaN fields, non-monotonic frames and\n"
+            "timestamps, implausible targets (e.g. a target point 100 m to the side); summarises meta-actions and\n"
+            "speeds. Prints a summary (or the report with --json), writes the JSON report, exits 4 when the errors\n"
+            "exceed --max-errors. The checks are listed in training/data/doctor.py."
+        ),
+    )
+    doctor.add_argument("dir", metavar="DIR", help="dataset folder (a root, a route folder or a Bench2Drive DATAROOT)")
+    doctor.add_argument(
+        "--format", choices=["automot", "bench2drive", "pdm_lite"], help="dataset layout (default: detected)"
+    )
+    doctor.add_argument("--json", action="store_true", help="print the JSON report instead of the summary")
+    doctor.add_argument(
+        "--report", help="where to write the JSON report (default: data_doctor_<DIR name>.json in the current folder)"
+    )
+    doctor.add_argument("--max-errors", type=int, default=0, help="errors tolerated before exiting 4 (default 0)")
+    doctor.add_argument("--fast", action="store_true", help="only the fast checks `automot train` runs at start-up")
+    doctor.add_argument("--camera", help="automot format: camera whose frames are checked (default: the first)")
+
+
+def _data_help(args: argparse.Namespace) -> int:
+    args._data_parser.print_help()
+    return int(ExitCode.USAGE)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from automot.fsio import atomic_write_json
+    from automot.training.data.doctor import run_doctor
+
+    clikit.require(args.max_errors >= 0, f"--max-errors: must be >= 0, got {args.max_errors}")
+    root = Path(args.dir)
+    clikit.require(root.is_dir(), f"DIR {root}: dataset folder not found")
+    report_path = Path(args.report) if args.report else Path(f"data_doctor_{root.resolve().name or 'root'}.json")
+    clikit.require(not report_path.is_dir(), f"--report {report_path}: is a folder")
+    report = run_doctor(root, args.format, fast=args.fast, max_errors=args.max_errors, camera=args.camera)
+    data = report.to_json()
+    atomic_write_json(report_path, data)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(report.summary())
+        print(f"report: {report_path}")
+    if not report.ok:
+        raise CheckFailed(
+            f"{report.error_count} dataset errors exceed --max-errors {args.max_errors} (report: {report_path})"
+        )
+    return 0
