@@ -471,6 +471,8 @@ class AutoMoTAgent(AutonomousAgent):
                     "fast_step_ms": data["fast_step_ms"],
                     "safe_stop": record.safe_stop,
                     "safe_stop_reason": record.safe_stop_reason,
+                    "refresh_overrun": record.refresh_overrun,
+                    "input_flags": record.input_flags,
                     "error": record.error,
                 }
                 metric = self._metric_info(context.sensors, context.position, context.yaw) if context else None
