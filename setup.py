@@ -2,7 +2,7 @@
 
 from setuptools import find_packages, setup
 
-SUBPACKAGES = ("model", "runtime", "agent", "world", "training", "evaluation")
+SUBPACKAGES = ("model", "runtime", "agent", "world", "training", "evaluation", "debugging")
 
 
 def _packages() -> list[str]:

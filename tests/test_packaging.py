@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-FOLDERS = ("model", "runtime", "agent", "world", "training", "evaluation")
+FOLDERS = ("model", "runtime", "agent", "world", "training", "evaluation", "debugging")
 
 
 def test_wheel_has_a_single_top_level_import_name(tmp_path):
