@@ -152,6 +152,7 @@ def _plots(summary: Mapping[str, Any], folder: Path) -> tuple[dict[str, Path], s
     ax.hist(ds, bins=[i * 10 for i in range(11)], color="#4c78a8", edgecolor="white")
     ax.set_xlabel("driving score per route (missing = 0)")
     ax.set_ylabel("routes")
+    ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_title(f"DS histogram ({len(ds)} routes)")
     out["ds_hist"] = save(fig, "ds_hist")
 
@@ -160,6 +161,7 @@ def _plots(summary: Mapping[str, Any], folder: Path) -> tuple[dict[str, Path], s
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     ax.barh(keys[::-1], [counts.get(k, 0) for k in keys[::-1]], color="#e45756")
     ax.set_xlabel("count")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_title("Infractions (all routes)")
     ax.tick_params(axis="y", labelsize=8)
     out["infractions"] = save(fig, "infractions")
@@ -203,7 +205,7 @@ body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;c
 table{border-collapse:collapse;margin:8px 0 20px}th,td{border:1px solid #ccc;padding:4px 8px;font-size:14px}
 th{background:#f2f2f2;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.missing td{color:#a00}tr.success td:first-child{border-left:4px solid #54a24b}
-.plots img{max-width:100%;margin:4px 0}.notes li{color:#8a5a00}h1{margin-bottom:4px}.meta{color:#666}
+.plots{display:flex;flex-wrap:wrap;gap:8px}.plots div{flex:1 1 480px}.plots img{max-width:100%}.notes li{color:#8a5a00}h1{margin-bottom:4px}.meta{color:#666}
 """
 
 
