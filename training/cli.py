@@ -29,6 +29,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         train, "train into an existing, non-empty output_dir (without --resume), replacing the files a run writes"
     )
     clikit.add_no_progress(train)
+    dry = train.add_argument_group("memory estimate (training/memory.py; nothing is trained)")
+    dry.add_argument(
+        "--dry-run", action="store_true", help="print the per-rank GPU memory estimate for FSDP full fine-tuning"
+    )
+    dry.add_argument("--preset", help="model preset for --dry-run (default: the config's model.preset)")
+    dry.add_argument("--world-size", type=int, default=1, help="number of GPUs (FSDP ranks) for --dry-run")
+    dry.add_argument("--micro-batch", type=int, default=None, help="micro-batch per rank (default: config or 1)")
+    dry.add_argument("--json", action="store_true", help="--dry-run: print the estimate as JSON")
 
     collect = clikit.add_command(
         subparsers,
@@ -56,9 +64,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     clikit.add_no_progress(collect)
 
 
+def _dry_run(args: argparse.Namespace) -> int:
+    from automot.model.config import PRESETS
+    from automot.training.config import TrainConfig
+    from automot.training.memory import format_estimate, memory_estimate
+
+    cfg = TrainConfig.load_yaml(clikit.require_file(args.config, "--config")) if args.config else None
+    preset = args.preset or (cfg.model.preset if cfg else None)
+    clikit.require(preset, "--dry-run needs --preset (or a --config whose model.preset is set)")
+    clikit.require(preset in PRESETS, f"--preset {preset!r}: unknown (presets: {', '.join(PRESETS)})")
+    clikit.require(args.world_size >= 1, f"--world-size: must be >= 1, got {args.world_size}")
+    micro = args.micro_batch or (cfg.data.batch_size if cfg else 1)
+    clikit.require(micro >= 1, f"--micro-batch: must be >= 1, got {micro}")
+    est = memory_estimate(preset, args.world_size, micro)
+    print(json.dumps(est, indent=2) if args.json else format_estimate(est))
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from automot.training.checkpoint import TRAIN_CONFIG, resolve_resume
     from automot.training.config import TrainConfig
+
+    if args.dry_run:
+        return _dry_run(args)
 
     clikit.require(args.config or args.resume, "--config is required (or --resume a checkpoint)")
     if args.config:
