@@ -273,3 +273,66 @@ def test_real_bench2drive_routes_map_to_abilities():
     assert all(r.abilities for r in routes)  # every scenario type of the benchmark has an ability
     counts = {name: sum(name in r.abilities for r in routes) for name in M.ABILITIES}
     assert counts["Give_Way"] == 10 and sum(counts.values()) > 220  # some routes count in two abilities
+
+
+# A straight one-lane road through a junction: road 1 (x 0..50), connecting road 2 inside junction 100 (x 50..60),
+# road 3 (x 60..110); the driving lane -1 lies at CARLA y = +1.75 (OpenDRIVE's y is flipped).
+_MARK = '<roadMark sOffset="0" type="solid" weight="standard" color="standard" width="0.15" laneChange="none"/>'
+_LANE = '<width sOffset="0" a="3.5" b="0" c="0" d="0"/>' + _MARK
+
+
+def _road(rid, x, length, junction, link, lane_link):
+    return (
+        f'<road name="r{rid}" length="{length}" id="{rid}" junction="{junction}"><link>{link}</link>'
+        f'<planView><geometry s="0" x="{x}" y="0" hdg="0" length="{length}"><line/></geometry></planView>'
+        f'<lanes><laneSection s="0"><center><lane id="0" type="none" level="false">{_MARK}</lane></center>'
+        f'<right><lane id="-1" type="driving" level="false"><link>{lane_link}</link>{_LANE}</lane></right>'
+        "</laneSection></lanes></road>"
+    )
+
+
+XODR = (
+    '<?xml version="1.0" standalone="yes"?><OpenDRIVE>'
+    '<header revMajor="1" revMinor="4" name="TestTown" version="1" north="0" south="0" east="0" west="0"/>'
+    + _road(1, 0, 50, -1, '<successor elementType="junction" elementId="100"/>', '<successor id="-1"/>')
+    + _road(
+        2,
+        50,
+        10,
+        100,
+        '<predecessor elementType="road" elementId="1" contactPoint="end"/>'
+        '<successor elementType="road" elementId="3" contactPoint="start"/>',
+        '<predecessor id="-1"/><successor id="-1"/>',
+    )
+    + _road(3, 60, 50, -1, '<predecessor elementType="junction" elementId="100"/>', '<predecessor id="-1"/>')
+    + '<junction id="100" name="j"><connection id="0" incomingRoad="1" connectingRoad="2" contactPoint="start">'
+    '<laneLink from="-1" to="-1"/></connection></junction></OpenDRIVE>'
+)
+
+
+def test_traffic_signs_partial_credit_with_a_real_carla_map(tmp_path, monkeypatch):
+    """carla_junction_index on an OpenDRIVE map through the carla client's Map and the CARLA PythonAPI's
+    GlobalRoutePlanner (no server): the first junction waypoint of the 1 m densified route sits at x = 50."""
+    from pathlib import Path
+
+    pytest.importorskip("carla")
+    api = Path(__file__).resolve().parents[2] / "shared" / "third_party" / "carla_pythonapi"
+    if not (api / "agents" / "navigation" / "global_route_planner.py").is_file():
+        pytest.skip(f"CARLA PythonAPI agents not found under {api}")
+    monkeypatch.syspath_prepend(str(api))
+    root = tmp_path / "carla"
+    maps = root / "CarlaUE4" / "Content" / "Carla" / "Maps" / "OpenDrive"
+    maps.mkdir(parents=True)
+    (maps / "TestTown.xodr").write_text(XODR)
+    fn = M.carla_junction_index(root)
+    assert fn is not None
+    route = M.RouteSpec("20", "TestTown", ["PedestrianCrossing"], [(1.0, 1.75, 0.0), (100.0, 1.75, 0.0)])
+    k, n = fn(route)
+    # ~1 m spacing from x = 1 to x = 100: about 99 waypoints, the first inside the junction about the 49th
+    assert 47 <= k <= 51 and 95 <= n <= 103
+    assert fn(M.RouteSpec("21", "Town99", [], [(0, 0, 0), (1, 0, 0)])) is None  # no map for that town
+    # the rule end to end: (k + 8) / n is about 0.58 -> RC 40 % gets no credit, RC 80 % does
+    res_low = M.ability_scores([rec(20, "Failed", rc=40.0)], [route], junction_fn=fn)
+    res_high = M.ability_scores([rec(20, "Failed", rc=80.0)], [route], junction_fn=fn)
+    assert res_low["scores"]["Traffic_Signs"] == 0.0 and res_high["scores"]["Traffic_Signs"] == 1.0
+    assert res_high["scores"]["Emergency_Brake"] == 0.0  # partial credit is for Traffic_Signs only
