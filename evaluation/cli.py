@@ -1,0 +1,322 @@
+"""``automot eval``: a whole evaluation (a leaderboard / Bench2Drive route file in CARLA, or the embedded routes
+over seeds) on a local Ray instance or a Ray cluster, with crash recovery, resume, merge and report.
+
+::
+
+    automot eval --routes ROUTES.xml --agent-config CFG.yaml --out DIR [--world carla|embedded] [--flavour ...]
+                 [--gpus 0,1,2,3 | --ray-address ADDR] [--workers-per-gpu K] [--carla-root PATH | --carla-image IMG]
+                 [--routes-subset IDS] [--repetitions N] [--max-retries 3] [--route-timeout S] [--resume]
+                 [--seeds 0-4 (embedded)]
+    automot eval report DIR
+
+Each route ends up in ``DIR/routes/<route_id>/`` (complete or absent, automot.evaluation.records); re-running
+into the same DIR (``--resume`` says so explicitly) runs only the routes without a complete folder. Then the merge
+(``DIR/results.json``, ``DIR/merged.json``) and the report (``DIR/report.md``, ``DIR/report.html``) are written
+from what is in DIR. Exit 0 when every route has a record (routes that failed after all retries are recorded
+with score 0 and listed), 2 bad options, 3 Ray / CARLA / evaluator missing, 130 interrupted (re-run to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from automot import clikit
+from automot.errors import EnvironmentProblem, Interrupted, UsageError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_AGENT = "agent/automot_agent.py"
+DEFAULT_EMBEDDED_CONFIG = "leaderboard_configs/demo_tiny.yaml"
+EVAL_FILE = "eval.json"  # the routes this DIR evaluates (checked when re-running into it)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = clikit.add_command(
+        subparsers,
+        "eval",
+        help="full evaluation of a route file (CARLA) or the embedded routes, on Ray; `eval report DIR`",
+        func=_cmd_eval,
+        description=__doc__.split("::")[0].strip(),
+    )
+    p.add_argument(
+        "action", nargs="*", metavar="report DIR", help="`report DIR`: (re)compute the merge, metrics and report"
+    )
+    p.add_argument("--routes", help="leaderboard route XML (carla), or 'all' / comma-separated names (embedded)")
+    p.add_argument("--agent-config", metavar="CFG.yaml", help="agent config (embedded default: demo_tiny.yaml)")
+    p.add_argument("--agent", default=DEFAULT_AGENT, help=f"agent file (default: {DEFAULT_AGENT})")
+    clikit.add_out(p, "evaluation folder (re-running into it resumes)")
+    p.add_argument("--world", choices=("carla", "embedded"), default="carla", help="simulator (default: carla)")
+    p.add_argument("--flavour", choices=("leaderboard", "bench2drive"), help="evaluator flavour (default: detected)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--gpus", help="GPU ids on this node, e.g. 0,1,2,3 (default: 0)")
+    where.add_argument("--ray-address", metavar="ADDR", help="an existing Ray cluster (one worker per GPU slot)")
+    p.add_argument("--workers-per-gpu", type=int, default=1, metavar="K", help="simulators per GPU (default: 1)")
+    sim = p.add_mutually_exclusive_group()
+    sim.add_argument("--carla-root", metavar="PATH", help="CARLA 0.9.15 folder with CarlaUE4.sh (default: CARLA_ROOT)")
+    sim.add_argument("--carla-image", metavar="IMAGE", help="run the server in a container, e.g. carlasim/carla:0.9.15")
+    p.add_argument("--routes-subset", metavar="IDS", help="route ids, e.g. 1711,1773 or 1711-1790")
+    p.add_argument("--repetitions", type=int, help="repetitions per route (evaluator default 1)")
+    p.add_argument("--max-retries", type=int, default=3, help="retries of a crashed / hung route (default: 3)")
+    p.add_argument("--route-timeout", type=float, default=7200.0, metavar="S", help="watchdog per route attempt")
+    p.add_argument("--resume", action="store_true", help="continue the eval in --out (re-running into it does too)")
+    p.add_argument("--seeds", default="0", help="embedded: seeds, e.g. 0-4 or 0,3 (default: 0)")
+    p.add_argument("--ticks", type=int, help="embedded: tick limit per route (default: the route's)")
+    p.add_argument("--workers", type=int, help="embedded: routes at once (default: the cluster's CPUs)")
+    p.add_argument("--leaderboard-root", help="folder holding the leaderboard package (default: LEADERBOARD_ROOT)")
+    p.add_argument("--scenario-runner-root", help="folder holding srunner (default: SCENARIO_RUNNER_ROOT)")
+    p.add_argument("--progress-every", type=float, default=30.0, metavar="S", help="progress line period (s)")
+    # Testing / unusual servers: a server command template and an evaluator command replacing the real ones.
+    p.add_argument("--simulator-command", help=argparse.SUPPRESS)
+    p.add_argument("--evaluator-command", help=argparse.SUPPRESS)
+    p.add_argument("--probe", choices=("carla", "tcp"), default="carla", help=argparse.SUPPRESS)
+    p.add_argument("--simulator-start-timeout", type=float, default=180.0, help=argparse.SUPPRESS)
+
+
+def _resolve(path: str) -> str:
+    return path if Path(path).exists() or not (REPO_ROOT / path).exists() else str(REPO_ROOT / path)
+
+
+def parse_seeds(text: str) -> list[int]:
+    seeds: list[int] = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        try:
+            if "-" in part:
+                a, b = (int(x) for x in part.split("-", 1))
+                clikit.require(a <= b, f"--seeds {text}: empty range {part}")
+                seeds += list(range(a, b + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            raise UsageError(f"--seeds {text}: not a list of seeds like 0-4 or 0,3") from None
+    clikit.require(seeds and all(0 <= s < 2**32 for s in seeds), f"--seeds {text}: seeds must be 0 .. 2**32-1")
+    return sorted(set(seeds), key=seeds.index)
+
+
+def build_jobs(args: argparse.Namespace):
+    from automot.evaluation.records import Job, read_route_file, select_subset
+
+    if args.world == "embedded":
+        from automot.world.routes import list_routes, load_route
+
+        names = list_routes() if args.routes == "all" else clikit.split_list(args.routes, "--routes", list_routes())
+        seeds = parse_seeds(args.seeds)
+        jobs = []
+        for name in names:
+            limit = float(args.ticks or load_route(name).tick_limit)
+            jobs += [Job(f"{name}_seed{s}", name, limit, s) for s in seeds]
+        return jobs
+    routes = read_route_file(clikit.require_file(args.routes, "--routes"))
+    chosen = set(select_subset([r for r, _ in routes], args.routes_subset))
+    return [Job(rid, rid, length) for rid, length in routes if rid in chosen]
+
+
+def _split_command(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    text = text.strip()
+    return json.loads(text) if text.startswith("[") else shlex.split(text)
+
+
+def build_config(args: argparse.Namespace, out: Path):
+    import os
+
+    from automot.evaluation.engine import EvalConfig
+    from automot.evaluation.simulator import SimulatorSpec
+
+    agent = _resolve(args.agent)
+    clikit.require(Path(agent).is_file(), f"--agent {agent}: file not found")
+    cfg = EvalConfig(
+        out=str(out.resolve()),
+        world=args.world,
+        routes=str(Path(args.routes).resolve()) if args.world == "carla" else args.routes,
+        agent=str(Path(agent).resolve()),
+        max_retries=args.max_retries,
+        route_timeout=args.route_timeout,
+        repetitions=args.repetitions,
+        ticks=args.ticks,
+        leaderboard_root=args.leaderboard_root,
+        scenario_runner_root=args.scenario_runner_root,
+        flavour={"leaderboard": "leaderboard-2.0", "bench2drive": "bench2drive", None: None}[args.flavour],
+        # Ray workers do not see this process's environment: the AUTOMOT_* settings (e.g. the port-lock folder,
+        # AUTOMOT_DEBUG) travel with the config to the workers and the evaluators they start.
+        env={k: v for k, v in os.environ.items() if k.startswith("AUTOMOT_")},
+    )
+    if args.world == "embedded":
+        config = _resolve(args.agent_config or DEFAULT_EMBEDDED_CONFIG)
+        cfg.agent_config = str(Path(config).resolve()) if Path(config).exists() else config
+        return cfg
+    clikit.require(args.agent_config, "--agent-config is required for --world carla")
+    cfg.agent_config = _resolve(args.agent_config)
+    sim_cmd = _split_command(args.simulator_command)
+    carla_root = args.carla_root or (None if args.carla_image or sim_cmd else os.environ.get("CARLA_ROOT"))
+    if not (sim_cmd or args.carla_image or carla_root):
+        raise EnvironmentProblem("no CARLA server: pass --carla-root PATH (or set CARLA_ROOT) or --carla-image IMAGE")
+    if carla_root and not sim_cmd:
+        clikit.require((Path(carla_root) / "CarlaUE4.sh").is_file(), f"--carla-root {carla_root}: no CarlaUE4.sh there")
+    cfg.simulator = SimulatorSpec(
+        carla_root=None if sim_cmd else carla_root,
+        image=None if sim_cmd else args.carla_image,
+        command=sim_cmd,
+        probe=args.probe,
+        start_timeout=args.simulator_start_timeout,
+    )
+    cfg.evaluator_command = _split_command(args.evaluator_command)
+    if args.probe == "carla":
+        try:
+            import carla  # noqa: F401
+        except ImportError:
+            raise EnvironmentProblem("the CARLA client is missing: pip install -e '.[carla]'") from None
+    if cfg.evaluator_command is None:
+        from automot.world import evaluator
+
+        evaluator.check_route_parser(evaluator.locate(args.leaderboard_root, args.scenario_runner_root))
+    return cfg
+
+
+def _accept_existing(out: Path) -> bool:
+    return (out / EVAL_FILE).is_file() or (out / "routes").is_dir()
+
+
+def _check_same_eval(out: Path, job_ids: list[str], world: str) -> None:
+    path = out / EVAL_FILE
+    if not path.is_file():
+        return
+    try:
+        before = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return
+    if before.get("world") != world or before.get("job_ids") != job_ids:
+        raise UsageError(
+            f"--out {out}: holds an eval of other routes ({len(before.get('job_ids') or [])} routes, world "
+            f"{before.get('world')}); choose another --out (re-running into it only continues the same eval)"
+        )
+
+
+def _init_ray(address: str | None) -> bool:
+    """Connect to ``address`` (or Ray's own RAY_ADDRESS) or start a local instance; True when this process
+    started it. With ``--gpus`` and RAY_ADDRESS, the workers use those GPU ids of the node they land on."""
+    import os
+
+    try:
+        import ray
+    except ImportError:
+        raise EnvironmentProblem("Ray is missing: pip install -e '.[eval]'") from None
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized():
+        return False
+    kw = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    if address:
+        ray.init(address=address, **{k: v for k, v in kw.items() if k != "include_dashboard"})
+        return False
+    ray.init(**kw)
+    return True
+
+
+def finish(out: Path, job_ids: list[str], routes_xml: str | None = None, repetitions: int | None = None) -> dict | None:
+    """The other half of `automot eval`: merge (results.json, merged.json) and the report, when available."""
+    try:
+        from automot.evaluation.merge import merge_eval
+    except ImportError:
+        print("eval: merge not available in this version (automot.evaluation.merge)", file=sys.stderr)
+        return None
+    merged = merge_eval(out, job_ids, routes_xml=routes_xml, repetitions=repetitions or 1)
+    try:
+        from automot.evaluation.report import write_report
+    except ImportError:
+        print("eval: report not available in this version (automot.evaluation.report)", file=sys.stderr)
+        return merged
+    write_report(out)
+    return merged
+
+
+def _cmd_report(folder: str) -> int:
+    out = Path(folder)
+    clikit.require(out.is_dir(), f"eval report {out}: not a folder")
+    try:
+        from automot.evaluation.report import report_main
+    except ImportError:
+        raise EnvironmentProblem("eval report: not available in this version (automot.evaluation.report)") from None
+    return int(report_main(out) or 0)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    if args.action:
+        clikit.require(
+            args.action[0] == "report" and len(args.action) == 2,
+            f"eval: unknown arguments {' '.join(args.action)}; use `automot eval report DIR` or the --routes form",
+        )
+        return _cmd_report(args.action[1])
+    clikit.require(args.routes, "--routes is required (a route XML, or 'all' with --world embedded)")
+    clikit.require(args.out, "--out is required")
+    clikit.require(args.max_retries >= 0, f"--max-retries {args.max_retries}: must be >= 0")
+    clikit.require(args.route_timeout > 0, f"--route-timeout {args.route_timeout}: must be > 0")
+    clikit.require(args.workers_per_gpu >= 1, f"--workers-per-gpu {args.workers_per_gpu}: must be >= 1")
+    clikit.require(args.ticks is None or args.ticks >= 1, f"--ticks {args.ticks}: must be >= 1")
+    clikit.require(args.workers is None or args.workers >= 1, f"--workers {args.workers}: must be >= 1")
+    if args.world == "carla":
+        clikit.require(args.ticks is None, "--ticks: embedded world only")
+    jobs = build_jobs(args)
+    job_ids = [j.job_id for j in jobs]
+    from automot.fsio import atomic_write_json
+
+    with clikit.claim_out(args.out, accept_existing=_accept_existing) as out:
+        _check_same_eval(out, job_ids, args.world)
+        cfg = build_config(args, out)
+        from automot.evaluation import records
+        from automot.evaluation.engine import run_jobs
+
+        records.remove_stale_stages(out)
+        atomic_write_json(
+            out / EVAL_FILE,
+            {"world": args.world, "routes": args.routes, "job_ids": job_ids, "argv": sys.argv[1:]},
+        )
+        done = sum(records.is_complete(out, j) for j in job_ids)
+        if done:
+            print(f"eval: resuming {out}: {done}/{len(job_ids)} routes already recorded", file=sys.stderr)
+        started = _init_ray(args.ray_address)
+        import ray
+
+        t0 = time.monotonic()
+        try:
+            if args.world == "embedded":
+                workers = args.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+                summaries = run_jobs(cfg, jobs, [], workers=workers, progress_every=args.progress_every)
+            elif args.ray_address and not args.gpus:
+                n_gpus = int(ray.cluster_resources().get("GPU", 0))
+                if n_gpus < 1:
+                    raise EnvironmentProblem(f"--ray-address {args.ray_address}: the cluster has no GPU")
+                slots = [None] * (n_gpus * args.workers_per_gpu)
+                summaries = run_jobs(
+                    cfg, jobs, slots, ray_gpus_per_slot=1.0 / args.workers_per_gpu, progress_every=args.progress_every
+                )
+            else:
+                gpus = clikit.split_list(args.gpus or "0", "--gpus")
+                slots = [g for g in gpus for _ in range(args.workers_per_gpu)]
+                summaries = run_jobs(cfg, jobs, slots, progress_every=args.progress_every)
+        except KeyboardInterrupt:
+            kept = sum(records.is_complete(out, j) for j in job_ids)
+            raise Interrupted(
+                f"interrupted: {kept}/{len(job_ids)} routes recorded in {out / 'routes'}; run the same command "
+                "again (or with --resume) to run the rest"
+            ) from None
+        finally:
+            if started:
+                ray.shutdown()
+        wall = time.monotonic() - t0
+        atomic_write_json(out / ".eval" / "last_run.json", {"wall_s": round(wall, 3), "routes_run": summaries})
+        missing = [j for j in job_ids if not records.is_complete(out, j)]
+        failed = [s["job_id"] for s in summaries if s.get("status") == "failed"]
+        xml = cfg.routes if args.world == "carla" else None
+        finish(out, job_ids, routes_xml=xml, repetitions=args.repetitions)
+    print(f"eval: {len(job_ids) - len(missing)}/{len(job_ids)} routes recorded in {out} ({wall:.1f} s)")
+    if failed:
+        print(f"  failed after retries (scored 0): {', '.join(failed)}")
+    if missing:
+        raise clikit.RunFailed(f"{len(missing)} route(s) have no record: {', '.join(missing)}")
+    return 0
