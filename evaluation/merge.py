@@ -199,6 +199,48 @@ def _rep_ids(folder: str, repetitions: int) -> list[str]:
     return [f"RouteScenario_{folder}_rep{k}" for k in range(repetitions)]
 
 
+_SEED_FOLDER = re.compile(r"^(?P<route>.+)_seed(?P<seed>\d+)$")
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1; 0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, std
+
+
+def seed_groups(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Mean +- std over seeds for folders named ``<route>_seed<k>`` (the embedded world's (route, seed) jobs):
+    per route (DS, RC, success share over its seeds) and for the whole set (DS per seed over its routes, then
+    mean +- sample std over seeds). ``None`` when no folder carries a seed."""
+    per_route: dict[str, list[Mapping[str, Any]]] = {}
+    per_seed: dict[int, list[float]] = {}
+    for row in rows:
+        match = _SEED_FOLDER.match(str(row.get("folder")))
+        if not match:
+            continue
+        per_route.setdefault(match.group("route"), []).append(row)
+        per_seed.setdefault(int(match.group("seed")), []).append(float(row.get("ds") or 0.0))
+    if not per_route:
+        return None
+    routes = {}
+    for name, items in per_route.items():
+        ds_mean, ds_std = _mean_std([float(r.get("ds") or 0.0) for r in items])
+        rc_mean, rc_std = _mean_std([float(r.get("rc") or 0.0) for r in items])
+        routes[name] = {
+            "seeds": len(items),
+            "ds_mean": ds_mean,
+            "ds_std": ds_std,
+            "rc_mean": rc_mean,
+            "rc_std": rc_std,
+            "success": sum(bool(r.get("success")) for r in items) / len(items),
+        }
+    seed_ds = {seed: sum(v) / len(v) for seed, v in sorted(per_seed.items())}
+    mean, std = _mean_std(list(seed_ds.values()))
+    return {"routes": routes, "ds_per_seed": {str(k): v for k, v in seed_ds.items()}, "ds_mean": mean, "ds_std": std}
+
+
 def merge_eval(
     out_dir: str | os.PathLike,
     route_ids: Sequence[str],
@@ -273,7 +315,7 @@ def merge_eval(
 
     routes = M.parse_routes_xml(routes_xml) if routes_xml else None
     summary = summarize(records, n_expected, routes=routes, metric_paths=metric_paths, carla_root=carla_root)
-    summary.update(missing=missing, extra=extra, unreadable=unreadable, routes=rows)
+    summary.update(missing=missing, extra=extra, unreadable=unreadable, routes=rows, seeds=seed_groups(rows))
     if extra:
         summary["notes"].append(f"route folders not in the route file were ignored: {', '.join(extra)}")
     if missing:

@@ -34,7 +34,7 @@ REPORT_HTML = "report.html"
 PLOTS_DIR = "report_files"
 ABILITY_NAMES = tuple(ABILITIES)
 
-__all__ = ["format_progress", "report_main", "summary_rows", "write_report"]
+__all__ = ["format_progress", "report_main", "seed_rows", "summary_rows", "write_report"]
 
 
 # ------------------------------------------------------------------------------------------- progress
@@ -98,10 +98,40 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _route_label(row: Mapping[str, Any]) -> str:
+    """The record's route_id; with the folder name too when that is not the route's XML id (embedded seeds)."""
+    route_id, folder = str(row.get("route_id") or ""), str(row.get("folder") or "")
+    parts = route_id.split("_")
+    if not route_id or (len(parts) > 1 and parts[1] == folder):
+        return route_id or folder
+    return f"{folder} ({route_id})"
+
+
+def seed_rows(summary: Mapping[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(route, seeds, DS mean +- std, RC mean +- std, success) rows over seeds, the overall row last."""
+    seeds = summary.get("seeds")
+    if not seeds:
+        return []
+    rows = []
+    for name, g in seeds["routes"].items():
+        rows.append(
+            (
+                name,
+                str(g["seeds"]),
+                f"{g['ds_mean']:.2f} ± {g['ds_std']:.2f}",
+                f"{g['rc_mean']:.2f} ± {g['rc_std']:.2f}",
+                _pct(g["success"]),
+            )
+        )
+    n = len(seeds["ds_per_seed"])
+    rows.append(("all routes (DS per seed)", str(n), f"{seeds['ds_mean']:.2f} ± {seeds['ds_std']:.2f}", "", ""))
+    return rows
+
+
 def _route_cells(row: Mapping[str, Any]) -> dict[str, str]:
     first = row.get("first_infraction")
     return {
-        "route": str(row.get("route_id") or row.get("folder")),
+        "route": _route_label(row),
         "status": str(row.get("status")) + (f" ({row['failure_reason']})" if row.get("failure_reason") else ""),
         "ds": _num(row.get("ds")),
         "rc": _num(row.get("rc")),
@@ -183,6 +213,9 @@ def _markdown(summary: Mapping[str, Any], plots: Mapping[str, Path], out_dir: Pa
     if plots:
         lines += ["", "## Plots", ""]
         lines += [f"![{name}]({path.relative_to(out_dir).as_posix()})" for name, path in plots.items()]
+    if seed_rows(summary):
+        lines += ["", "## Over seeds (mean ± sample std)", "", "| route | seeds | DS | RC | success |"]
+        lines += ["|---|---:|---:|---:|---:|"] + [f"| {' | '.join(map(_md_cell, r))} |" for r in seed_rows(summary)]
     lines += ["", "## Infractions", "", "| infraction | count | per km |", "|---|---:|---:|"]
     per_km = summary.get("infractions_per_km") or {}
     counts = summary.get("infraction_counts") or {}
@@ -231,6 +264,12 @@ def _html(summary: Mapping[str, Any], plots: Mapping[str, Path], notes: Sequence
             data = base64.b64encode(path.read_bytes()).decode("ascii")
             parts.append(f'<div><img alt="{e(name)}" id="plot-{e(name)}" src="data:image/png;base64,{data}"></div>')
         parts.append("</div>")
+    if seed_rows(summary):
+        parts.append('<h2>Over seeds (mean ± sample std)</h2><table id="seeds"><tr><th>route</th><th>seeds</th>')
+        parts.append("<th>DS</th><th>RC</th><th>success</th></tr>")
+        for r in seed_rows(summary):
+            parts.append("<tr>" + "".join(f'<td class="num">{e(c)}</td>' for c in r) + "</tr>")
+        parts.append("</table>")
     per_km = summary.get("infractions_per_km") or {}
     counts = summary.get("infraction_counts") or {}
     parts.append(

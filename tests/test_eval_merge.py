@@ -4,6 +4,7 @@ route XML, the first-infraction time, and the report files (automot.evaluation.m
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -214,3 +215,28 @@ def test_report_files_and_progress(eval_dir):
         "routes 12/220 done, 2 running, 1 failed | DS so far 45.31 | ETA 1h02m"
     )
     assert format_progress(0, 0, 0, None, None) == "routes 0 done, 0 running, 0 failed | DS so far -- | ETA --"
+
+
+def test_embedded_seed_folders_mean_and_std(tmp_path):
+    out = tmp_path / "emb"
+    ds = {"merge_seed0": 100.0, "merge_seed1": 50.0, "lane_seed0": 80.0, "lane_seed1": 20.0}
+    for folder, value in ds.items():
+        (out / "routes" / folder).mkdir(parents=True)
+        rid = 2 if folder.startswith("merge") else 0
+        r = record(rid, "Perfect" if value == 100.0 else "Failed", value, 1.0)
+        (out / "routes" / folder / "results.json").write_text(json.dumps(checkpoint(r)))
+    summary = merge_eval(out, list(ds))
+    seeds = summary["seeds"]
+    # merge: (100 + 50) / 2 = 75, sample std sqrt((25^2 + 25^2) / 1) = 35.355; lane: 50 +- 42.426
+    assert seeds["routes"]["merge"]["ds_mean"] == pytest.approx(75.0)
+    assert seeds["routes"]["merge"]["ds_std"] == pytest.approx(math.sqrt(2 * 25.0**2))
+    assert seeds["routes"]["lane"]["ds_std"] == pytest.approx(math.sqrt(2 * 30.0**2))
+    assert seeds["routes"]["merge"]["success"] == 0.5
+    # DS per seed over its routes: seed 0 (100 + 80) / 2 = 90, seed 1 (50 + 20) / 2 = 35 -> 62.5 +- 38.891
+    assert seeds["ds_per_seed"] == {"0": 90.0, "1": 35.0}
+    assert seeds["ds_mean"] == pytest.approx(62.5) and seeds["ds_std"] == pytest.approx(math.sqrt(2 * 27.5**2))
+    write_report(out)
+    md = (out / "report.md").read_text()
+    assert "| merge | 2 | 75.00 ± 35.36 |" in md and "| all routes (DS per seed) | 2 | 62.50 ± 38.89 |" in md
+    assert "merge_seed0 (RouteScenario_2_rep0)" in md
+    assert merge_eval(tmp_path / "none", ["1"])["seeds"] is None
