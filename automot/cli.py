@@ -29,6 +29,7 @@ _SUBCOMMAND_MODULES = [
     "automot.training.cli",
     "automot.evaluation.cli",
     "automot.training.data.cli",
+    "automot.debugging.cli",
 ]
 
 DEBUG_ENV = "AUTOMOT_DEBUG"

@@ -1,0 +1,75 @@
+"""``automot inspect`` / ``automot replay`` / ``automot view``: debugging a run from its files.
+
+Imports are lazy (replay needs torch, view needs the ``viz`` extra), so ``automot --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from automot import clikit
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = clikit.add_command(
+        subparsers,
+        "inspect",
+        help="summarise a run (or every route of an eval folder): infractions with their ticks, latency, staleness",
+        func=_cmd_inspect,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a drive --out folder or an eval folder (routes/<id>/)")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    p.add_argument("--before", type=int, default=5, help="ticks shown before each infraction (default 5)")
+
+    p = clikit.add_command(
+        subparsers,
+        "replay",
+        help="re-run the model open loop on a run's recorded inputs (drive --record-inputs) and compare",
+        func=_cmd_replay,
+        description=(
+            "Feed the inputs recorded by `automot drive --record-inputs` through the runtime again, with the run's "
+            "own checkpoint (reproduction check) or another one (--checkpoint / --config: comparison). Writes "
+            "OUT/replay.json (and, for a comparison, OUT/compare.mp4)."
+        ),
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder with inputs/ (drive --record-inputs)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", metavar="DIR", help="another checkpoint (the run's agent config otherwise)")
+    src.add_argument("--config", metavar="AGENT.yaml", help="another agent config (model + runtime sections used)")
+    p.add_argument("--ticks", metavar="A:B", help="replay ticks A <= tick < B only (default: every recorded tick)")
+    p.add_argument("--mode", help="runtime mode (default: the run's; sync is deterministic)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
+    p.add_argument("--no-video", action="store_true", help="comparison: skip the side-by-side video")
+    clikit.add_out(p, "output folder for replay.json", required=True)
+    clikit.add_overwrite(p)
+
+    p = clikit.add_command(
+        subparsers,
+        "view",
+        help="export a run to a Rerun recording (.rrd) or open it in the Rerun viewer (needs the viz extra)",
+        func=_cmd_view,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a drive --out folder (or one route folder of an eval)")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("--save", metavar="RUN.rrd", help="write the recording to this file")
+    out.add_argument("--spawn", action="store_true", help="open the Rerun viewer and stream the run into it")
+    p.add_argument("--max-images", type=int, default=None, help="log every n-th camera image only to stay small")
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from automot.debugging.inspect import inspect_main
+
+    clikit.require(args.before >= 0, f"--before {args.before}: must be >= 0")
+    return inspect_main(args.run_dir, as_json=args.json, before=args.before)
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from automot.debugging.replay import replay_main
+
+    return replay_main(args)
+
+
+def _cmd_view(args: argparse.Namespace) -> int:
+    from automot.debugging.rerun_export import view_main
+
+    return view_main(args)
