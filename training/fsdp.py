@@ -244,6 +244,7 @@ def load_sharded(path: str | Path, model: nn.Module, optimizer=None, extra: dict
     """Load a :func:`save_sharded` folder into ``model`` (+ ``optimizer``), resharded to the current ranks;
     returns the saved ``extra`` (give a template dict of the same keys to read it)."""
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
     from torch.distributed.checkpoint.state_dict import (
         get_model_state_dict,
         get_state_dict,
@@ -258,7 +259,16 @@ def load_sharded(path: str | Path, model: nn.Module, optimizer=None, extra: dict
         state = {"model": get_model_state_dict(model)}
     if extra is not None:
         state["extra"] = extra
-    dcp.load(state, checkpoint_id=str(path))
+    # Model (and extra) strictly; the optimizer partially: parameters that never had a gradient (e.g. the last UE
+    # layer's output projections, which no action token depends on) have no AdamW state in the checkpoint, while
+    # get_state_dict initialises one for every parameter (a state that stays unused: AdamW skips grad-less params).
+    dcp.load({k: v for k, v in state.items() if k != "optim"}, checkpoint_id=str(path))
+    if optimizer is not None:
+        dcp.load(
+            {"optim": state["optim"]},
+            checkpoint_id=str(path),
+            planner=DefaultLoadPlanner(allow_partial_load=True),
+        )
     if optimizer is not None:
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     else:
