@@ -6,7 +6,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-MODES = ("async", "sync", "blocking")
+MODES = ("async", "sync", "blocking", "pipelined")
 ENGINES = ("torch", "torch-compile", "onnxruntime", "tensorrt")
 
 
@@ -30,6 +30,11 @@ class RuntimeConfig:
       ``sync``     refresh inside ``submit`` when ``frame % sync_every == 0`` or no snapshot exists yet: the
                    released AutoMoT cadence, deterministic.
       ``blocking`` refresh on every ``submit`` (the slow baseline).
+      ``pipelined`` a fixed schedule in simulation time: ``submit`` of frame t with ``t % refresh_every == 0`` (or no
+                   snapshot and none scheduled) starts a refresh on the worker, in parallel with the next ticks; its
+                   snapshot is published exactly at the ``step`` of frame ``t + latency_ticks`` (never earlier), and
+                   that step waits for it within the refresh budget; a miss is a flagged safe stop (``deadline_miss``,
+                   counted) and that snapshot is never published. Results do not depend on machine speed.
     Refresh budget (every mode): a refresh may take ``refresh_timeout_s`` of wall-clock time
     (``first_snapshot_timeout_s`` while no snapshot exists: warm-up). sync/blocking run the refresh on a daemon
     worker and ``submit`` waits at most that long; an overrunning refresh keeps running (one at a time: due refreshes
@@ -41,6 +46,8 @@ class RuntimeConfig:
 
     mode: str = "async"
     sync_every: int = 2
+    refresh_every: int = 2  # pipelined: a refresh starts on every frame with frame % refresh_every == 0
+    latency_ticks: int = 0  # pipelined: K, a refresh started at frame t is published exactly at frame t + K
     engine: str = "torch"
     max_snapshot_age_s: float | None = 1.0
     max_snapshot_age_ticks: int | None = 20
@@ -79,6 +86,20 @@ class RuntimeConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"RuntimeConfig.{name} must be >= 1 or None, got {value}")
+        if self.refresh_every < 1:
+            raise ValueError(f"RuntimeConfig.refresh_every must be >= 1, got {self.refresh_every}")
+        if self.latency_ticks < 0:
+            raise ValueError(f"RuntimeConfig.latency_ticks must be >= 0, got {self.latency_ticks}")
+        if (
+            self.mode == "pipelined"
+            and self.max_snapshot_age_ticks is not None
+            and self.latency_ticks + self.refresh_every - 1 > self.max_snapshot_age_ticks
+        ):
+            raise ValueError(
+                f"RuntimeConfig: pipelined snapshots reach an age of latency_ticks + refresh_every - 1 = "
+                f"{self.latency_ticks + self.refresh_every - 1} ticks, over max_snapshot_age_ticks="
+                f"{self.max_snapshot_age_ticks}: every such tick would be a safe stop"
+            )
         if self.reused_prefix_position_shifts < 0:
             raise ValueError(
                 f"RuntimeConfig.reused_prefix_position_shifts must be >= 0, got {self.reused_prefix_position_shifts}"
@@ -96,15 +117,22 @@ class RuntimeConfig:
 
         async: the paths run at the same time, so they split the cores (fast gets a quarter, at least one) and
         do not oversubscribe; sync/blocking: they run one after the other in one thread, so each may use all.
+        pipelined with ``latency_ticks >= 1`` overlaps like async; with 0 it never overlaps (each step waits for
+        the refresh it publishes), like sync.
         """
         cores = available_cores()
-        if self.mode == "async":
+        if self.overlapping:
             fast = self.threads_fast or max(1, cores // 4)
             slow = self.threads_slow or max(1, cores - fast)
         else:
             fast = self.threads_fast or cores
             slow = self.threads_slow or cores
         return fast, slow
+
+    @property
+    def overlapping(self) -> bool:
+        """The slow and fast paths run at the same time (async, or pipelined with a latency of 1 tick or more)."""
+        return self.mode == "async" or (self.mode == "pipelined" and self.latency_ticks > 0)
 
     @classmethod
     def from_options(cls, base: RuntimeConfig | None = None, **opts: object) -> RuntimeConfig:

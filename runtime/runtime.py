@@ -26,7 +26,8 @@ import tempfile
 import threading
 import time
 import traceback
-from dataclasses import replace
+from collections import deque
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,24 @@ STOP_NO_SNAPSHOT = "no_snapshot"
 STOP_STALE = "stale_snapshot"
 STOP_FAILED = "slow_path_failed"
 STOP_SCENE = "scene_missing"
+STOP_DEADLINE = "deadline_miss"
+
+
+@dataclass(eq=False)
+class _PipelineJob:
+    """One scheduled refresh of the pipelined mode: started at ``frame``, published exactly at frame ``due``."""
+
+    frame: int
+    sim_time: float
+    due: int
+    observation: DrivingObservation | None
+    submitted_at: float  # perf_counter: the wall-clock budget runs from here
+    budget: float | None
+    budget_name: str
+    status: str = "queued"  # queued -> running -> ready | missed (the deadline passed: never published) | skipped
+    snap: Any = None
+    reasoning: str | None = None
+    refresh_ms: float = float("nan")
 
 
 def _set_torch_threads(n: int) -> None:
@@ -145,13 +164,20 @@ class AutoMoTRuntime:
         self._slow_stream = torch.cuda.Stream(device=self.device, priority=0) if cuda else None
         self._thread: threading.Thread | None = None
         self._saved_switch_interval: float | None = None
+        self._jobs: deque[_PipelineJob] = deque()  # pipelined: scheduled refreshes not yet published, in frame order
+        # pipelined: refreshes in flight in a healthy pipeline are at most ceil((K + 1) / N); more means a refresh is
+        # hung (its due ticks miss their deadline anyway), so further ones are skipped instead of queued without end
+        self._max_jobs = config.latency_ticks // config.refresh_every + 2
+        if config.overlapping and config.switch_interval_s is not None:
+            # The fast path re-takes the GIL after every C call; with Python's default 5 ms interval a worker
+            # busy in Python code (image preprocessing) can hold it that long each time.
+            self._saved_switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(config.switch_interval_s)
         if config.mode == "async":
-            if config.switch_interval_s is not None:
-                # The fast path re-takes the GIL after every C call; with Python's default 5 ms interval a worker
-                # busy in Python code (image preprocessing) can hold it that long each time.
-                self._saved_switch_interval = sys.getswitchinterval()
-                sys.setswitchinterval(config.switch_interval_s)
             self._thread = threading.Thread(target=self._worker, name="automot-slow-path", daemon=True)
+            self._thread.start()
+        elif config.mode == "pipelined":
+            self._thread = threading.Thread(target=self._pipeline_worker, name="automot-pipeline", daemon=True)
             self._thread.start()
         elif config.refresh_timeout_s is not None:
             # sync/blocking with a budget: the refresh runs here and submit waits for it at most the budget, so a
@@ -175,6 +201,9 @@ class AutoMoTRuntime:
                 return
         if self._error is not None:
             return  # a failed runtime only safe-stops; the error is already recorded
+        if mode == "pipelined":
+            self._schedule(observation, sim_time, frame)
+            return
         due = mode == "blocking" or self.store.version == 0 or frame % self.config.sync_every == 0
         if not due:
             return
@@ -221,6 +250,12 @@ class AutoMoTRuntime:
         self._check_open()
         if self._error is not None:
             return self._stop(t0, STOP_FAILED, self._failure_reason(), frame, sim_time)
+        if self.config.mode == "pipelined":
+            missed = self._publish_due(frame)
+            if self._error is not None:
+                return self._stop(t0, STOP_FAILED, self._failure_reason(), frame, sim_time)
+            if missed is not None:
+                return self._stop(t0, STOP_DEADLINE, missed, frame, sim_time, self.store.front_meta)
         if self.config.mode == "async" and self.store.version == 0 and self._submitted and not self._first_wait_done:
             # Before the first snapshot: wait for it once (bounded) instead of stopping on the first warm-up tick;
             # if it does not come in time, later steps stop at once until it does (never 10 s per tick).
@@ -324,6 +359,18 @@ class AutoMoTRuntime:
             "late_refreshes": counters.get("late_refreshes", 0),
             "discarded_refreshes": counters.get("discarded_refreshes", 0),
             "first_snapshot_waits": counters.get("first_snapshot_waits", 0),
+            # pipelined: scheduled snapshots that came due, steps that had to wait for theirs (and how long:
+            # "pipeline_wait_ms" below), due snapshots not ready within the budget (flagged safe stops)
+            "pipeline": None
+            if self.config.mode != "pipelined"
+            else {
+                "latency_ticks": self.config.latency_ticks,
+                "refresh_every": self.config.refresh_every,
+                "due": counters.get("pipeline_due", 0),
+                "waits": counters.get("pipeline_waits", 0),
+                "wait_ms_total": round(float(sum(self.telemetry.series("pipeline_wait_ms"))), 4),
+                "deadline_misses": counters.get("deadline_misses", 0),
+            },
             "refresh_running_s": self._running_s(),
             "writer_waits": self.store.write_waits,
             "worker_alive": bool(self._thread and self._thread.is_alive()),
@@ -424,8 +471,15 @@ class AutoMoTRuntime:
         """Async: block until nothing is pending or refreshing (True), the runtime failed, or the timeout passed."""
         with self._cond:
             return self._cond.wait_for(
-                lambda: (self._pending is None and not self._refreshing) or self._error is not None, timeout
+                lambda: (
+                    (self._pending is None and not self._refreshing and not self._queued_jobs())
+                    or self._error is not None
+                ),
+                timeout,
             )
+
+    def _queued_jobs(self) -> bool:
+        return any(j.status == "queued" for j in self._jobs)
 
     # ------------------------------------------------------------------ slow path
     def _worker(self) -> None:
@@ -457,18 +511,38 @@ class AutoMoTRuntime:
                     self._refreshing = False
                     self._cond.notify_all()
 
-    def _refresh(self, observation: DrivingObservation, sim_time: float, frame: int) -> None:
-        t0 = time.perf_counter()
+    def _stream_ctx(self) -> Any:
+        return torch.cuda.stream(self._slow_stream) if self._slow_stream is not None else contextlib.nullcontext()
+
+    def _compute(self, observation: DrivingObservation) -> tuple[Any, str | None]:
+        """The slow path's work for one observation: (prefix snapshot, reasoning text or None)."""
         model_obs = self.model.build_observation(
             list(observation.images), np.asarray(observation.target_points, dtype=np.float32), float(observation.speed)
         )
-        stream_ctx = torch.cuda.stream(self._slow_stream) if self._slow_stream is not None else contextlib.nullcontext()
-        with torch.inference_mode(), stream_ctx:
+        with torch.inference_mode(), self._stream_ctx():
             if self.config.reason:
                 snap = self.model.reason(model_obs, max_new_tokens=self.config.max_new_tokens)
             else:
                 snap = self.model.prefill(model_obs, capacity=self.capacity)
-        reasoning = snap.reasoning_text[0] if snap.reasoning_text else None
+        return snap, (snap.reasoning_text[0] if snap.reasoning_text else None)
+
+    def _publish_snapshot(
+        self, snap: Any, reasoning: str | None, frame: int, sim_time: float, t0: float | None, refresh_ms: float = 0.0
+    ) -> None:
+        """Load ``snap`` into the back KV slot and swap it front (refresh_ms runs from ``t0`` when given)."""
+        with self.store.write() as slot, torch.inference_mode(), self._stream_ctx():
+            valid = slot.load(snap.keys, snap.values, snap.pad_mask, snap.next_position)
+            if self._slow_stream is not None:
+                self._slow_stream.synchronize()  # readers must see finished buffers
+            if t0 is not None:
+                refresh_ms = (time.perf_counter() - t0) * 1e3
+            slot.meta = SnapshotMeta(0, frame, sim_time, reasoning, refresh_ms, valid)
+        self.telemetry.record("refresh_ms", refresh_ms)
+        self.telemetry.count("refreshes")
+
+    def _refresh(self, observation: DrivingObservation, sim_time: float, frame: int) -> None:
+        t0 = time.perf_counter()
+        snap, reasoning = self._compute(observation)
         if self._closed:
             return  # never publish after close()
         front = self.store.front_meta
@@ -476,14 +550,101 @@ class AutoMoTRuntime:
             self.telemetry.count("discarded_refreshes")
             log.warning("refresh of frame %d finished after frame %d was published; not published", frame, front.frame)
             return
-        with self.store.write() as slot, torch.inference_mode(), stream_ctx:
-            valid = slot.load(snap.keys, snap.values, snap.pad_mask, snap.next_position)
-            if self._slow_stream is not None:
-                self._slow_stream.synchronize()  # readers must see finished buffers
-            refresh_ms = (time.perf_counter() - t0) * 1e3
-            slot.meta = SnapshotMeta(0, frame, sim_time, reasoning, refresh_ms, valid)
-        self.telemetry.record("refresh_ms", refresh_ms)
-        self.telemetry.count("refreshes")
+        self._publish_snapshot(snap, reasoning, frame, sim_time, t0)
+
+    # ------------------------------------------------------------------ pipelined mode
+    def _schedule(self, observation: DrivingObservation, sim_time: float, frame: int) -> None:
+        """pipelined ``submit``: start the refresh of this frame if the schedule says so (never waits)."""
+        c = self.config
+        with self._cond:
+            if not (frame % c.refresh_every == 0 or (self.store.version == 0 and not self._jobs)):
+                return
+            first = self.store.version == 0  # warm-up: the first snapshot's budget for everything before it
+            budget = c.first_snapshot_timeout_s if first else c.refresh_timeout_s
+            name = "first_snapshot_timeout_s" if first else "refresh_timeout_s"
+            job = _PipelineJob(frame, sim_time, frame + c.latency_ticks, observation, time.perf_counter(), budget, name)
+            if sum(1 for j in self._jobs if j.status in ("queued", "running")) >= self._max_jobs:
+                # a refresh is hung past its budget: do not pile up more work; this job's due tick is a miss
+                job.status, job.observation = "skipped", None
+                self.telemetry.count("skipped_refreshes")
+            self._jobs.append(job)
+            self._cond.notify_all()
+
+    def _publish_due(self, frame: int) -> str | None:
+        """pipelined ``step``: publish every scheduled snapshot due at or before ``frame``, in order, waiting for it
+        within its budget. Returns the reason of a deadline miss (the step is then a safe stop), else None."""
+        missed: str | None = None
+        while True:
+            with self._cond:
+                if not self._jobs or self._jobs[0].due > frame or self._error is not None:
+                    return missed
+                job = self._jobs[0]
+                if job.status in ("queued", "running"):
+                    self.telemetry.count("pipeline_waits")
+                    started = time.perf_counter()
+                    timeout = None if job.budget is None else max(0.0, job.submitted_at + job.budget - started)
+                    self._cond.wait_for(
+                        lambda j=job: j.status == "ready" or self._error is not None or self._closed, timeout
+                    )
+                    self.telemetry.record("pipeline_wait_ms", (time.perf_counter() - started) * 1e3)
+                if self._error is not None:
+                    return missed
+                self._jobs.popleft()
+                self.telemetry.count("pipeline_due")
+                if job.status != "ready":
+                    was, job.status = job.status, "missed"  # a late result is dropped by the worker
+                    self.telemetry.count("deadline_misses")
+                    if was == "skipped":
+                        why = "was skipped: an earlier refresh is still running past its budget"
+                    else:
+                        elapsed = time.perf_counter() - job.submitted_at
+                        why = f"not ready after {elapsed:.3f} s ({job.budget_name}={job.budget:g} s)"
+                    missed = (
+                        f"deadline miss: the refresh of frame {job.frame} due at frame {job.due} "
+                        f"(latency_ticks={self.config.latency_ticks}) {why}"
+                    )
+                    log.warning("%s; safe stop", missed)
+                    continue
+                snap, job.snap = job.snap, None
+            if self._closed:
+                return missed
+            self._publish_snapshot(snap, job.reasoning, job.frame, job.sim_time, None, job.refresh_ms)
+
+    def _pipeline_worker(self) -> None:
+        _set_torch_threads(self.threads_slow)
+        if self.config.overlapping:  # K >= 1: the paths overlap, CPU contention should favour the fast path
+            _lower_thread_priority(self.config.slow_nice)
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._closed or any(j.status == "queued" for j in self._jobs))
+                if self._closed:
+                    return
+                job = next(j for j in self._jobs if j.status == "queued")
+                job.status = "running"
+                self._refreshing = True
+                self._job = (job.frame, job.submitted_at, job.budget, job.budget_name)
+                observation, job.observation = job.observation, None
+            t0 = time.perf_counter()
+            try:
+                assert observation is not None
+                snap, reasoning = self._compute(observation)
+                if self._slow_stream is not None:
+                    self._slow_stream.synchronize()  # the publishing step reads these tensors on another stream
+            except BaseException as exc:  # noqa: BLE001 - kept and reported by step()/stats(), thread ends
+                with self._cond:
+                    self._job, self._refreshing = None, False
+                self._fail(exc)
+                return
+            with self._cond:
+                self._job, self._refreshing = None, False
+                if job.budget is not None and time.perf_counter() - job.submitted_at > job.budget:
+                    self.telemetry.count("late_refreshes")
+                if job.status == "missed":
+                    self.telemetry.count("discarded_refreshes")
+                else:
+                    job.snap, job.reasoning, job.status = snap, reasoning, "ready"
+                    job.refresh_ms = (time.perf_counter() - t0) * 1e3
+                self._cond.notify_all()
 
     def _fail(self, exc: BaseException) -> None:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

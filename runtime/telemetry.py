@@ -33,7 +33,15 @@ def summarize(samples: list[float] | np.ndarray) -> dict[str, float]:
 class Telemetry:
     """Thread-safe rolling series (the fast path and the worker both record) plus event counters."""
 
-    SERIES = ("tick_ms", "fast_step_ms", "refresh_ms", "staleness_ticks", "staleness_s", "scene_encoder_ms")
+    SERIES = (
+        "tick_ms",
+        "fast_step_ms",
+        "refresh_ms",
+        "staleness_ticks",
+        "staleness_s",
+        "scene_encoder_ms",
+        "pipeline_wait_ms",
+    )
 
     def __init__(self, window: int = 10_000) -> None:
         self._lock = threading.Lock()
@@ -58,6 +66,11 @@ class Telemetry:
             if age_ticks >= 0:
                 s["staleness_ticks"].append(float(age_ticks))
                 s["staleness_s"].append(age_s)
+
+    def series(self, name: str) -> list[float]:
+        """A copy of one series' kept samples."""
+        with self._lock:
+            return list(self._series[name])
 
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
