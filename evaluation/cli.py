@@ -175,7 +175,18 @@ def build_config(args: argparse.Namespace, out: Path):
     if cfg.evaluator_command is None:
         from automot.world import evaluator
 
-        evaluator.check_route_parser(evaluator.locate(args.leaderboard_root, args.scenario_runner_root))
+        install = evaluator.locate(args.leaderboard_root, args.scenario_runner_root)
+        evaluator.check_route_parser(install)
+        cfg.flavour = cfg.flavour or install.flavour
+    if cfg.flavour == "bench2drive" and not sim_cmd:
+        # The fork starts CARLA itself on --port and, after a crash, kills every server whose command line has
+        # the same -graphicsadapter: two workers on one GPU would kill each other's servers.
+        clikit.require(carla_root, "--flavour bench2drive: the fork starts $CARLA_ROOT/CarlaUE4.sh; pass --carla-root")
+        clikit.require(
+            args.workers_per_gpu == 1,
+            "--workers-per-gpu: the Bench2Drive fork kills every CARLA with its -graphicsadapter after a crash, so "
+            "it runs one worker per GPU",
+        )
     return cfg
 
 

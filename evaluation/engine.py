@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from automot.evaluation import records
+from automot.evaluation.ports import kill_servers_on_port
 from automot.evaluation.records import Job
 from automot.evaluation.simulator import Simulator, SimulatorFailed, SimulatorSpec, popen_group, stop_group
 
@@ -90,6 +91,8 @@ def evaluator_command(cfg: EvalConfig, job: Job, stage: Path, ports, gpu: str | 
         env = lb.evaluator_env(install)
         cwd = str(install.workdir)
     env.update(cfg.env)
+    if cfg.simulator.carla_root:
+        env["CARLA_ROOT"] = str(cfg.simulator.carla_root)  # the Bench2Drive fork starts $CARLA_ROOT/CarlaUE4.sh
     env["AUTOMOT_RECORD_DIR"] = str(stage)  # the agent's recorder: video.mp4, ticks.jsonl
     env["SAVE_PATH"] = str(stage)  # Bench2Drive agents: per-route folders, metric_info.json
     if gpu not in (None, ""):
@@ -183,6 +186,8 @@ class RouteRunner:
             on_group=self._sim_group,
         )
         self.evaluator_pgid: int | None = None
+        # The Bench2Drive fork starts (and kills) its own CarlaUE4.sh on the --port we give it (our block's).
+        self.external_server = cfg.flavour == "bench2drive" and not cfg.simulator.command
         self._write_worker_file()
 
     def _sim_group(self, pgid: int | None) -> None:
@@ -224,13 +229,16 @@ class RouteRunner:
                 (stage / name).unlink(missing_ok=True)
             with open(log, "a", encoding="utf-8") as fh:
                 fh.write(f"=== attempt {attempts} (worker slot {self.slot}, port {self.block.ports.rpc})\n")
-            try:
-                self.sim.ensure()
-            except SimulatorFailed as exc:
-                reasons.append(f"attempt {attempts}: simulator: {exc}")
-                continue
+            if not self.external_server:
+                try:
+                    self.sim.ensure()
+                except SimulatorFailed as exc:
+                    reasons.append(f"attempt {attempts}: simulator: {exc}")
+                    continue
             argv, env, cwd = evaluator_command(cfg, job, stage, self.block.ports, self.gpu)
             code, hung = run_evaluator(argv, env, cwd, log, cfg.route_timeout, on_start=self._evaluator_group)
+            if self.external_server:  # the fork's server (own session) on our block's port: end it, only it
+                kill_servers_on_port(self.block.ports.rpc)
             reason = attempt_outcome(stage, code, hung, cfg.route_timeout, job)
             if reason is None:
                 results = _read_json(stage / records.RESULTS) or {}

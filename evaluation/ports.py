@@ -148,3 +148,28 @@ def claim_block(lock_dir: str | os.PathLike | None = None, base: int = BASE_PORT
             return claimed
         os.close(fd)
     raise EnvironmentProblem(f"no free simulator port block in {base}..{base + MAX_BLOCKS * STRIDE} ({folder})")
+
+
+def server_groups_on_port(rpc: int) -> list[int]:
+    """Process groups of the processes whose command line holds ``-carla-rpc-port=<rpc>`` (a server on our
+    block's port is ours: the block is locked by this worker). Never this process's own group."""
+    import re
+
+    pattern = re.compile(rb"-carla-rpc-port=%d(?!\d)" % rpc)
+    groups = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if pattern.search((entry / "cmdline").read_bytes()):
+                groups.add(os.getpgid(int(entry.name)))
+        except (OSError, ProcessLookupError):
+            continue
+    groups.discard(os.getpgrp())
+    return sorted(groups)
+
+
+def kill_servers_on_port(rpc: int) -> list[int]:
+    """SIGKILL the server process groups on our RPC port (what the Bench2Drive fork started and left)."""
+    killed = [g for g in server_groups_on_port(rpc) if kill_group(g)]
+    return killed

@@ -277,3 +277,30 @@ def test_embedded_world_through_ray(ray_address, tmp_path):
     (out / "report.md").unlink()
     assert main(["eval", "report", str(out)]) == 0
     assert (out / "report.md").is_file()
+
+
+def test_simulator_command_lines_and_own_group_cleanup(tmp_path):
+    from automot.evaluation.simulator import Simulator, SimulatorFailed, SimulatorSpec, simulator_command
+
+    p = ports_mod.ports_of_block(3)
+    cmd = simulator_command(SimulatorSpec(carla_root="/opt/carla"), p, "2")
+    assert cmd[0] == "/opt/carla/CarlaUE4.sh" and "-RenderOffScreen" in cmd and "-nosound" in cmd
+    assert f"-carla-rpc-port={p.rpc}" in cmd and f"-carla-streaming-port={p.streaming}" in cmd
+    assert "-graphicsadapter=2" in cmd
+    docker = simulator_command(SimulatorSpec(image="carlasim/carla:0.9.15"), p, "1")
+    assert docker[:2] == ["docker", "run"] and "carlasim/carla:0.9.15" in docker and "--gpus=device=1" in docker
+    assert "./CarlaUE4.sh" in docker and f"-carla-rpc-port={p.rpc}" in docker
+    # a server that never answers: stopped (its whole group) after the start timeout, the probe is injectable
+    spec = SimulatorSpec(command=["sh", "-c", "sleep 60 & sleep 60; echo -carla-rpc-port={rpc_port}"], start_timeout=1)
+    sim = Simulator(spec, p, None, tmp_path / "sim.log", probe=lambda host, port, timeout: False)
+    with pytest.raises(SimulatorFailed, match="did not answer"):
+        sim.start()
+    assert sim.proc is None
+    # the Bench2Drive fork's own server on our port (its own session) is found by port and ended, nothing else
+    other = subprocess.Popen(["sh", "-c", f"sleep 60; echo -carla-rpc-port={p.rpc}1"], start_new_session=True)
+    ours = subprocess.Popen(["sh", "-c", f"sleep 60; echo -carla-rpc-port={p.rpc}"], start_new_session=True)
+    time.sleep(0.3)
+    assert ports_mod.kill_servers_on_port(p.rpc) == [ours.pid]
+    assert ours.wait(5) == -9 and other.poll() is None
+    other.kill()
+    other.wait()
