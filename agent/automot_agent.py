@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from automot.agent import input_recorder
 from automot.agent.bench2drive_io import Bench2DriveWriter, estimate_metric_info, resolve_save_name
 from automot.agent.config import AgentConfig, config_to_dict, load_agent_config
 from automot.agent.contract import AutonomousAgent, Track, make_control, road_option_value, transform_xy
@@ -159,6 +160,10 @@ class AutoMoTAgent(AutonomousAgent):
             camera = self.rig.get(self.rig.primary_camera)
             self.recorder = Recorder(recorder_dir(cfg.recorder.out_dir, self.save_name), camera, cfg.recorder)
         self.runtime = check_runtime(self.runtime_factory(cfg))
+        if input_recorder.wanted(cfg):  # automot replay's inputs: the runtime wrapped, every submit/step recorded
+            cfg.record_inputs = True
+            folder = recorder_dir(cfg.recorder.out_dir, self.save_name)
+            self.runtime = input_recorder.wrap_runtime(self.runtime, cfg, folder, config_to_dict(cfg), self.rig)
         self.scene_builder = self._scene_builder()
         log.info(
             "AutoMoT agent ready: rig %s, runtime %s/%s, state %s, escape %s, save_name %s",

@@ -131,6 +131,9 @@ class AgentConfig:
     recorder: RecorderConfig = field(default_factory=RecorderConfig)
     bench2drive: Bench2DriveConfig = field(default_factory=Bench2DriveConfig)
     strict: bool = False  # True: run_step re-raises instead of braking (debugging only)
+    # Record what the runtime is given each tick into <recorder folder>/inputs/ for `automot replay`
+    # (agent/input_recorder.py); `automot drive --record-inputs` turns it on too.
+    record_inputs: bool = False
 
 
 def _check_ranges(cfg: AgentConfig) -> list[str]:

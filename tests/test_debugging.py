@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ def drive_run(tmp_path_factory) -> Path:
             "--ticks",
             str(TICKS),
             "--no-progress",
+            "--record-inputs",
         ]
     )
     assert code == 0
@@ -127,3 +129,153 @@ def test_inspect_real_drive(drive_run, capsys):
     assert timeout["kind"] == "route_timeout" and timeout["tick"] == TICKS - 1
     assert route["latency_ms"]["fast_step"]["count"] == TICKS - 31
     assert route["control_modes"]["warmup"] == 31
+
+
+# ---------------------------------------------------------------- recorded inputs and replay
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CHECKPOINT = REPO / "checkpoints" / "tiny_demo"
+
+
+def test_record_inputs_manifest_and_chunks(drive_run):
+    import numpy as np
+
+    from automot.agent.input_recorder import FORMAT, FORMAT_VERSION, checkpoint_identity
+
+    manifest = json.loads((drive_run / "inputs" / "manifest.json").read_text())
+    assert manifest["format"] == FORMAT and manifest["format_version"] == FORMAT_VERSION and manifest["complete"]
+    assert manifest["checkpoint"]["sha256"] == checkpoint_identity(str(DEMO_CHECKPOINT))["sha256"]
+    assert len(manifest["config_sha256"]) == 64 and manifest["config"]["record_inputs"] is True
+    (chunk,) = manifest["chunks"]
+    assert (chunk["first_tick"], chunk["last_tick"], chunk["steps"], chunk["submits"]) == (31, TICKS - 1, 9, 9)
+    with np.load(drive_run / "inputs" / chunk["file"]) as data:
+        frames = [k for k in data.files if k.startswith("frame_")]
+        assert len(frames) == chunk["frames"] == 9 + 5  # t and t-5 for 9 submits: 14 distinct frames
+        assert data[frames[0]].shape == (128, 256, 3) and data[frames[0]].dtype == np.uint8
+        assert data["out_path"].shape == (9, 20, 2) and data["out_waypoints"].shape == (9, 6, 2)
+        assert data["sub_frames"].shape == (9, 2)
+        ticks = [json.loads(line) for line in (drive_run / "ticks.jsonl").read_text().splitlines()]
+        # ticks.jsonl rounds to 4 decimals; the input record keeps the runtime's own values
+        assert np.allclose(data["out_path"][-1], ticks[-1]["path"], atol=1e-4)
+        assert str(data["out_decision"][-1]) == ticks[-1]["decision"]
+
+
+def test_replay_reproduces_the_run(drive_run, tmp_path, capsys):
+    assert main(["replay", str(drive_run), "--out", str(tmp_path / "r"), "--mode", "sync"]) == 0
+    report = json.loads((tmp_path / "r" / "replay.json").read_text())
+    assert report["ticks"] == TICKS - 31 and report["same_model"] and not report["comparison"]
+    assert report["max_abs_path_diff"] <= 1e-5 and report["max_abs_waypoint_diff"] <= 1e-5
+    assert report["decision_changes"] == 0
+    assert "reproduction" in capsys.readouterr().out
+    assert main(["replay", str(drive_run), "--out", str(tmp_path / "w"), "--ticks", "33:37"]) == 0
+    window = json.loads((tmp_path / "w" / "replay.json").read_text())
+    assert window["ticks"] == 4 and window["tick_range"] == [33, 36]
+
+
+def test_replay_with_another_checkpoint_compares(drive_run, tmp_path):
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    other = tmp_path / "other"
+    shutil.copytree(DEMO_CHECKPOINT, other)
+    weights = load_file(other / "model.safetensors")
+    rng = np.random.default_rng(0)
+    noisy = {
+        k: v + rng.normal(0, 0.05, v.shape).astype(v.dtype) if v.dtype.kind == "f" else v for k, v in weights.items()
+    }
+    save_file(noisy, other / "model.safetensors")
+    assert main(["replay", str(drive_run), "--checkpoint", str(other), "--out", str(tmp_path / "c")]) == 0
+    report = json.loads((tmp_path / "c" / "replay.json").read_text())
+    assert report["comparison"] and not report["same_model"] and report["max_abs_path_diff"] > 1e-3
+    assert report["video"] == "compare.mp4" and (tmp_path / "c" / "compare.mp4").stat().st_size > 0
+    assert report["control_changes"] == len(report["controls_differ_ticks"])
+    # the recorded outputs through the run's controllers give the controls the run applied
+    applied = {t["frame"]: t["control"] for t in map(json.loads, (drive_run / "ticks.jsonl").read_text().splitlines())}
+    for row in report["per_tick"]:
+        assert row["recorded_control"]["steer"] == pytest.approx(applied[row["tick"]]["steer"], abs=1e-6)
+        assert row["recorded_control"]["throttle"] == pytest.approx(applied[row["tick"]]["throttle"], abs=1e-6)
+
+
+def test_replay_needs_recorded_inputs(tmp_path, capsys):
+    run = make_run(tmp_path / "run")
+    assert main(["replay", str(run), "--out", str(tmp_path / "r")]) == 2
+    assert "--record-inputs" in capsys.readouterr().err
+    assert main(["replay", str(run), "--out", str(tmp_path / "r2"), "--ticks", "9:3"]) == 2
+
+
+def test_scene_inputs_round_trip_bit_exact(tmp_path):
+    """Released-profile inputs (BEV camera crop + LiDAR histogram) come back exactly as the runtime got them."""
+    import numpy as np
+
+    from automot.agent.input_recorder import InputRecorder, RecordingRuntime
+    from automot.debugging.replay import InputLog, Step, Submit
+    from automot.runtime.types import DrivingObservation, DrivingState, RuntimeOutput
+
+    class Echo:
+        needs_scene_inputs = True
+
+        def submit(self, obs, sim_time, frame):
+            pass
+
+        def step(self, state, sim_time, frame):
+            return RuntimeOutput(np.full((20, 2), frame, np.float32), np.zeros((6, 2), np.float32), "go", None,
+                                 1, frame, sim_time, 0, 0.0, 1.0)  # fmt: skip
+
+        def stats(self):
+            return {}
+
+        def close(self):
+            pass
+
+    rng = np.random.default_rng(1)
+    rt = RecordingRuntime(Echo(), InputRecorder(tmp_path / "inputs", {"history": {"buffer_len": 4}}, chunk_ticks=3))
+    assert rt.needs_scene_inputs  # attributes reach the wrapped runtime
+    images = [rng.integers(0, 255, (16, 32, 3), dtype=np.uint8) for _ in range(5)]
+    sent = []
+    for t in range(5):
+        inputs = {
+            "rgb": rng.integers(0, 256, (3, 8, 16)).astype(np.float32),
+            "lidar": (rng.random((2, 8, 8)) * 300).round().astype(np.float32),
+            "feat": rng.random((4,)).astype(np.float32),
+        }
+        rt.submit(DrivingObservation([images[max(t - 2, 0)], images[t]], np.eye(2, dtype=np.float32), 3.0), t * 0.05, t)
+        rt.step(DrivingState(np.eye(2, dtype=np.float32), 3.0, scene_inputs=inputs), t * 0.05, t)
+        sent.append(inputs)
+    rt.close()
+    log = InputLog(tmp_path / "inputs")
+    assert [c["steps"] for c in log.manifest["chunks"]] == [3, 2] and log.manifest["complete"]
+    events = list(log.events())
+    steps = [e for e in events if isinstance(e, Step)]
+    subs = [e for e in events if isinstance(e, Submit)]
+    assert [e.tick for e in steps] == list(range(5)) and len(subs) == 5
+    for step, inputs in zip(steps, sent):
+        for name, arr in inputs.items():
+            got = step.scene_inputs[name]
+            assert got.dtype == arr.dtype and np.array_equal(got, arr)
+        assert step.out["path"][0, 0] == step.tick
+    assert np.array_equal(subs[4].images[0], images[2]) and np.array_equal(subs[4].images[1], images[4])
+
+
+def test_recording_failure_never_stops_driving(tmp_path, caplog):
+    from automot.agent.input_recorder import InputRecorder, RecordingRuntime
+
+    class Runtime:
+        def step(self, state, sim_time, frame):
+            return "output"
+
+        def close(self):
+            pass
+
+    rt = RecordingRuntime(Runtime(), InputRecorder(tmp_path / "inputs", {}))
+    assert rt.step(object(), 0.0, 0) == "output"  # the recorder cannot read this state: logged, recording off
+    assert rt._recorder is None and "input recording failed" in caplog.text
+    assert rt.step(object(), 0.0, 1) == "output"
+    rt.close()
+
+
+def test_record_inputs_in_agent_config():
+    from automot.agent.config import agent_config_from_dict
+    from automot.agent.input_recorder import wanted
+
+    assert agent_config_from_dict({"record_inputs": True}).record_inputs
+    assert wanted(agent_config_from_dict({"record_inputs": True}))

@@ -69,6 +69,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seed", type=int, help="traffic / sensor-noise seed, 0 .. 2**32-1 (embedded; default: the route's)"
     )
+    p.add_argument(
+        "--record-inputs",
+        action="store_true",
+        help="record what the model is given each tick into OUT/inputs/ for `automot replay` (AUTOMOT_RECORD_INPUTS=1)",
+    )
     clikit.add_overwrite(
         p,
         "embedded: replace the run in a non-empty --out, atomically when the new route ends (a crashed or "
@@ -141,6 +146,9 @@ def _drive_embedded(args: argparse.Namespace) -> int:
         target = stage.staging_dir if stage is not None else out
         # Contract with the agent: AUTOMOT_RECORD_DIR overrides its recorder.out_dir (video.mp4, ticks.jsonl).
         os.environ["AUTOMOT_RECORD_DIR"] = str(target.resolve())
+        record_inputs = os.environ.get("AUTOMOT_RECORD_INPUTS")  # restored afterwards
+        if getattr(args, "record_inputs", False):
+            os.environ["AUTOMOT_RECORD_INPUTS"] = "1"  # contract with the agent (agent/input_recorder.py)
         kept = f"; --overwrite: this run was discarded and {out} keeps the earlier run"
         try:
             results = run_route(
@@ -175,6 +183,10 @@ def _drive_embedded(args: argparse.Namespace) -> int:
             if stage is not None:  # nothing left after a commit; a failed or interrupted run's files go
                 stage.discard()
             os.environ["AUTOMOT_RECORD_DIR"] = str(out.resolve())  # never a removed staging folder
+            if record_inputs is None:
+                os.environ.pop("AUTOMOT_RECORD_INPUTS", None)
+            else:
+                os.environ["AUTOMOT_RECORD_INPUTS"] = record_inputs
     record = results["_checkpoint"]["records"][0]
     print(f"route {args.route}: {record['status']}")
     print(

@@ -1,0 +1,373 @@
+"""``automot replay RUN_DIR --out DIR2``: the model re-run open loop on a run's recorded inputs.
+
+The inputs come from ``RUN_DIR/inputs/`` (``automot drive --record-inputs``, format in agent/input_recorder.py).
+A runtime is built from the run's own agent config (``manifest.json``), or with another checkpoint / agent config,
+and every recorded ``submit`` and ``step`` is fed to it in the recorded order with the recorded frame numbers and sim
+times. With the run's own checkpoint and a deterministic mode (``sync``) the outputs equal the recorded ones;
+``DIR2/replay.json`` says by how much they differ. With another model it is a comparison: per-tick deltas, decision
+changes, the controls both outputs give through the same controllers (fed the recorded speed and position), and
+``DIR2/compare.mp4`` (recorded | replayed path drawn on the same frames).
+
+``--ticks A:B`` starts at the first recorded tick >= A with a fresh runtime (its first snapshot is computed there,
+so the first ticks of a window that starts mid-run may differ from the run until the refresh cadence lines up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from automot import clikit
+from automot.debugging.runfiles import INPUTS_DIR, RunFolderError, load_run
+from automot.fsio import atomic_write_json
+
+REPLAY_JSON = "replay.json"
+COMPARE_VIDEO = "compare.mp4"
+STEER_DIFF = 0.05  # |steer| difference that counts as controlling differently
+PEDAL_DIFF = 0.2  # |throttle| difference that counts as controlling differently
+
+
+@dataclass
+class Submit:
+    tick: int
+    sim_time: float
+    speed: float
+    target_points: np.ndarray
+    images: list[np.ndarray]
+
+
+@dataclass
+class Step:
+    tick: int
+    sim_time: float
+    speed: float
+    target_points: np.ndarray
+    scene: np.ndarray | None
+    scene_inputs: dict[str, np.ndarray] | None
+    out: dict[str, Any] | None  # recorded output: path, waypoints, decision, safe_stop, version, age_ticks
+
+
+class InputLog:
+    """A run's recorded inputs: the manifest and, lazily, its events in tick order."""
+
+    def __init__(self, folder: str | Path) -> None:
+        from automot.agent.input_recorder import FORMAT, FORMAT_VERSION, MANIFEST
+
+        self.dir = Path(folder)
+        path = self.dir / MANIFEST
+        if not path.is_file():
+            raise RunFolderError(f"{self.dir}: no {MANIFEST} (record the run with `automot drive --record-inputs`)")
+        self.manifest = json.loads(path.read_text(encoding="utf-8"))
+        if self.manifest.get("format") != FORMAT or int(self.manifest.get("format_version", -1)) > FORMAT_VERSION:
+            raise RunFolderError(
+                f"{path}: format {self.manifest.get('format')!r} version {self.manifest.get('format_version')} "
+                f"(this automot reads {FORMAT!r} up to version {FORMAT_VERSION})"
+            )
+        keep = int((self.manifest.get("history") or {}).get("buffer_len") or 40) + 8
+        self._keep = max(keep, 8)
+
+    def events(self, first: int | None = None, stop: int | None = None) -> Iterator[Submit | Step]:
+        """Submits and steps with first <= tick < stop, in recorded order (a tick's submit before its step)."""
+        from automot.agent.input_recorder import unpack
+
+        frames: OrderedDict[int, np.ndarray] = OrderedDict()
+        for chunk in self.manifest.get("chunks") or []:
+            if stop is not None and chunk["first_tick"] >= stop:
+                break
+            with np.load(self.dir / chunk["file"], allow_pickle=False) as data:
+                for key in data.files:
+                    if key.startswith("frame_"):
+                        frames[int(key[6:])] = data[key]
+                while len(frames) > self._keep * 4:
+                    frames.popitem(last=False)
+                if first is not None and chunk["last_tick"] < first:
+                    continue
+                rows: list[tuple[int, int, Submit | Step]] = []
+                if "sub_tick" in data.files:
+                    for i, tick in enumerate(data["sub_tick"].tolist()):
+                        ids = [f for f in data["sub_frames"][i].tolist() if f >= 0]
+                        sub = Submit(
+                            tick, float(data["sub_time"][i]), float(data["sub_speed"][i]), data["sub_tp"][i],
+                            [frames[f] for f in ids],
+                        )  # fmt: skip
+                        rows.append((tick, 0, sub))
+                if "st_tick" in data.files:
+                    names = sorted(k[6:] for k in data.files if k.startswith("st_in_") and not k.endswith("__dtype"))
+                    inputs = {n: unpack(data, f"st_in_{n}") for n in names}
+                    scene = data["st_scene"] if "st_scene" in data.files else None
+                    has_out = "out_path" in data.files
+                    for i, tick in enumerate(data["st_tick"].tolist()):
+                        out = None
+                        if has_out:
+                            out = {
+                                "path": data["out_path"][i],
+                                "waypoints": data["out_waypoints"][i],
+                                "decision": str(data["out_decision"][i]),
+                                "safe_stop": bool(data["out_safe_stop"][i]),
+                                "version": int(data["out_version"][i]),
+                                "age_ticks": int(data["out_age_ticks"][i]),
+                            }
+                        step = Step(
+                            tick, float(data["st_time"][i]), float(data["st_speed"][i]), data["st_tp"][i],
+                            None if scene is None else scene[i],
+                            {n: v[i] for n, v in inputs.items()} or None, out,
+                        )  # fmt: skip
+                        rows.append((tick, 1, step))
+                rows.sort(key=lambda r: (r[0], r[1]))
+                for tick, _, event in rows:
+                    if (first is None or tick >= first) and (stop is None or tick < stop):
+                        yield event
+
+
+def parse_ticks(value: str | None) -> tuple[int | None, int | None]:
+    if not value:
+        return None, None
+    a, sep, b = value.partition(":")
+    try:
+        first = int(a) if a.strip() else None
+        stop = int(b) if b.strip() else None
+    except ValueError:
+        raise clikit.UsageError(f"--ticks {value!r}: expected A:B with integers (either may be empty)") from None
+    clikit.require(sep == ":", f"--ticks {value!r}: expected A:B")
+    clikit.require(first is None or stop is None or first < stop, f"--ticks {value!r}: A must be < B")
+    return first, stop
+
+
+def replay_config(manifest: dict, checkpoint: str | None, config: str | None, mode: str | None, device: str) -> Any:
+    """The agent config the replay runtime is built from: the run's, with the requested model / mode."""
+    from automot.agent.config import agent_config_from_dict, load_agent_config
+
+    cfg = agent_config_from_dict(manifest.get("config") or {}, source="inputs/manifest.json")
+    if config:
+        other = load_agent_config(clikit.require_file(config, "--config"))
+        cfg.model, cfg.runtime = other.model, other.runtime
+    if checkpoint:
+        clikit.require(Path(checkpoint).exists(), f"--checkpoint {checkpoint}: not found")
+        cfg.model.checkpoint = str(Path(checkpoint).resolve())
+    if mode:
+        cfg.runtime.mode = mode
+    cfg.model.device = device
+    cfg.model.cache = False
+    cfg.record_inputs = False
+    return cfg
+
+
+class _Controls:
+    """Two copies of the run's controllers: one fed the recorded outputs, one the replayed ones."""
+
+    def __init__(self, control_cfg: Any) -> None:
+        from automot.agent.control import DrivingController
+
+        self.recorded = DrivingController(copy.deepcopy(control_cfg))
+        self.replayed = DrivingController(copy.deepcopy(control_cfg))
+
+    @staticmethod
+    def _one(ctrl: Any, tick: int, out: dict[str, Any], speed: float, pos: np.ndarray | None) -> dict[str, Any]:
+        if out["safe_stop"]:
+            cmd = ctrl.hold("safe_stop")
+        else:
+            cmd = ctrl.step(tick, np.asarray(out["path"]), np.asarray(out["waypoints"]), speed, pos)
+        return {"steer": cmd.steer, "throttle": cmd.throttle, "brake": float(cmd.brake), "mode": cmd.mode}
+
+    def step(self, tick: int, rec: dict, rep: dict, speed: float, pos: np.ndarray | None) -> tuple[dict, dict]:
+        return self._one(self.recorded, tick, rec, speed, pos), self._one(self.replayed, tick, rep, speed, pos)
+
+
+def _differs(a: dict, b: dict) -> bool:
+    return (
+        abs(a["steer"] - b["steer"]) > STEER_DIFF
+        or abs(a["throttle"] - b["throttle"]) > PEDAL_DIFF
+        or (a["brake"] > 0) != (b["brake"] > 0)
+    )
+
+
+def run_replay(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    checkpoint: str | None = None,
+    config: str | None = None,
+    ticks: tuple[int | None, int | None] = (None, None),
+    mode: str | None = None,
+    device: str = "cpu",
+    video: bool = True,
+    runtime_factory: Any = None,
+) -> dict[str, Any]:
+    """Replay and write ``out_dir/replay.json`` (returned); see the module docstring."""
+    from automot.agent.input_recorder import checkpoint_identity
+    from automot.agent.runtime_factory import build_runtime
+    from automot.runtime.types import DrivingObservation, DrivingState
+
+    run = load_run(run_dir)
+    if run.inputs_dir is None:
+        raise RunFolderError(
+            f"{run_dir}: no {INPUTS_DIR}/ folder (record the run with `automot drive --record-inputs`)"
+        )
+    log = InputLog(run.inputs_dir)
+    manifest = log.manifest
+    cfg = replay_config(manifest, checkpoint, config, mode, device)
+    recorded_id = (manifest.get("checkpoint") or {}).get("sha256")
+    replay_id = checkpoint_identity(cfg.model.checkpoint)
+    same_model = (checkpoint is None and config is None) or replay_id["sha256"] == recorded_id
+    comparison = not same_model
+    positions = {
+        int(t["frame"]): np.array([t["ego"]["x"], t["ego"]["y"]])
+        for t in run.ticks
+        if (t.get("ego") or {}).get("x") is not None
+    }
+    runtime = (runtime_factory or build_runtime)(cfg)
+    controls = _Controls(cfg.control)
+    per_tick: list[dict[str, Any]] = []
+    frames_for_video: list[tuple[int, np.ndarray, dict, dict]] = []
+    last_image: np.ndarray | None = None
+    max_path = max_wp = 0.0
+    decision_changes = safe_stop_changes = control_changes = 0
+    try:
+        for event in log.events(*ticks):
+            if isinstance(event, Submit):
+                obs = DrivingObservation(event.images, event.target_points, event.speed)
+                runtime.submit(obs, event.sim_time, event.tick)
+                last_image = event.images[-1] if event.images else last_image
+                continue
+            state = DrivingState(event.target_points, event.speed, scene=event.scene, scene_inputs=event.scene_inputs)
+            output = runtime.step(state, event.sim_time, event.tick)
+            rep = {
+                "path": np.asarray(output.path, np.float64),
+                "waypoints": np.asarray(output.waypoints, np.float64),
+                "decision": str(output.decision_text),
+                "safe_stop": bool(output.safe_stop),
+            }
+            row: dict[str, Any] = {"tick": event.tick, "sim_time": event.sim_time, "decision": rep["decision"]}
+            rec = event.out
+            if rec is not None:
+                dp = float(np.max(np.abs(np.asarray(rec["path"], np.float64) - rep["path"])))
+                dw = float(np.max(np.abs(np.asarray(rec["waypoints"], np.float64) - rep["waypoints"])))
+                max_path, max_wp = max(max_path, dp), max(max_wp, dw)
+                changed = rec["decision"] != rep["decision"]
+                decision_changes += changed
+                safe_stop_changes += rec["safe_stop"] != rep["safe_stop"]
+                row.update(
+                    path_diff=dp,
+                    waypoint_diff=dw,
+                    recorded_decision=rec["decision"],
+                    decision_changed=changed,
+                    recorded_safe_stop=rec["safe_stop"],
+                    safe_stop=rep["safe_stop"],
+                )
+                if comparison:
+                    c_rec, c_rep = controls.step(event.tick, rec, rep, event.speed, positions.get(event.tick))
+                    differs = _differs(c_rec, c_rep)
+                    control_changes += differs
+                    row.update(recorded_control=c_rec, replayed_control=c_rep, controls_differ=differs)
+                    if video and last_image is not None:
+                        frames_for_video.append((event.tick, last_image, rec, rep))
+            per_tick.append(row)
+        stats = dict(runtime.stats())
+    finally:
+        runtime.close()
+    out = Path(out_dir)
+    report: dict[str, Any] = {
+        "run": str(Path(run_dir).resolve()),
+        "ticks": len(per_tick),
+        "tick_range": [per_tick[0]["tick"], per_tick[-1]["tick"]] if per_tick else None,
+        "mode": cfg.runtime.mode,
+        "device": device,
+        "recorded_checkpoint": manifest.get("checkpoint"),
+        "replayed_checkpoint": replay_id,
+        "same_model": same_model,
+        "comparison": comparison,
+        "max_abs_path_diff": max_path,
+        "max_abs_waypoint_diff": max_wp,
+        "decision_changes": decision_changes,
+        "safe_stop_changes": safe_stop_changes,
+        "runtime_stats": {k: stats.get(k) for k in ("mode", "engine", "refreshes", "steps") if k in stats},
+    }
+    if comparison:
+        report["control_changes"] = control_changes
+        report["control_thresholds"] = {"steer": STEER_DIFF, "throttle": PEDAL_DIFF, "brake": "on/off"}
+        report["controls_differ_ticks"] = [r["tick"] for r in per_tick if r.get("controls_differ")]
+    report["per_tick"] = per_tick
+    if frames_for_video:
+        _write_video(out / COMPARE_VIDEO, frames_for_video, cfg)
+        report["video"] = COMPARE_VIDEO
+    atomic_write_json(out / REPLAY_JSON, _finite(report))
+    return report
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _write_video(path: Path, frames: list[tuple[int, np.ndarray, dict, dict]], cfg: Any) -> None:
+    """recorded (left) | replayed (right): the same camera frame, each side with its own path and waypoints."""
+    import imageio.v2 as imageio
+
+    from automot.agent.overlay import compose_frame
+    from automot.agent.recorder import TickRecord
+    from automot.agent.rigs import get_rig
+
+    rig = get_rig(cfg.rig, cfg.image_size)
+    camera = rig.get(rig.primary_camera)
+    height = 256
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")  # ffmpeg picks the container from the suffix
+    try:
+        writer = imageio.get_writer(
+            str(tmp), format="FFMPEG", mode="I", fps=cfg.recorder.fps, codec="libx264", pixelformat="yuv420p",
+            macro_block_size=16, ffmpeg_log_level="error", output_params=["-preset", "veryfast"],
+        )  # fmt: skip
+        try:
+            for tick, image, rec, rep in frames:
+                sides = []
+                for label, out in (("recorded", rec), ("replayed", rep)):
+                    record = TickRecord(
+                        frame=tick, sim_time=0.0, speed=0.0, steer=0.0, throttle=0.0, brake=0.0,
+                        control_mode=label, image=image, path=np.asarray(out["path"]),
+                        waypoints=np.asarray(out["waypoints"]), decision=f"{label}: {out['decision']}",
+                    )  # fmt: skip
+                    sides.append(compose_frame(record, camera, height, 0, cfg.recorder.bev_range_m))
+                writer.append_data(np.concatenate(sides, axis=1))
+        finally:
+            writer.close()
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def replay_main(args: argparse.Namespace) -> int:
+    ticks = parse_ticks(args.ticks)
+    out = clikit.prepare_out(args.out, args.overwrite, source=args.run_dir)
+    report = run_replay(
+        args.run_dir,
+        out,
+        checkpoint=args.checkpoint,
+        config=args.config,
+        ticks=ticks,
+        mode=args.mode,
+        device=args.device,
+        video=not args.no_video,
+    )
+    kind = "comparison" if report["comparison"] else "reproduction"
+    print(
+        f"replay ({kind}, mode {report['mode']}): {report['ticks']} ticks, max |path diff| "
+        f"{report['max_abs_path_diff']:.3g} m, max |waypoint diff| {report['max_abs_waypoint_diff']:.3g} m, "
+        f"{report['decision_changes']} decision change(s)"
+        + (f", controls differ on {report['control_changes']} tick(s)" if report["comparison"] else "")
+    )
+    print(f"  {out / REPLAY_JSON}")
+    return 0
