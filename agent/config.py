@@ -2,8 +2,8 @@
 
 The YAML mirrors ``AgentConfig`` section by section. Loading is strict (``automot.config``): an unknown field,
 a wrong type or an out-of-range value produces one ``automot.errors.ConfigError`` listing every problem by its
-dotted field path, e.g. ``runtime.mode: expected one of 'async', 'sync', 'blocking', got 'fast' (str)``; its
-``problems`` attribute holds one message per offending field.
+dotted field path, e.g. ``runtime.mode: expected one of 'async', 'sync', 'blocking', 'pipelined', got 'fast'
+(str)``; its ``problems`` attribute holds one message per offending field.
 """
 
 from __future__ import annotations
@@ -50,8 +50,12 @@ class ModelConfig:
 class RuntimeConfig:
     """How the dual-rate runtime schedules the slow (understanding) and fast (action) paths."""
 
-    mode: Literal["async", "sync", "blocking"] = "async"
+    mode: Literal["async", "sync", "blocking", "pipelined"] = "async"
     sync_every: int = 2  # sync mode: refresh the slow path every N ticks (released agent: 2)
+    # pipelined mode (runtime/README.md "Modes"): a refresh starts on every refresh_every-th tick and its snapshot is
+    # used exactly latency_ticks ticks later, whatever the machine's speed (K = ceil(measured refresh s * 20 Hz)).
+    refresh_every: int = 2
+    latency_ticks: int = 0
     engine: Literal["torch", "torch-compile", "onnxruntime", "tensorrt"] = "torch"
     max_snapshot_age_s: float = 1.0  # older snapshots make the runtime return a safe stop
     # Wall-clock budget of one slow-path refresh (runtime/README.md "Refresh budget"); over it the tick answers the
@@ -151,7 +155,17 @@ def _check_ranges(cfg: AgentConfig) -> list[str]:
     need(cfg.runtime.max_snapshot_age_s > 0, "runtime.max_snapshot_age_s", "> 0", cfg.runtime.max_snapshot_age_s)
     rto = cfg.runtime.refresh_timeout_s
     need(rto is None or rto > 0, "runtime.refresh_timeout_s", "> 0 or null", rto)
-    for name in ("mode", "engine", "sync_every", "max_snapshot_age_s", "refresh_timeout_s"):
+    need(cfg.runtime.refresh_every >= 1, "runtime.refresh_every", ">= 1", cfg.runtime.refresh_every)
+    need(cfg.runtime.latency_ticks >= 0, "runtime.latency_ticks", ">= 0", cfg.runtime.latency_ticks)
+    for name in (
+        "mode",
+        "engine",
+        "sync_every",
+        "refresh_every",
+        "latency_ticks",
+        "max_snapshot_age_s",
+        "refresh_timeout_s",
+    ):
         need(name not in cfg.runtime.options, f"runtime.options.{name}", f"absent (set runtime.{name})", name)
     need(cfg.gnss.max_speed is None or cfg.gnss.max_speed > 0, "gnss.max_speed", "> 0 or null", cfg.gnss.max_speed)
     need(cfg.gnss.jump_noise_m >= 0, "gnss.jump_noise_m", ">= 0", cfg.gnss.jump_noise_m)

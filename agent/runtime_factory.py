@@ -109,7 +109,8 @@ def load_model(cfg: ModelConfig, device: str, cache: bool = True) -> Any:
 def build_runtime(cfg: AgentConfig) -> Any:
     """Build the real runtime from the ``model`` and ``runtime`` config sections.
 
-    Calls ``runtime.build_runtime(net, mode=, engine=, device=, sync_every=, max_snapshot_age_s=,
+    Calls ``runtime.build_runtime(net, mode=, engine=, device=, sync_every=, refresh_every=, latency_ticks=,
+    max_snapshot_age_s=,
     refresh_timeout_s=, **options)``
     where ``net`` comes from :func:`load_model` and ``options`` are further ``runtime.RuntimeConfig`` fields.
     """
@@ -128,6 +129,8 @@ def build_runtime(cfg: AgentConfig) -> Any:
         engine=rc.engine,
         device=device,
         sync_every=rc.sync_every,
+        refresh_every=rc.refresh_every,
+        latency_ticks=rc.latency_ticks,
         max_snapshot_age_s=rc.max_snapshot_age_s,
         refresh_timeout_s=rc.refresh_timeout_s,
         **rc.options,

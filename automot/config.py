@@ -36,6 +36,7 @@ __all__ = [
     "write_atomic",
     "read_yaml_mapping",
     "raise_problems",
+    "apply_overrides",
     "type_name",
     "describe_value",
 ]
@@ -102,6 +103,42 @@ def read_yaml_mapping(path: str | os.PathLike, what: str = "config") -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {describe_value(data)}")
     return data
+
+
+def apply_overrides(data: Mapping, overrides: list[str], option: str = "--set") -> dict:
+    """A deep copy of ``data`` with each ``KEY=VALUE`` of ``overrides`` applied in order.
+
+    ``KEY`` is a dotted path into the mapping (``runtime.latency_ticks``); missing sections are created, so an
+    unknown name reaches the typed validation (which names it). ``VALUE`` is parsed as a YAML scalar or flow value
+    (``3``, ``null``, ``true``, ``[256, 128]``, ``pipelined``). Raises ConfigError naming the override when it is
+    malformed (no ``=``, an empty key part, invalid YAML, a key below a value that is not a section); validate the
+    result with ``from_dict`` as for a file.
+    """
+    import copy
+
+    out = copy.deepcopy(dict(data))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        parts = key.split(".")
+        if not sep or not key or any(not p.strip() for p in parts):
+            raise ConfigError(f"{option} {item!r}: expected KEY=VALUE with a dotted KEY, e.g. runtime.latency_ticks=3")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{option} {key}: value {text!r} is not valid YAML ({problem})") from None
+        node: Any = out
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(f"{option} {key}: {where} is {describe_value(child)}, not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
 
 
 def load_yaml(cls: type[T], path: str | os.PathLike, what: str = "config") -> T:

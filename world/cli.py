@@ -30,6 +30,7 @@ import argparse
 import importlib.util
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 from automot import clikit
@@ -63,6 +64,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_CONFIG,
         metavar="AGENT.yaml",
         help=f"agent config passed to setup() (default: {DEFAULT_CONFIG})",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one agent-config field, repeatable: dotted KEY into the --config YAML, VALUE parsed as YAML "
+        "(e.g. --set runtime.mode=pipelined --set runtime.latency_ticks=3); validated like the file",
     )
     p.add_argument("--agent", default=DEFAULT_AGENT, help=f"agent file, or 'expert' (default: {DEFAULT_AGENT})")
     p.add_argument("--ticks", type=int, help="tick limit, >= 1 (embedded; default: the route's)")
@@ -116,9 +126,43 @@ def _cmd_drive(args: argparse.Namespace) -> int:
         for name in list_routes():
             print(f"{name:20s} {load_route(name).description}")
         return 0
-    if args.world == "carla":
-        return _drive_carla(args)
-    return _drive_embedded(args)
+    if not args.overrides:
+        return _drive_carla(args) if args.world == "carla" else _drive_embedded(args)
+    clikit.require(args.agent != "expert", "--set: the expert agent has no config to override")
+    with tempfile.TemporaryDirectory(prefix="automot-drive-set-") as tmp:
+        # The merged, validated config lives for the run; the runner copies the resolved one into --out.
+        args.agent_config = overridden_agent_config(_resolve(args.agent_config), args.overrides, Path(tmp))
+        return _drive_carla(args) if args.world == "carla" else _drive_embedded(args)
+
+
+def overridden_agent_config(path: str, overrides: list[str], folder: Path) -> str:
+    """Load the agent YAML at ``path``, apply ``--set KEY=VALUE`` overrides, validate the result exactly like the
+    file (typed config, ranges, runtime options) and write it into ``folder``; returns the new file's path.
+    Any problem raises one ConfigError line naming the key (exit 2) before anything runs."""
+    from automot.agent.config import agent_config_from_dict, config_to_dict, load_agent_config, save_agent_config
+    from automot.config import apply_overrides
+    from automot.errors import ConfigError
+
+    clikit.require_file(path, "--config")
+    data = apply_overrides(config_to_dict(load_agent_config(path)), overrides)
+    cfg = agent_config_from_dict(data, source="--set")
+    rc = cfg.runtime
+    from automot.runtime.config import RuntimeConfig
+
+    try:  # what the runtime itself checks when it is built (e.g. latency_ticks against max_snapshot_age_ticks)
+        RuntimeConfig.from_options(
+            mode=rc.mode,
+            engine=rc.engine,
+            sync_every=rc.sync_every,
+            refresh_every=rc.refresh_every,
+            latency_ticks=rc.latency_ticks,
+            max_snapshot_age_s=rc.max_snapshot_age_s,
+            refresh_timeout_s=rc.refresh_timeout_s,
+            **rc.options,
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--set: runtime: {exc}") from None
+    return str(save_agent_config(cfg, folder / "agent_config.yaml"))
 
 
 def _drive_embedded(args: argparse.Namespace) -> int:
@@ -197,12 +241,33 @@ def _drive_embedded(args: argparse.Namespace) -> int:
     for key, items in record["infractions"].items():
         for item in items:
             print(f"  {key}: {item}")
+    note = _pipeline_note(out / "summary.jsonl")
+    if note:
+        print(f"  {note}")
     print(f"  results: {out / 'results.json'}")
     if interrupt.requested:  # the signal came after the route had ended: the results above are complete
         raise clikit.Interrupted(
             f"{interrupt.signal_name} after the route had ended; {out / 'results.json'} is complete"
         )
     return 0
+
+
+def _pipeline_note(summary: Path) -> str | None:
+    """One line on the pipelined runtime's waits from the recorder's summary.jsonl (None: not pipelined / absent)."""
+    import json
+
+    try:
+        stats = json.loads(summary.read_text().splitlines()[0]).get("runtime_stats") or {}
+    except (OSError, ValueError, IndexError):
+        return None
+    p = stats.get("pipeline")
+    if not isinstance(p, dict):
+        return None
+    return (
+        f"pipelined runtime (K={p['latency_ticks']}, every {p['refresh_every']}): the fast path waited at "
+        f"{p['waits']} of {p['due']} publication ticks ({p['wait_ms_total']:.1f} ms in all), "
+        f"{p['deadline_misses']} deadline misses (summary.jsonl runtime_stats)"
+    )
 
 
 def _entries(folder: Path) -> list[str]:
