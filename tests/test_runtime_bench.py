@@ -49,3 +49,26 @@ def test_action_heads_is_fast_step_without_a_refiner():
     for got, want in zip((path, waypoints, logits), expected):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
     assert hidden.shape == (2, model.config.num_action_tokens, model.config.action.hidden_size)
+
+
+def test_cadence_has_the_pipelined_entry_with_the_same_fields():
+    from automot.model import build_model
+    from automot.runtime.bench import _measure_cadence, pipeline_latency_ticks
+
+    assert (
+        pipeline_latency_ticks(120.0) == 3 and pipeline_latency_ticks(10.0) == 1 and pipeline_latency_ticks(50.0) == 1
+    )
+    model = build_model("tiny")
+    out = _measure_cadence(model, "torch", None, model.config.max_prefix_tokens, ticks=4, latency_ticks=2)
+    assert set(out) == {
+        "released_sync2_eager",
+        "async_torch",
+        "pipelined_torch",
+        "pipelined_schedule",
+        "tick_speedup",
+    }
+    assert set(out["pipelined_torch"]) == set(out["released_sync2_eager"]) == set(out["async_torch"])
+    assert out["pipelined_torch"]["count"] == 4
+    sched = out["pipelined_schedule"]
+    assert sched["latency_ticks"] == 2 and sched["refresh_every"] == 2 and sched["deadline_misses"] == 0
+    assert sched["due"] == 3  # refreshes of frames 0, 2, 4 published at 2 (warm-up), 4 and 6 (measured: 3..6)
