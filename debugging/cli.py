@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     out = p.add_mutually_exclusive_group(required=True)
     out.add_argument("--save", metavar="RUN.rrd", help="write the recording to this file")
     out.add_argument("--spawn", action="store_true", help="open the Rerun viewer and stream the run into it")
-    p.add_argument("--max-images", type=int, default=None, help="log every n-th camera image only to stay small")
+    p.add_argument("--image-every", type=int, default=1, help="log every n-th camera image only (default 1)")
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:

@@ -279,3 +279,54 @@ def test_record_inputs_in_agent_config():
 
     assert agent_config_from_dict({"record_inputs": True}).record_inputs
     assert wanted(agent_config_from_dict({"record_inputs": True}))
+
+
+# ---------------------------------------------------------------- Rerun export, read back with Rerun's own reader
+
+
+def _read_rrd(path: Path) -> dict[str, list[dict]]:
+    """entity path -> rows (column name -> value), through rerun.chunk.RrdReader."""
+    chunk = pytest.importorskip("rerun.chunk")
+    rows: dict[str, list[dict]] = {}
+    for c in chunk.RrdReader(str(path)).stream():
+        data = c.to_record_batch().to_pydict()
+        names = list(data)
+        rows.setdefault(c.entity_path, []).extend(dict(zip(names, vals)) for vals in zip(*data.values()))
+    return rows
+
+
+def test_view_real_drive_rrd(drive_run, tmp_path, capsys):
+    pytest.importorskip("rerun")
+    rrd = tmp_path / "run.rrd"
+    assert main(["view", str(drive_run), "--save", str(rrd)]) == 0
+    rows = _read_rrd(rrd)
+    ticks = [json.loads(line) for line in (drive_run / "ticks.jsonl").read_text().splitlines()]
+    for entity in ("/camera/image", "/camera/image/path", "/camera/image/waypoints", "/camera/image/targets",
+                   "/bev/ego", "/bev/path", "/bev/driven", "/bev/route", "/scalars/speed", "/scalars/steer",
+                   "/scalars/fast_step_ms", "/scalars/snapshot_age_ticks", "/events"):  # fmt: skip
+        assert entity in rows, entity
+    assert len(rows["/scalars/speed"]) == TICKS and len(rows["/bev/ego"]) == TICKS
+    assert len(rows["/camera/image"]) == TICKS - 31  # the frames the model got (recorded inputs)
+    assert len(rows["/scalars/fast_step_ms"]) == TICKS - 31
+    by_tick = {r["tick"]: r for r in rows["/scalars/speed"]}
+    assert by_tick[35]["Scalars:scalars"][0] == pytest.approx(ticks[35]["speed"])
+    assert by_tick[35]["sim_time"].total_seconds() == pytest.approx(ticks[35]["sim_time"])
+    steer = {r["tick"]: r["Scalars:scalars"][0] for r in rows["/scalars/steer"]}
+    assert steer[38] == pytest.approx(ticks[38]["control"]["steer"])
+    events = [(r["tick"], r["TextLog:text"][0]) for r in rows["/events"]]
+    assert (TICKS - 1, "INFRACTION route_timeout: Route timeout.") in events
+    assert any(text.startswith("decision: ") for _, text in events)
+
+
+def test_view_hand_made_run_events(tmp_path):
+    pytest.importorskip("rerun")
+    run = make_run(tmp_path / "run", collision_tick=12)
+    rrd = tmp_path / "hand.rrd"
+    assert main(["view", str(run), "--save", str(rrd)]) == 0
+    rows = _read_rrd(rrd)
+    assert len(rows["/scalars/speed"]) == 20 and "/camera/image" not in rows
+    events = {(r["tick"], r["TextLog:text"][0], r["TextLog:level"][0]) for r in rows["/events"]}
+    assert any(
+        t == 12 and text.startswith("INFRACTION collisions_vehicle") and lvl == "ERROR" for t, text, lvl in events
+    )
+    assert (11, "safe stop (stale_snapshot): stale snapshot", "WARN") in events
