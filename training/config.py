@@ -133,6 +133,16 @@ class CheckpointSection:
 
 
 @dataclass
+class FSDPSection:
+    """Fully sharded data parallel (training/fsdp.py): FSDP2 units per MoT layer / vision block, sharded
+    checkpoints (torch.distributed.checkpoint) that resume on another number of ranks. ``precision: bf16`` becomes
+    the FSDP mixed-precision policy (bf16 compute, fp32 sharded parameters and gradient reduction)."""
+
+    enabled: bool = False
+    activation_checkpointing: bool = True
+
+
+@dataclass
 class TrainConfig:
     """The whole training run."""
 
@@ -151,6 +161,7 @@ class TrainConfig:
     refiner: RefinerSection = field(default_factory=RefinerSection)
     log: LogSection = field(default_factory=LogSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    fsdp: FSDPSection = field(default_factory=FSDPSection)
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict:
@@ -223,6 +234,15 @@ class TrainConfig:
                 positive(f"{where}.lora.rank", st.lora.rank)
         if self.loss.vqa > 0 and not self.data.vqa:
             out.append("loss.vqa: > 0 needs data.vqa: true (the Q/A pairs must be loaded)")
+        if self.fsdp.enabled:
+            if self.precision == "fp16":
+                out.append("fsdp.enabled: precision fp16 is not supported with FSDP (use bf16 or fp32)")
+            if self.has_refiner:
+                out.append("fsdp.enabled: the refiner stage is not supported with FSDP")
+            if any(st.lora is not None for st in self.stages):
+                out.append("fsdp.enabled: LoRA stages are not supported with FSDP")
+            if self.loss.vqa > 0:
+                out.append("fsdp.enabled: loss.vqa is not supported with FSDP")
         r = self.refiner
         positive("refiner.num_heads", r.num_heads)
         if r.num_heads > 0 and r.d_model % r.num_heads:

@@ -37,13 +37,24 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return dev
 
 
-def init_distributed(device: str) -> DistInfo:
-    """Read torchrun's environment; join the process group (NCCL on CUDA, gloo on CPU) when WORLD_SIZE > 1."""
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed(device: str, always: bool = False) -> DistInfo:
+    """Read torchrun's environment; join the process group (NCCL on CUDA, gloo on CPU) when WORLD_SIZE > 1, or
+    always (``always``: FSDP needs a group even on one process; without torchrun a local one-rank group)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device, local)
-    if world > 1 and not dist.is_initialized():
+    if always and world == 1 and not dist.is_initialized() and "MASTER_ADDR" not in os.environ:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1")
+    if (world > 1 or always) and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
@@ -56,5 +67,5 @@ def barrier(info: DistInfo) -> None:
 
 
 def shutdown(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
+    if dist.is_initialized():
         dist.destroy_process_group()

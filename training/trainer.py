@@ -49,6 +49,8 @@ from automot.training.stages import (
     trainable_parameters,
 )
 
+SHARDED_DIR = "sharded"  # FSDP checkpoints: the torch.distributed.checkpoint folder (model + optimizer)
+
 
 class ResumableSampler(DistributedSampler):
     """DistributedSampler that can start an epoch part-way (after ``skip`` of this rank's indices)."""
@@ -81,11 +83,23 @@ class Trainer:
         self.cfg = cfg
         if cfg.num_threads is not None:
             torch.set_num_threads(cfg.num_threads)
-        self.info = info or init_distributed(cfg.device)
+        self.fsdp = cfg.fsdp.enabled
+        self.info = info or init_distributed(cfg.device, always=self.fsdp)
         self.run_dir = Path(cfg.output_dir)
         self.resume_dir = resolve_resume(resume) if resume else None
         _seed_all(cfg.seed + self.info.rank)
-        self.model = build_training_model(cfg.model, cfg.seed, self.resume_dir).to(self.info.device)
+        # A sharded (FSDP) checkpoint holds no model directory: build from the config, load the shards later.
+        self.sharded_resume = self.resume_dir is not None and (self.resume_dir / SHARDED_DIR).is_dir()
+        model_source = None if self.sharded_resume else self.resume_dir
+        self.model = build_training_model(cfg.model, cfg.seed, model_source).to(self.info.device)
+        if self.fsdp:
+            from automot.training.fsdp import shard_model
+
+            shard_model(
+                self.model,
+                mixed_precision=cfg.precision == "bf16",
+                activation_checkpointing=cfg.fsdp.activation_checkpointing,
+            )
         source = self.resume_dir or (Path(cfg.model.init_from) if cfg.model.init_from else None)
         self.refiner = build_refiner(self.model, cfg.refiner, source) if cfg.has_refiner else None
         if self.refiner is not None:
@@ -167,7 +181,7 @@ class Trainer:
     # ------------------------------------------------------------------ precision
     def _autocast(self):
         p = self.cfg.precision
-        if p == "fp32":
+        if p == "fp32" or self.fsdp:  # FSDP: bf16 is the mixed-precision policy of the sharded model
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if p == "bf16" else torch.float16
         return torch.autocast(device_type=self.info.device.type, dtype=dtype)
@@ -182,8 +196,10 @@ class Trainer:
             final = None
             if not stopped and self.info.is_main:
                 final = self.run_dir / "final"
-                save_model_dir(final, self.model, self.refiner, self.cfg)
+                save_model_dir(final, self._full_model(), self.refiner, self.cfg)
                 atomic_write_text(final / VAL_METRICS, json.dumps(self.val_history, indent=2))
+            elif not stopped and self.fsdp:
+                self._full_model()  # collective: every rank takes part in gathering the weights
             barrier(self.info)
         finally:
             self.logger.close()
@@ -198,10 +214,11 @@ class Trainer:
             from safetensors.torch import load_file
 
             load_lora_state(self.model, load_file(str(self.resume_dir / ADAPTER_FILE)))
-        self.model.to(info.device)
+        if not self.fsdp:
+            self.model.to(info.device)
         objective = TrainingObjective(self.model, self.refiner, cfg.loss, stage.name, stage.end_to_end)
         module = objective
-        if info.enabled:
+        if info.enabled and not self.fsdp:
             ids = [info.device.index] if info.device.type == "cuda" else None
             module = torch.nn.parallel.DistributedDataParallel(objective, device_ids=ids, find_unused_parameters=True)
         named = trainable_parameters(self.model, self.refiner)
@@ -214,11 +231,19 @@ class Trainer:
         scaler = torch.amp.GradScaler(info.device.type) if cfg.precision == "fp16" else None
         if resuming:
             state = self._resume_state
-            optimizer.load_state_dict(state["optimizer"])
+            if self.sharded_resume:
+                from automot.training.fsdp import load_sharded
+
+                load_sharded(self.resume_dir / SHARDED_DIR, self.model, optimizer)
+            else:
+                optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
-            load_rng(self.resume_dir, info.rank)
+            if state.get("world_size", info.world_size) == info.world_size:
+                load_rng(self.resume_dir, info.rank)
+            # else (FSDP resumed on another number of ranks): weights and optimizer are resharded; the RNG streams
+            # keep this run's seeding and the per-rank data order follows the new world size.
             self._resume_state = None
         run = (module, optimizer, scheduler, scaler)
         # An epoch interrupted by max_steps right at the stage budget still gets its validation on resume.
@@ -289,7 +314,11 @@ class Trainer:
         for micro in range(accum):
             batch: TrainBatch = next(batches).to(info.device)
             sync = contextlib.nullcontext()
-            if info.enabled and micro < accum - 1:
+            if self.fsdp:
+                from automot.training.fsdp import set_gradient_sync
+
+                set_gradient_sync(self.model, micro == accum - 1)  # reduce-scatter once per optimizer step
+            elif info.enabled and micro < accum - 1:
                 sync = module.no_sync()  # all-reduce gradients once per optimizer step
             with sync:
                 with self._autocast():
@@ -303,7 +332,8 @@ class Trainer:
         if scaler is not None:
             scaler.unscale_(optimizer)
         if self.cfg.optim.grad_clip > 0:
-            sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip))
+            norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)
+            sums["grad_norm"] = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
@@ -350,7 +380,22 @@ class Trainer:
             atomic_write_text(self.run_dir / VAL_METRICS, json.dumps(self.val_history, indent=2))
         return row
 
+    def _full_model(self):
+        """The model with full (unsharded) weights: itself, or under FSDP a plain copy on rank 0 (collective)."""
+        if not self.fsdp:
+            return self.model
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if not self.info.is_main:
+            return None
+        plain = build_training_model(self.cfg.model, self.cfg.seed)
+        plain.load_state_dict(full)
+        return plain
+
     def _checkpoint(self, run) -> Path:
+        if self.fsdp:
+            return self._checkpoint_sharded(run)
         _, optimizer, scheduler, scaler = run
         info = self.info
         path = self.run_dir / "checkpoints" / f"step_{self.progress.global_step:07d}"
@@ -372,6 +417,50 @@ class Trainer:
             save_rng(path, info.rank)
         barrier(info)
         return path
+
+    def _checkpoint_sharded(self, run) -> Path:
+        """FSDP checkpoint: model + optimizer as a torch.distributed.checkpoint folder (``sharded/``, every rank
+        writes its shard) plus trainer_state.pt (progress, scheduler, world size), train_config.yaml,
+        val_metrics.json and the RNG states; written in a hidden folder renamed when complete."""
+        from automot.fsio import TMP_SUFFIX, atomic_path
+        from automot.training.checkpoint import TRAIN_CONFIG, TRAINER_STATE
+        from automot.training.fsdp import save_sharded
+
+        _, optimizer, scheduler, _ = run
+        info = self.info
+        final = self.run_dir / "checkpoints" / f"step_{self.progress.global_step:07d}"
+        tmp = final.with_name(f".{final.name}{TMP_SUFFIX}")
+        if info.is_main:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        barrier(info)
+        save_sharded(tmp / SHARDED_DIR, self.model, optimizer)
+        save_rng(tmp, info.rank)
+        barrier(info)  # every rank's files are in place before rank 0 renames the folder
+        if info.is_main:
+            with atomic_path(tmp / TRAINER_STATE) as path:
+                torch.save(
+                    {
+                        "progress": asdict(self.progress),
+                        "optimizer": None,
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": None,
+                        "world_size": info.world_size,
+                    },
+                    path,
+                )
+            self.cfg.save_yaml(tmp / TRAIN_CONFIG)
+            atomic_write_text(tmp / VAL_METRICS, json.dumps(self.val_history, indent=2))
+            if final.exists():
+                import shutil
+
+                shutil.rmtree(final)
+            tmp.rename(final)
+            prune(self.run_dir, self.cfg.checkpoint.keep_last)
+        barrier(info)
+        return final
 
     def summary(self) -> dict:
         """Step-time statistics of this process (for reports)."""
