@@ -4,6 +4,7 @@ calculation (the formula is in training/memory.py's docstring)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +58,11 @@ def test_dry_run_text_and_errors(capsys):
     assert "FSDP over 4 ranks" in out and "total" in out
     assert main(["train", "--dry-run", "--preset", "nope"]) == 2
     assert "unknown" in capsys.readouterr().err
+
+
+def test_dry_run_with_the_fsdp_template_config(capsys):
+    template = Path(__file__).resolve().parent.parent / "configs" / "train" / "pdm_lite_fsdp.yaml"
+    code = main(["train", "--dry-run", "--config", str(template), "--world-size", "2", "--json"])
+    assert code == 0
+    est = json.loads(capsys.readouterr().out)
+    assert est["preset"] == "small" and est["micro_batch"] == 4 and est["world_size"] == 2
