@@ -276,9 +276,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     job_ids = [j.job_id for j in jobs]
     from automot.fsio import atomic_write_json
 
+    cfg = build_config(args, Path(args.out))  # every check before anything is written
     with clikit.claim_out(args.out, accept_existing=_accept_existing) as out:
         _check_same_eval(out, job_ids, args.world)
-        cfg = build_config(args, out)
         from automot.evaluation import records
         from automot.evaluation.engine import run_jobs
 

@@ -351,7 +351,8 @@ class Progress:
             format_progress = None
         elapsed = time.monotonic() - self.started
         left = self.total - self.done
-        eta = elapsed / self.finished_this_run * left / max(self.running, 1) if self.finished_this_run else None
+        # routes finished per second so far (all workers together) -> time for the rest
+        eta = elapsed / self.finished_this_run * left if self.finished_this_run else None
         ds_so_far = sum(self.scores) / len(self.scores) if self.scores else None
         if format_progress is not None:
             try:

@@ -114,7 +114,8 @@ def merged_records(out: Path) -> list[dict]:
     return json.loads((out / "results.json").read_text())["_checkpoint"]["records"]
 
 
-def test_cli_layout_and_route_files(tmp_path, capsys):
+def test_cli_layout_and_route_files(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("CARLA_ROOT", raising=False)
     with pytest.raises(SystemExit) as exc:
         main(["eval", "--help"])
     assert exc.value.code == 0
@@ -124,6 +125,10 @@ def test_cli_layout_and_route_files(tmp_path, capsys):
     assert "not a folder" in capsys.readouterr().err
     assert main(["eval", "--out", str(tmp_path / "o")]) == 2  # --routes missing
     routes = write_routes(tmp_path / "r.xml")
+    # no CARLA server given: exit 3, and nothing written (every check comes before the output folder)
+    cfg = str(REPO / "leaderboard_configs" / "demo_tiny.yaml")
+    argv = ["eval", "--routes", str(routes), "--agent-config", cfg, "--out", str(tmp_path / "o")]
+    assert main(argv) == 3 and not (tmp_path / "o").exists()
     parsed = read_route_file(routes)
     assert [r for r, _ in parsed] == ROUTE_IDS
     assert parsed[0][1] == pytest.approx(4.0) and parsed[-1][1] > parsed[0][1]
@@ -147,14 +152,21 @@ def test_port_blocks_are_disjoint_across_processes(tmp_path):
     other = {int(p) for p in out[1:]}
     assert not other & (set(a.ports.all()) | set(b.ports.all()))
     a.release()
-    # a port in use by something else is never handed out: block 0's RPC port busy -> block 0 skipped
+    # a port in use by something else is never handed out: a listening socket on the first free block's RPC port
+    # -> that block is skipped (a free block found first: other tests on this node may hold ports too)
     import socket
 
+    probe = ports_mod.claim_block(lock_dir)
+    busy = probe.ports.rpc
+    probe.release()
     with socket.socket() as s:
-        s.bind(("127.0.0.1", a.ports.rpc))
+        try:
+            s.bind(("127.0.0.1", busy))
+        except OSError:
+            pytest.skip(f"port {busy} was taken by another process meanwhile")
         s.listen(1)
         c = ports_mod.claim_block(lock_dir)
-        assert c.block != a.block
+        assert busy not in c.ports.all()
         c.release()
     b.release()
 
