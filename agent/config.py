@@ -102,6 +102,9 @@ class RecorderConfig:
     video_height: int = 512  # camera image scaled to this height (multiple of 16 for H.264)
     panel_width: int = 256  # bird's-eye panel to the right of the camera image
     bev_range_m: float = 40.0  # metres ahead shown in the bird's-eye panel
+    # Frames waiting for the video writer thread; when it is full the tick's frame is dropped (counted in
+    # summary.jsonl) instead of the tick waiting for the encoder.
+    video_queue: int = 32
 
 
 @dataclass
@@ -155,6 +158,7 @@ def _check_ranges(cfg: AgentConfig) -> list[str]:
     need(cfg.runtime.max_snapshot_age_s > 0, "runtime.max_snapshot_age_s", "> 0", cfg.runtime.max_snapshot_age_s)
     rto = cfg.runtime.refresh_timeout_s
     need(rto is None or rto > 0, "runtime.refresh_timeout_s", "> 0 or null", rto)
+    need(cfg.recorder.video_queue >= 1, "recorder.video_queue", ">= 1", cfg.recorder.video_queue)
     need(cfg.runtime.refresh_every >= 1, "runtime.refresh_every", ">= 1", cfg.runtime.refresh_every)
     need(cfg.runtime.latency_ticks >= 0, "runtime.latency_ticks", ">= 0", cfg.runtime.latency_ticks)
     for name in (

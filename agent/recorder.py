@@ -1,8 +1,12 @@
 """Per-route debug recording: ``video.mp4`` (annotated camera + bird's-eye panel) and ``ticks.jsonl``.
 
-Driven by one ``Recorder.record(TickRecord)`` call per tick, warm-up and failed ticks included, so the video
-has exactly one frame and the JSONL exactly one line per tick. ``close()`` finalises the video and writes
-``summary.jsonl`` (one JSON object on one line). Not ``*.json``: the recorder often writes next to a run's
+Driven by one ``Recorder.record(TickRecord)`` call per tick, warm-up and failed ticks included, so the JSONL has
+exactly one line per tick, written and flushed in the tick. The video is composed and encoded off the tick's
+critical path, by the writer thread ``automot-video`` fed through a bounded queue (``recorder.video_queue`` frames):
+``record`` never blocks on it; when the queue is full the frame is dropped and counted (``video_frames_dropped`` in
+``summary.jsonl``), so the video has one frame per tick unless the summary says otherwise. ``close()`` drains the
+queue, finalises the video and writes ``summary.jsonl`` (one JSON object on one line). A SIGKILL leaves the frames
+the encoder already received (ffmpeg finalises the file when its pipe closes), the queued ones are lost. Not ``*.json``: the recorder often writes next to a run's
 results.json, and Bench2Drive's merge_route_json.py reads every ``*.json`` there as a results file.
 """
 
@@ -11,6 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import queue
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,11 +137,15 @@ class Recorder:
         self.video_path = self.out_dir / VIDEO_NAME
         self.ticks_path = self.out_dir / TICKS_NAME
         self.summary_path = self.out_dir / SUMMARY_NAME
-        self.frames_written = 0
+        self.frames_written = 0  # frames the encoder received (writer thread)
+        self.frames_dropped = 0  # frames not queued because the writer was behind (the tick never waits for it)
         self.ticks_written = 0
+        self.video_error: str | None = None  # the writer thread's failure, if any (video stops, driving goes on)
         self._writer = None
         self._ticks_file = None
         self._closed = False
+        self._queue: queue.Queue[TickRecord | None] = queue.Queue(maxsize=max(1, int(self.config.video_queue)))
+        self._thread: threading.Thread | None = None
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
     def record(self, rec: TickRecord) -> None:
@@ -148,13 +158,37 @@ class Recorder:
             self._ticks_file.write(json.dumps(rec.to_json(), allow_nan=False) + "\n")
             self._ticks_file.flush()  # a crashed route still leaves every finished tick on disk
             self.ticks_written += 1
-        if self.config.video:
-            cfg = self.config
-            frame = compose_frame(rec, self.camera, cfg.video_height, cfg.panel_width, cfg.bev_range_m)
-            if self._writer is None:
-                self._writer = self._open_writer()
-            self._writer.append_data(frame)
-            self.frames_written += 1
+        if self.config.video and self.video_error is None:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._video_loop, name="automot-video", daemon=True)
+                self._thread.start()
+            try:
+                self._queue.put_nowait(rec)  # the record is not touched by the agent after this tick
+            except queue.Full:
+                self.frames_dropped += 1
+                if self.frames_dropped == 1 or self.frames_dropped % 100 == 0:
+                    log.warning(
+                        "video writer behind: frame of tick %d dropped (%d so far)", rec.frame, self.frames_dropped
+                    )
+
+    def _video_loop(self) -> None:
+        """Writer thread: compose and encode queued ticks until the ``None`` sentinel; a failure stops the video."""
+        cfg = self.config
+        while True:
+            rec = self._queue.get()
+            if rec is None:
+                return
+            if self.video_error is not None:
+                continue  # keep draining so that close() never waits on a full queue
+            try:
+                frame = compose_frame(rec, self.camera, cfg.video_height, cfg.panel_width, cfg.bev_range_m)
+                if self._writer is None:
+                    self._writer = self._open_writer()
+                self._writer.append_data(frame)
+                self.frames_written += 1
+            except Exception as exc:  # noqa: BLE001 - reported in the summary; the route keeps driving
+                self.video_error = f"{type(exc).__name__}: {exc}"
+                log.exception("video writer failed at tick %d; no further video frames", rec.frame)
 
     def _open_writer(self) -> Any:
         import imageio.v2 as imageio  # imported here so JSONL-only recording never loads ffmpeg
@@ -178,6 +212,9 @@ class Recorder:
             return
         self._closed = True
         try:
+            if self._thread is not None:
+                self._queue.put(None)  # after every queued frame: closing flushes the queue
+                self._thread.join()
             if self._writer is not None:
                 self._writer.close()
         finally:
@@ -186,6 +223,8 @@ class Recorder:
             body = {
                 "ticks": self.ticks_written,
                 "video_frames": self.frames_written,
+                "video_frames_dropped": self.frames_dropped,
+                "video_error": self.video_error,
                 "video": VIDEO_NAME if self.frames_written else None,
                 "ticks_jsonl": TICKS_NAME if self.ticks_written else None,
                 **(summary or {}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -130,3 +131,57 @@ def test_record_dir_override(monkeypatch, tmp_path):
     assert recorder_dir(str(tmp_path / "cfg"), "route_1") == tmp_path / "cfg" / "route_1"
     monkeypatch.setenv("AUTOMOT_RECORD_DIR", str(tmp_path / "drive"))
     assert recorder_dir(str(tmp_path / "cfg"), "route_1") == tmp_path / "drive"
+
+
+class _GatedWriter:
+    """A video writer whose append_data blocks until ``release`` is set (a deliberately slow encoder)."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.frames: list[np.ndarray] = []
+        self.closed = False
+
+    def append_data(self, frame) -> None:
+        self.entered.set()
+        assert self.release.wait(30)
+        self.frames.append(frame)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_video_writer_thread_never_blocks_the_tick_and_counts_drops(tmp_path, monkeypatch):
+    writer = _GatedWriter()
+    monkeypatch.setattr(Recorder, "_open_writer", lambda self: writer)
+    rec = Recorder(tmp_path, CAMERA, RecorderConfig(video=True, ticks_jsonl=True, video_queue=4))
+    rec.record(_record(0))
+    assert writer.entered.wait(30)  # the writer thread holds frame 0 inside the (blocked) encoder
+    for frame in range(1, 20):  # would deadlock here if record() waited for the encoder
+        rec.record(_record(frame))
+    assert rec.ticks_written == 20 and rec.frames_written == 0
+    assert rec.frames_dropped == 20 - 1 - 4  # one in the encoder, four queued, the rest dropped
+    lines = (tmp_path / "ticks.jsonl").read_text().splitlines()
+    assert len(lines) == 20  # the tick log is written in the tick, complete whatever the video does
+    writer.release.set()
+    rec.close({"note": "x"})  # drains the queue before closing the writer
+    assert writer.closed and len(writer.frames) == 5 and rec.frames_written == 5
+    summary = json.loads((tmp_path / "summary.jsonl").read_text())
+    assert summary["video_frames"] == 5 and summary["video_frames_dropped"] == 15 and summary["video_error"] is None
+
+
+def test_video_writer_failure_stops_the_video_not_the_ticks(tmp_path, monkeypatch):
+    class Broken:
+        def append_data(self, frame):
+            raise OSError("disk full")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(Recorder, "_open_writer", lambda self: Broken())
+    rec = Recorder(tmp_path, CAMERA, RecorderConfig(video=True, ticks_jsonl=True))
+    for frame in range(5):
+        rec.record(_record(frame))
+    rec.close()
+    summary = json.loads((tmp_path / "summary.jsonl").read_text())
+    assert summary["ticks"] == 5 and summary["video_frames"] == 0 and "disk full" in summary["video_error"]
