@@ -234,6 +234,7 @@ def run_bench(
     device: str = "cpu",
     dtype: str | None = None,
     checkpoint: str | None = None,
+    agent_ticks: int = 0,
 ) -> dict[str, Any]:
     """Run the whole benchmark and return the contract dict (see module docstring of runtime.cli).
 
@@ -244,10 +245,48 @@ def run_bench(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _run_bench(preset, iters, warmup, backends, runtime_engine, threads, device, dtype, checkpoint)
+        result = _run_bench(preset, iters, warmup, backends, runtime_engine, threads, device, dtype, checkpoint)
     finally:
         if torch.get_num_threads() != previous_threads:
             torch.set_num_threads(previous_threads)
+    if isinstance(result, dict) and "preset" in result:
+        result["agent_tick"] = measure_agent_tick_entry(agent_ticks, device)
+    return result
+
+
+def measure_agent_tick_entry(ticks: int, device: str = "cpu") -> dict[str, Any] | None:
+    """``agent_tick``: the whole agent tick in the embedded world (world/tick_bench.py), async runtime with the ONNX
+    Runtime fast step, for the demo model and the ``small`` preset, recorder (video) on and off. The top-level
+    fields are the ``small`` run with the recorder on; ``runs`` holds all four. None when ``ticks`` is 0."""
+    if ticks <= 0:
+        return None
+    from automot.world.cli import DEFAULT_CONFIG, REPO_ROOT
+    from automot.world.tick_bench import measure_agent_tick
+
+    config = str(REPO_ROOT / DEFAULT_CONFIG)
+    # No snapshot age limit: a loaded machine's slow path may fall behind, and the bench times the fast step on
+    # every tick instead of safe stops.
+    common = [
+        "runtime.mode=async",
+        "runtime.engine=onnxruntime",
+        f"model.device={device}",
+        "runtime.max_snapshot_age_s=1000000",
+        "runtime.options.max_snapshot_age_ticks=null",
+    ]
+    models = {"demo": [], "small": ["model.checkpoint=null", "model.preset=small"]}
+    runs: dict[str, Any] = {}
+    for name, sets in models.items():
+        for recorder in (True, False):
+            key = f"{name}_recorder_{'on' if recorder else 'off'}"
+            _progress(f"agent tick: {key}, {ticks} driving ticks in the embedded world")
+            runs[key] = measure_agent_tick(config, [*common, *sets], ticks=ticks, recorder=recorder)
+    head = runs["small_recorder_on"]
+    return {
+        **{k: head[k] for k in ("p99_ms", "fast_step_p99_ms", "ratio_p99", "stages")},
+        "target_ratio_p99": "<= 1.5 (small, recorder on)",
+        "runs": runs,
+        "loadavg_1min": _loadavg(),
+    }
 
 
 def _run_bench(

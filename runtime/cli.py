@@ -39,6 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--threads", type=int, default=None, help="threads for the side-by-side backend comparison")
     clikit.add_device(bench, "cpu | cuda | cuda:N (e.g. automot-4b on a GPU)")
     bench.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: the model's)")
+    bench.add_argument(
+        "--agent-ticks",
+        type=int,
+        default=60,
+        metavar="N",
+        help="agent_tick: driving ticks per embedded-world run of the whole agent (demo model and the small preset, "
+        "recorder on and off); 0 skips it (default: %(default)s)",
+    )
 
     export = clikit.add_command(
         subparsers,
@@ -65,6 +73,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     backends = clikit.split_list(args.backends, "--backends", BENCH_BACKENDS)
     clikit.require(args.iters >= 1 and args.warmup >= 0, "--iters must be >= 1 and --warmup >= 0")
+    clikit.require(args.agent_ticks >= 0, f"--agent-ticks {args.agent_ticks}: must be >= 0")
     if args.json_out:  # checked before the (long) benchmark runs
         clikit.require(not Path(args.json_out).is_dir(), f"--json {args.json_out}: is a folder, not a file name")
     # ConfigError (bad preset / YAML) and ExportError (bad checkpoint) exit 2 through automot.cli.
@@ -78,6 +87,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         checkpoint=args.checkpoint,
+        agent_ticks=args.agent_ticks,
     )
     text = json.dumps(result, indent=2)
     if args.json_out:
