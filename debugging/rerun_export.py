@@ -7,9 +7,10 @@ viewer can be added beside it from the same reader. Two timelines, ``tick`` (seq
 * ``camera/image`` -- the primary camera frame the model got (from ``inputs/``, ``drive --record-inputs``) with
   ``camera/image/path`` (line), ``camera/image/waypoints`` and ``camera/image/targets`` (points) projected with the
   rig's camera model; without recorded inputs, ``camera/video`` holds the recorder's annotated video frames;
-* ``bev/driven`` (static: the driven trajectory), ``bev/route`` (static: the target points the agent was given, i.e.
-  the route as it saw it), ``bev/ego`` (the ego box), ``bev/path``, ``bev/waypoints``, ``bev/targets`` in world
-  metres (x, y as the simulator; other actors are not in the run files);
+* ``bev/...`` -- a bird's-eye view centred on the ego, forward up, metres (display u = right, v = -forward):
+  ``bev/ego`` (box), ``bev/route`` (the target points the agent was given, i.e. the route as it saw it, within
+  ``BEV_RANGE_M``), ``bev/driven`` (the trajectory so far), ``bev/path``, ``bev/waypoints``, ``bev/targets``;
+  ``map/driven`` (static) and ``map/ego`` in world metres. Other actors are not in the run files;
 * ``scalars/<name>`` -- speed, target_speed (implied by the first two waypoints, 0.5 s apart), steer, throttle,
   brake, fast_step_ms, snapshot_age_ticks, snapshot_age_s;
 * ``events`` -- TextLog: decision changes, reasoning text, safe stops, refresh overruns, input flags, errors and the
@@ -31,6 +32,7 @@ from automot.errors import EnvironmentProblem, UsageError
 APP_ID = "automot"
 EGO_LENGTH, EGO_WIDTH = 4.9, 2.1
 WAYPOINT_DT = 0.5
+BEV_RANGE_M = 60.0
 
 
 def _import_rerun() -> Any:
@@ -54,10 +56,57 @@ def _ego_to_world(points: np.ndarray, ego: dict) -> np.ndarray:
     return ego_to_world(points, np.array([ego["x"], ego["y"]]), ego["yaw"])
 
 
-def _ego_box(ego: dict) -> np.ndarray:
-    half_l, half_w = EGO_LENGTH / 2, EGO_WIDTH / 2
-    corners = np.array([[half_l, -half_w], [half_l, half_w], [-half_l, half_w], [-half_l, -half_w], [half_l, -half_w]])
-    return _ego_to_world(corners, ego)
+def _bev(points_ego: np.ndarray) -> np.ndarray:
+    """Ego frame (x forward, y right) -> BEV display (u right, v down): forward is up."""
+    pts = np.asarray(points_ego, dtype=np.float64).reshape(-1, 2)
+    return np.stack([pts[:, 1], -pts[:, 0]], axis=1)
+
+
+EGO_BOX = np.array(
+    [[EGO_LENGTH / 2, -EGO_WIDTH / 2], [EGO_LENGTH / 2, EGO_WIDTH / 2], [-EGO_LENGTH / 2, EGO_WIDTH / 2],
+     [-EGO_LENGTH / 2, -EGO_WIDTH / 2], [EGO_LENGTH / 2, -EGO_WIDTH / 2]]
+)  # fmt: skip
+
+
+def blueprint() -> Any:
+    """The viewer layout: camera and BEV on top, controls / timing plots and the event log below."""
+    import rerun.blueprint as rrb
+
+    return rrb.Blueprint(
+        rrb.Vertical(
+            rrb.Horizontal(
+                rrb.Spatial2DView(origin="camera", name="camera"),
+                rrb.Spatial2DView(
+                    origin="bev",
+                    name="bird's-eye (ego, forward up, m)",
+                    visual_bounds=rrb.VisualBounds2D(x_range=[-25.0, 25.0], y_range=[-BEV_RANGE_M, 15.0]),
+                ),
+                rrb.Spatial2DView(origin="map", name="map (world m)"),
+                column_shares=[3, 2, 1],
+            ),
+            rrb.Horizontal(
+                rrb.TimeSeriesView(
+                    origin="scalars",
+                    contents=[
+                        "scalars/speed",
+                        "scalars/target_speed",
+                        "scalars/steer",
+                        "scalars/throttle",
+                        "scalars/brake",
+                    ],
+                    name="speed (m/s) and control",
+                ),  # fmt: skip
+                rrb.TimeSeriesView(
+                    origin="scalars",
+                    contents=["scalars/fast_step_ms", "scalars/snapshot_age_ticks", "scalars/snapshot_age_s"],
+                    name="fast step ms, snapshot age",
+                ),
+                rrb.TextLogView(origin="events", name="events"),
+            ),
+            row_shares=[3, 2],
+        ),
+        collapse_panels=True,
+    )
 
 
 def _camera(run: Run) -> Any:
@@ -125,7 +174,7 @@ def export_run(run: Run, rec: Any, image_every: int = 1) -> dict[str, int]:
 
     driven = np.array([[t["ego"]["x"], t["ego"]["y"]] for t in ticks if (t.get("ego") or {}).get("x") is not None])
     if len(driven) > 1:
-        rec.log("bev/driven", rr.LineStrips2D([driven], colors=[(120, 120, 255)]), static=True)
+        rec.log("map/driven", rr.LineStrips2D([driven], colors=[(120, 120, 255)]), static=True)
     route_pts: list[tuple[float, float]] = []
     for t in ticks:
         tp, ego = _xy(t.get("target_points")), t.get("ego")
@@ -134,16 +183,14 @@ def export_run(run: Run, rec: Any, image_every: int = 1) -> dict[str, int]:
                 key = (round(float(p[0]), 1), round(float(p[1]), 1))
                 if not route_pts or route_pts[-1] != key:
                     route_pts.append(key)
-    if route_pts:
-        unique = list(dict.fromkeys(route_pts))
-        rec.log("bev/route", rr.Points2D(unique, colors=[(200, 200, 200)], radii=0.6), static=True)
+    route = np.array(list(dict.fromkeys(route_pts)), dtype=np.float64).reshape(-1, 2)
 
     infractions: dict[int, list[str]] = {}
     for inf in run.infractions():
         if inf.tick is not None:
             infractions.setdefault(inf.tick, []).append(f"INFRACTION {inf.kind}: {inf.message}")
 
-    last_decision = None
+    last_decision, n_ego = None, 0
     for t in ticks:
         tick = int(t["frame"])
         sim_time = t.get("sim_time")
@@ -169,14 +216,31 @@ def export_run(run: Run, rec: Any, image_every: int = 1) -> dict[str, int]:
         counts["ticks"] += 1
 
         ego = t.get("ego")
+        rec.log("bev/ego", rr.LineStrips2D([_bev(EGO_BOX)], colors=[(20, 20, 20)], radii=0.15))
+        if path is not None:
+            rec.log("bev/path", rr.LineStrips2D([_bev(np.vstack([np.zeros((1, 2)), path]))], colors=[(40, 220, 40)]))
+        if wps is not None:
+            rec.log("bev/waypoints", rr.Points2D(_bev(wps), colors=[(255, 170, 0)], radii=0.4))
+        if tps is not None:
+            rec.log("bev/targets", rr.Points2D(_bev(tps), colors=[(255, 40, 40)], radii=0.8))
         if ego and ego.get("x") is not None:
-            rec.log("bev/ego", rr.LineStrips2D([_ego_box(ego)], colors=[(255, 255, 255)]))
-            if path is not None:
-                rec.log("bev/path", rr.LineStrips2D([_ego_to_world(path, ego)], colors=[(40, 220, 40)]))
-            if wps is not None:
-                rec.log("bev/waypoints", rr.Points2D(_ego_to_world(wps, ego), colors=[(255, 170, 0)], radii=0.4))
-            if tps is not None:
-                rec.log("bev/targets", rr.Points2D(_ego_to_world(tps, ego), colors=[(255, 40, 40)], radii=0.8))
+            from automot.geometry import world_to_ego
+
+            here = np.array([ego["x"], ego["y"]])
+            rec.log("map/ego", rr.Points2D([here], colors=[(20, 20, 20)], radii=3.0))
+            if len(route):
+                near = route[np.linalg.norm(route - here, axis=1) < BEV_RANGE_M]
+                rec.log(
+                    "bev/route",
+                    rr.Points2D(_bev(world_to_ego(near, here, ego["yaw"])), colors=[(170, 170, 170)], radii=0.5),
+                )
+            n_ego += 1
+            done = driven[max(0, n_ego - 400) : n_ego]
+            if len(done) > 1:
+                rec.log(
+                    "bev/driven",
+                    rr.LineStrips2D([_bev(world_to_ego(done, here, ego["yaw"]))], colors=[(120, 120, 255)]),
+                )
 
         image = frames.get(tick)
         if image is not None and image_entity is not None:
@@ -232,13 +296,13 @@ def view_main(args: argparse.Namespace) -> int:
 
         save = Path(args.save)
         with atomic_path(save) as tmp:
-            rec.save(str(tmp))
+            rec.save(str(tmp), default_blueprint=blueprint())
             counts = export_run(run, rec, every)
             rec.flush()
             rec.disconnect()
         print(f"{save}: {counts['ticks']} ticks, {counts['images']} images, {counts['events']} events")
     else:
-        rec.spawn()
+        rec.spawn(default_blueprint=blueprint())
         counts = export_run(run, rec, every)
         rec.flush()
         print(f"streamed {counts['ticks']} ticks, {counts['images']} images, {counts['events']} events to the viewer")
