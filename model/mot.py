@@ -85,6 +85,44 @@ def _grouped_attention(
     return out.reshape(b, hq, t, d)
 
 
+# Fast path (no UE tokens, a cached prefix): attend over the prefix and the action tokens as two parts merged with a
+# log-sum-exp, instead of concatenating the prefix K/V (capacity long) with the action K/V in every layer. False
+# restores the concatenation (the reference `automot bench` reports as fast_step_ms.torch_concat_reference).
+SPLIT_PREFIX_ATTENTION = True
+
+
+def _two_part_attention(
+    q: torch.Tensor,
+    k_past: torch.Tensor,
+    v_past: torch.Tensor,
+    k_own: torch.Tensor,
+    v_own: torch.Tensor,
+    mask: torch.Tensor,
+    joint: HeadLayout,
+) -> torch.Tensor:
+    """``_grouped_attention`` over keys ``[past; own]`` without building that concatenation.
+
+    Each part's scores are computed on its own; one running maximum and the two exp-sums merge them exactly as one
+    softmax over the union (log-sum-exp merge). mask bool [B, T, S + T'] or folded [B, g*T, S + T'], True = attend;
+    every query row must see at least one key (the action tokens always see themselves).
+    """
+    b, hq, t, d = q.shape
+    g = joint.group
+    q = q.reshape(b, hq // g, g * t, d) * joint.head_dim**-0.5
+    if mask.shape[1] != g * t:
+        mask = fold_group_mask(mask, g)
+    s = k_past.shape[2]
+    s1 = torch.matmul(q, k_past.transpose(-1, -2))
+    s2 = torch.matmul(q, k_own.transpose(-1, -2))
+    low = torch.finfo(s1.dtype).min
+    s1 = s1.masked_fill(~mask[:, None, :, :s], low)
+    s2 = s2.masked_fill(~mask[:, None, :, s:], low)
+    top = torch.maximum(s1.amax(-1, keepdim=True), s2.amax(-1, keepdim=True))
+    e1, e2 = torch.exp(s1 - top), torch.exp(s2 - top)
+    out = (torch.matmul(e1, v_past) + torch.matmul(e2, v_own)) / (e1.sum(-1, keepdim=True) + e2.sum(-1, keepdim=True))
+    return out.reshape(b, hq, t, d)
+
+
 def mot_layer(
     experts: list[nn.Module],
     layouts: list[HeadLayout],
@@ -124,6 +162,12 @@ def mot_layer(
         qs.append(q)
         ks.append(k)
         vs.append(v)
+    # Inference only (no_grad / inference_mode, which the runtime, the engines and the ONNX export use): with autograd
+    # on, the parts' matmuls would have to save the (often inference-mode) snapshot tensors for backward.
+    split = SPLIT_PREFIX_ATTENTION and not torch.is_grad_enabled()
+    if split and hiddens[0] is None and past_kv is not None and len(active) == 1:
+        out = _two_part_attention(qs[0], past_kv[0][:, :n_kv], past_kv[1][:, :n_kv], ks[0], vs[0], mask, joint)
+        return _finish(experts, layouts, hiddens, active, out), own_kv
     if past_kv is not None:
         ks.insert(0, past_kv[0][:, :n_kv])
         vs.insert(0, past_kv[1][:, :n_kv])
@@ -138,7 +182,17 @@ def mot_layer(
         # states stay bit-identical to the stock model.
         k, v = k.repeat_interleave(joint.group, dim=1), v.repeat_interleave(joint.group, dim=1)
         out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], scale=joint.head_dim**-0.5)
+    return _finish(experts, layouts, hiddens, active, out), own_kv
 
+
+def _finish(
+    experts: list[nn.Module],
+    layouts: list[HeadLayout],
+    hiddens: list[torch.Tensor | None],
+    active: list[int],
+    out: torch.Tensor,
+) -> list[torch.Tensor | None]:
+    """Per expert: its heads / dims / tokens of the joint attention output -> o_proj, residual, MLP."""
     new_hiddens: list[torch.Tensor | None] = [None] * len(hiddens)
     start = 0
     for i in active:
@@ -150,4 +204,4 @@ def mot_layer(
         h = h + layer.self_attn.o_proj(o)
         h = h + layer.mlp(layer.post_attention_layernorm(h))
         new_hiddens[i] = h
-    return new_hiddens, own_kv
+    return new_hiddens

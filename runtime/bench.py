@@ -358,6 +358,17 @@ def _run_bench(
         calls: dict[str, Callable[[], object]] = {"full_forward": full}
         calls.update({name: (lambda e=e: e(*inputs)) for name, e in engines.items()})
         calls["torch+refiner"] = torch_refined
+        from automot.model import mot
+
+        def torch_concat_reference() -> None:
+            # The same eager step with the prefix K/V concatenated to the action K/V in every layer (before issue #14)
+            previous, mot.SPLIT_PREFIX_ATTENTION = mot.SPLIT_PREFIX_ATTENTION, False
+            try:
+                engines["torch"](*inputs)
+            finally:
+                mot.SPLIT_PREFIX_ATTENTION = previous
+
+        calls["torch_concat_reference"] = torch_concat_reference
         _progress(f"warm-up ({warmup} rounds; first torch-compile call compiles)")
         for _ in range(warmup):
             for fn in calls.values():
@@ -386,6 +397,7 @@ def _run_bench(
         )
 
     fast = {name: round(per_call[name], 4) for name in engines}
+    fast["torch_concat_reference"] = round(per_call["torch_concat_reference"], 4)
     result: dict[str, Any] = {
         "preset": preset,
         "full_forward_ms": round(per_call["full_forward"], 4),

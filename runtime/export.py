@@ -107,15 +107,17 @@ def _export_fast_onnx(model: Any, path: Path, capacity: int | None, opset: int, 
     with warnings.catch_warnings():
         # The TorchScript exporter warns that it is legacy, and traces raise TracerWarnings on shape reads.
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            tuple(args),
-            str(path),
-            input_names=names,
-            output_names=list(OUTPUT_NAMES),
-            opset_version=opset,
-            dynamo=dynamo,
-        )
+        # no_grad: the fast step's inference form (two-part prefix attention, model/mot.py) is what gets traced
+        with torch.no_grad():
+            torch.onnx.export(
+                module,
+                tuple(args),
+                str(path),
+                input_names=names,
+                output_names=list(OUTPUT_NAMES),
+                opset_version=opset,
+                dynamo=dynamo,
+            )
     return path
 
 
