@@ -21,7 +21,8 @@ Fast checks (``fast=True``; what ``automot train`` runs at start-up): structure,
 listing, no decoding), the first and last annotation of every route readable, frame-number order. They read a
 few files per route, so they cost seconds on a full dataset.
 
-``DoctorReport.ok``: ``error_count <= max_errors``. The command writes the report (JSON) atomically and exits
+A folder that is not a dataset of the format at all (no ``meta.json``, no episode / route folders, no such camera)
+is a DatasetError (exit 2), not a finding. ``DoctorReport.ok``: ``error_count <= max_errors``. The command writes the report (JSON) atomically and exits
 with ``ExitCode.CHECK_FAILED`` (4) when it is not ok.
 """
 
@@ -308,7 +309,7 @@ def _check_real(report: DoctorReport, root: Path, lay: _Layout, fast: bool) -> N
 
     routes = find_routes(root, lay.marker, max_depth=4)
     if not routes:
-        report.error(root, None, f"no route folders with {lay.marker}/")
+        raise DatasetError(f"{root}: no route folders with {lay.marker}/ (not a {report.format} dataset)")
     report.routes = len(routes)
     for route in routes:
         files = sorted((route / lay.marker).glob("*.json.gz"))
@@ -356,18 +357,13 @@ def _check_real(report: DoctorReport, root: Path, lay: _Layout, fast: bool) -> N
 def _check_automot(report: DoctorReport, root: Path, fast: bool, camera: str | None) -> None:
     from automot.training.data.automot_format import FRAMES, SAMPLES, read_meta
 
-    try:
-        meta = read_meta(root)
-    except DatasetError as exc:
-        report.error(root / "meta.json", None, str(exc))
-        return
+    meta = read_meta(root)  # not a dataset root at all: DatasetError (exit 2), like the reader
     cam = camera or next(iter(meta.cameras), None)
     if cam not in meta.cameras:
-        report.error(root / "meta.json", "cameras", f"no camera {cam!r}")
-        return
+        raise DatasetError(f"{root / 'meta.json'}: no camera {cam!r} (cameras: {sorted(meta.cameras)})")
     episodes = sorted(p for p in root.iterdir() if p.is_dir() and (p / SAMPLES).is_file())
     if not episodes:
-        report.error(root, None, f"no episode folders with {SAMPLES}")
+        raise DatasetError(f"{root}: no episode folders with {SAMPLES}")
     report.routes = len(episodes)
     for folder in episodes:
         images = folder / FRAMES / cam
