@@ -183,6 +183,19 @@ class _Controls:
         return self._one(self.recorded, tick, rec, speed, pos), self._one(self.replayed, tick, rep, speed, pos)
 
 
+def _check_belongs(rec: dict, logged_path: Any, tick: int, run_dir: Any) -> None:
+    """The recorded inputs must be this run's: their output at ``tick`` is the path ticks.jsonl logged (to 4
+    decimals). An --overwrite drive without --record-inputs leaves the earlier run's inputs/ behind."""
+    if logged_path is None:
+        return
+    diff = float(np.max(np.abs(np.asarray(rec["path"], np.float64) - np.asarray(logged_path, np.float64))))
+    if not diff <= 1e-3:
+        raise RunFolderError(
+            f"{run_dir}: inputs/ do not belong to this run (tick {tick}: recorded path differs from ticks.jsonl by "
+            f"{diff:.3g} m); drive again with --record-inputs"
+        )
+
+
 def _differs(a: dict, b: dict) -> bool:
     return (
         abs(a["steer"] - b["steer"]) > STEER_DIFF
@@ -225,6 +238,8 @@ def run_replay(
         for t in run.ticks
         if (t.get("ego") or {}).get("x") is not None
     }
+    logged = {int(t["frame"]): t.get("path") for t in run.ticks}
+    checked = False
     runtime = (runtime_factory or build_runtime)(cfg)
     controls = _Controls(cfg.control)
     per_tick: list[dict[str, Any]] = []
@@ -249,6 +264,9 @@ def run_replay(
             }
             row: dict[str, Any] = {"tick": event.tick, "sim_time": event.sim_time, "decision": rep["decision"]}
             rec = event.out
+            if rec is not None and not checked:
+                _check_belongs(rec, logged.get(event.tick), event.tick, run_dir)
+                checked = True
             if rec is not None:
                 dp = float(np.max(np.abs(np.asarray(rec["path"], np.float64) - rep["path"])))
                 dw = float(np.max(np.abs(np.asarray(rec["waypoints"], np.float64) - rep["waypoints"])))

@@ -330,3 +330,15 @@ def test_view_hand_made_run_events(tmp_path):
         t == 12 and text.startswith("INFRACTION collisions_vehicle") and lvl == "ERROR" for t, text, lvl in events
     )
     assert (11, "safe stop (stale_snapshot): stale snapshot", "WARN") in events
+
+
+def test_replay_refuses_inputs_of_another_run(drive_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(drive_run, run)
+    ticks = [json.loads(line) for line in (run / "ticks.jsonl").read_text().splitlines()]
+    for t in ticks:
+        if t["path"] is not None:
+            t["path"] = [[x + 1.0, y] for x, y in t["path"]]
+    (run / "ticks.jsonl").write_text("".join(json.dumps(t) + "\n" for t in ticks))
+    assert main(["replay", str(run), "--out", str(tmp_path / "r")]) == 2
+    assert "do not belong to this run" in capsys.readouterr().err
