@@ -342,3 +342,44 @@ def test_replay_refuses_inputs_of_another_run(drive_run, tmp_path, capsys):
     (run / "ticks.jsonl").write_text("".join(json.dumps(t) + "\n" for t in ticks))
     assert main(["replay", str(run), "--out", str(tmp_path / "r")]) == 2
     assert "do not belong to this run" in capsys.readouterr().err
+
+
+def test_released_profile_inputs_record_and_replay(tmp_path, monkeypatch, scene_kit):
+    """The BEV encoder's inputs (camera crop + LiDAR histogram) of the released layout are recorded through the
+    agent and replayed open loop to the same outputs."""
+    import numpy as np
+    import yaml
+
+    from automot.agent.automot_agent import AutoMoTAgent
+    from automot.debugging.replay import InputLog, Step, run_replay
+    from automot.model.released.loader import ReleasedParts
+    from automot.model.released.synthetic import build_tiny_released
+    from automot.runtime import build_runtime
+
+    model, bev = build_tiny_released(seed=5)
+    model.released = ReleasedParts(bev, bev.cfg, "synthetic")
+    run = tmp_path / "run"
+    monkeypatch.setenv("AUTOMOT_RECORD_DIR", str(run))
+    cfg_path = tmp_path / "agent.yaml"
+    cfg = {"image_size": [128, 64], "recorder": {"video": False}, "control": {"safety": {"warmup_ticks": 3}}}
+    cfg_path.write_text(yaml.safe_dump({**cfg, "state_estimator": "ukf", "record_inputs": True}))
+    agent = AutoMoTAgent(runtime_factory=lambda c: build_runtime(model, mode="sync", engine="torch"))
+    agent.set_global_plan(*scene_kit.creeping_plan())
+    agent.setup(f"{cfg_path}+scene")
+    specs = agent.sensors()
+    try:
+        for t in range(8):
+            agent.run_step(scene_kit.creeping_inputs(specs, t), 0.05 * t)
+            assert agent.last_record.error is None, agent.last_record.error
+    finally:
+        agent.destroy()
+    log = InputLog(run / "inputs")
+    assert log.manifest["scene_inputs"] and "histogram" in log.manifest["lidar_form"]
+    steps = [e for e in log.events() if isinstance(e, Step)]
+    assert len(steps) == 5 and set(steps[0].scene_inputs) == {"rgb", "lidar"}
+    assert steps[0].scene_inputs["lidar"].shape[-2:] == (64, 64) and np.any(steps[0].scene_inputs["lidar"] > 0)
+    report = run_replay(
+        run, tmp_path / "replay", runtime_factory=lambda c: build_runtime(model, mode="sync", engine="torch")
+    )
+    assert report["ticks"] == 5 and report["decision_changes"] == 0
+    assert report["max_abs_path_diff"] <= 1e-5 and report["max_abs_waypoint_diff"] <= 1e-5
