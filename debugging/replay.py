@@ -19,6 +19,7 @@ import copy
 import json
 import math
 import os
+import typing
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -145,7 +146,7 @@ def parse_ticks(value: str | None) -> tuple[int | None, int | None]:
 
 def replay_config(manifest: dict, checkpoint: str | None, config: str | None, mode: str | None, device: str) -> Any:
     """The agent config the replay runtime is built from: the run's, with the requested model / mode."""
-    from automot.agent.config import agent_config_from_dict, load_agent_config
+    from automot.agent.config import RuntimeConfig, agent_config_from_dict, load_agent_config
 
     cfg = agent_config_from_dict(manifest.get("config") or {}, source="inputs/manifest.json")
     if config:
@@ -155,6 +156,8 @@ def replay_config(manifest: dict, checkpoint: str | None, config: str | None, mo
         clikit.require(Path(checkpoint).exists(), f"--checkpoint {checkpoint}: not found")
         cfg.model.checkpoint = str(Path(checkpoint).resolve())
     if mode:
+        allowed = typing.get_args(typing.get_type_hints(RuntimeConfig)["mode"])
+        clikit.require(mode in allowed, f"--mode {mode!r}: expected one of {', '.join(allowed)}")
         cfg.runtime.mode = mode
     cfg.model.device = device
     cfg.model.cache = False

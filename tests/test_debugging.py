@@ -170,6 +170,9 @@ def test_replay_reproduces_the_run(drive_run, tmp_path, capsys):
     assert main(["replay", str(drive_run), "--out", str(tmp_path / "w"), "--ticks", "33:37"]) == 0
     window = json.loads((tmp_path / "w" / "replay.json").read_text())
     assert window["ticks"] == 4 and window["tick_range"] == [33, 36]
+    capsys.readouterr()
+    assert main(["replay", str(drive_run), "--out", str(tmp_path / "m"), "--mode", "fast"]) == 2
+    assert "--mode 'fast'" in capsys.readouterr().err
 
 
 def test_replay_with_another_checkpoint_compares(drive_run, tmp_path):
