@@ -160,8 +160,12 @@ class Recorder:
             self.ticks_written += 1
         if self.config.video and self.video_error is None:
             if self._thread is None:
+                # The first frame (a warm-up tick in a route) is encoded here: it starts ffmpeg, which takes long
+                # enough that the queue would otherwise fill up behind it. Later frames go through the thread.
+                self._encode(rec)
                 self._thread = threading.Thread(target=self._video_loop, name="automot-video", daemon=True)
                 self._thread.start()
+                return
             try:
                 self._queue.put_nowait(rec)  # the record is not touched by the agent after this tick
             except queue.Full:
@@ -173,22 +177,24 @@ class Recorder:
 
     def _video_loop(self) -> None:
         """Writer thread: compose and encode queued ticks until the ``None`` sentinel; a failure stops the video."""
-        cfg = self.config
         while True:
             rec = self._queue.get()
             if rec is None:
                 return
-            if self.video_error is not None:
-                continue  # keep draining so that close() never waits on a full queue
-            try:
-                frame = compose_frame(rec, self.camera, cfg.video_height, cfg.panel_width, cfg.bev_range_m)
-                if self._writer is None:
-                    self._writer = self._open_writer()
-                self._writer.append_data(frame)
-                self.frames_written += 1
-            except Exception as exc:  # noqa: BLE001 - reported in the summary; the route keeps driving
-                self.video_error = f"{type(exc).__name__}: {exc}"
-                log.exception("video writer failed at tick %d; no further video frames", rec.frame)
+            if self.video_error is None:  # else keep draining so that close() never waits on a full queue
+                self._encode(rec)
+
+    def _encode(self, rec: TickRecord) -> None:
+        cfg = self.config
+        try:
+            frame = compose_frame(rec, self.camera, cfg.video_height, cfg.panel_width, cfg.bev_range_m)
+            if self._writer is None:
+                self._writer = self._open_writer()
+            self._writer.append_data(frame)
+            self.frames_written += 1
+        except Exception as exc:  # noqa: BLE001 - reported in the summary; the route keeps driving
+            self.video_error = f"{type(exc).__name__}: {exc}"
+            log.exception("video writer failed at tick %d; no further video frames", rec.frame)
 
     def _open_writer(self) -> Any:
         import imageio.v2 as imageio  # imported here so JSONL-only recording never loads ffmpeg

@@ -162,9 +162,11 @@ def mot_layer(
         qs.append(q)
         ks.append(k)
         vs.append(v)
-    # Inference only (no_grad / inference_mode, which the runtime, the engines and the ONNX export use): with autograd
-    # on, the parts' matmuls would have to save the (often inference-mode) snapshot tensors for backward.
-    split = SPLIT_PREFIX_ATTENTION and not torch.is_grad_enabled()
+    # With autograd on, the parts' matmuls save the snapshot tensors for backward, which inference-mode tensors (a
+    # runtime snapshot) cannot be: that case keeps the concatenation (whose copy is an ordinary tensor).
+    split = SPLIT_PREFIX_ATTENTION and not (
+        torch.is_grad_enabled() and past_kv is not None and (past_kv[0].is_inference() or past_kv[1].is_inference())
+    )
     if split and hiddens[0] is None and past_kv is not None and len(active) == 1:
         out = _two_part_attention(qs[0], past_kv[0][:, :n_kv], past_kv[1][:, :n_kv], ks[0], vs[0], mask, joint)
         return _finish(experts, layouts, hiddens, active, out), own_kv

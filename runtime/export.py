@@ -107,17 +107,18 @@ def _export_fast_onnx(model: Any, path: Path, capacity: int | None, opset: int, 
     with warnings.catch_warnings():
         # The TorchScript exporter warns that it is legacy, and traces raise TracerWarnings on shape reads.
         warnings.simplefilter("ignore")
-        # no_grad: the fast step's inference form (two-part prefix attention, model/mot.py) is what gets traced
-        with torch.no_grad():
-            torch.onnx.export(
-                module,
-                tuple(args),
-                str(path),
-                input_names=names,
-                output_names=list(OUTPUT_NAMES),
-                opset_version=opset,
-                dynamo=dynamo,
-            )
+        # Ordinary (not inference-mode) copies of the example inputs: the trace then takes the fast step's two-part
+        # prefix attention (model/mot.py), which autograd cannot run on inference-mode snapshot tensors.
+        args = [a.clone() if isinstance(a, torch.Tensor) and a.is_inference() else a for a in args]
+        torch.onnx.export(
+            module,
+            tuple(args),
+            str(path),
+            input_names=names,
+            output_names=list(OUTPUT_NAMES),
+            opset_version=opset,
+            dynamo=dynamo,
+        )
     return path
 
 

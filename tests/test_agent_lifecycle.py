@@ -34,7 +34,7 @@ def test_full_lifecycle_with_release_warmup(tmp_path, agent_kit):
     agent = AutoMoTAgent("localhost", 2000, False, runtime_factory=lambda cfg: runtime)
     agent.set_global_plan(*agent_kit.plan([(0.0, 0.0), (50.0, 0.0), (100.0, 3.0), (150.0, 3.0)]))
     agent.setup(
-        f"{agent_kit.agent_yaml(tmp_path, control={'safety': {'warmup_ticks': 31}}, recorder={'video': True})}+lifecycle"
+        f"{agent_kit.agent_yaml(tmp_path, control={'safety': {'warmup_ticks': 31}}, recorder={'video': True, 'video_queue': 64})}+lifecycle"
     )
     specs = agent.sensors()
     assert [s["id"] for s in specs] == ["CAM_FRONT", "LIDAR", "IMU", "GPS", "SPEED"]

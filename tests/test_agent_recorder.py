@@ -134,7 +134,8 @@ def test_record_dir_override(monkeypatch, tmp_path):
 
 
 class _GatedWriter:
-    """A video writer whose append_data blocks until ``release`` is set (a deliberately slow encoder)."""
+    """A video writer whose append_data blocks from the second frame on until ``release`` is set (a deliberately
+    slow encoder; the recorder encodes the first frame in the tick, which starts ffmpeg)."""
 
     def __init__(self) -> None:
         self.entered = threading.Event()
@@ -143,8 +144,9 @@ class _GatedWriter:
         self.closed = False
 
     def append_data(self, frame) -> None:
-        self.entered.set()
-        assert self.release.wait(30)
+        if self.frames:
+            self.entered.set()
+            assert self.release.wait(30)
         self.frames.append(frame)
 
     def close(self) -> None:
@@ -155,19 +157,21 @@ def test_video_writer_thread_never_blocks_the_tick_and_counts_drops(tmp_path, mo
     writer = _GatedWriter()
     monkeypatch.setattr(Recorder, "_open_writer", lambda self: writer)
     rec = Recorder(tmp_path, CAMERA, RecorderConfig(video=True, ticks_jsonl=True, video_queue=4))
-    rec.record(_record(0))
-    assert writer.entered.wait(30)  # the writer thread holds frame 0 inside the (blocked) encoder
-    for frame in range(1, 20):  # would deadlock here if record() waited for the encoder
+    rec.record(_record(0))  # encoded in the tick: starts the writer
+    assert rec.frames_written == 1
+    rec.record(_record(1))
+    assert writer.entered.wait(30)  # the writer thread holds frame 1 inside the (blocked) encoder
+    for frame in range(2, 20):  # would deadlock here if record() waited for the encoder
         rec.record(_record(frame))
-    assert rec.ticks_written == 20 and rec.frames_written == 0
-    assert rec.frames_dropped == 20 - 1 - 4  # one in the encoder, four queued, the rest dropped
+    assert rec.ticks_written == 20 and rec.frames_written == 1
+    assert rec.frames_dropped == 20 - 2 - 4  # one written, one in the encoder, four queued, the rest dropped
     lines = (tmp_path / "ticks.jsonl").read_text().splitlines()
     assert len(lines) == 20  # the tick log is written in the tick, complete whatever the video does
     writer.release.set()
     rec.close({"note": "x"})  # drains the queue before closing the writer
-    assert writer.closed and len(writer.frames) == 5 and rec.frames_written == 5
+    assert writer.closed and len(writer.frames) == 6 and rec.frames_written == 6
     summary = json.loads((tmp_path / "summary.jsonl").read_text())
-    assert summary["video_frames"] == 5 and summary["video_frames_dropped"] == 15 and summary["video_error"] is None
+    assert summary["video_frames"] == 6 and summary["video_frames_dropped"] == 14 and summary["video_error"] is None
 
 
 def test_video_writer_failure_stops_the_video_not_the_ticks(tmp_path, monkeypatch):

@@ -30,12 +30,15 @@ CONTRACT_KEYS = {
 def test_bench_tiny_writes_every_contract_key(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "-m", "automot.cli", "bench", "--preset", "tiny", "--iters", "2", "--warmup", "1"]
+    cmd += ["--agent-ticks", "0"]  # the whole-agent runs have their own test (tests/test_agent_tick_bench.py)
     proc = subprocess.run([*cmd, "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert json.loads(proc.stdout) == result  # the same JSON is printed to stdout
     assert CONTRACT_KEYS <= set(result)
-    assert set(result["fast_step_ms"]) == {"torch", "onnxruntime"}
+    assert set(result["fast_step_ms"]) == {"torch", "onnxruntime", "torch_concat_reference"}
+    assert result["agent_tick"] is None
+    assert set(result["cadence"]["pipelined_onnxruntime"]) == set(result["cadence"]["released_sync2_eager"])
     numbers = [result[k] for k in CONTRACT_KEYS - {"fast_step_ms", "device", "cadence"}]
     numbers += list(result["fast_step_ms"].values())
     assert all(isinstance(v, float) and math.isfinite(v) for v in numbers)
@@ -44,8 +47,9 @@ def test_bench_tiny_writes_every_contract_key(tmp_path):
     ratio = result["full_forward_ms"] / result["fast_step_ms"]["torch"]
     assert result["fast_step_speedup"] == pytest.approx(ratio, rel=1e-3, abs=2e-3)
     cadence = result["cadence"]
-    released, ours = (k for k in cadence if k != "tick_speedup")
-    assert released == "released_sync2_eager" and ours.startswith("async_")
+    released, ours, pipelined = (k for k in cadence if k not in ("tick_speedup", "pipelined_schedule"))
+    assert released == "released_sync2_eager" and ours.startswith("async_") and pipelined == "pipelined_onnxruntime"
+    assert cadence["pipelined_schedule"]["deadline_misses"] == 0
     assert cadence["tick_speedup"] == pytest.approx(
         cadence[released]["mean"] / cadence[ours]["mean"], rel=1e-3, abs=2e-3
     )
