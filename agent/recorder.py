@@ -3,11 +3,12 @@
 Driven by one ``Recorder.record(TickRecord)`` call per tick, warm-up and failed ticks included, so the JSONL has
 exactly one line per tick, written and flushed in the tick. The video is composed and encoded off the tick's
 critical path, by the writer thread ``automot-video`` fed through a bounded queue (``recorder.video_queue`` frames):
-``record`` never blocks on it; when the queue is full the frame is dropped and counted (``video_frames_dropped`` in
-``summary.jsonl``), so the video has one frame per tick unless the summary says otherwise. ``close()`` drains the
-queue, finalises the video and writes ``summary.jsonl`` (one JSON object on one line). A SIGKILL leaves the frames
-the encoder already received (ffmpeg finalises the file when its pipe closes), the queued ones are lost. Not ``*.json``: the recorder often writes next to a run's
-results.json, and Bench2Drive's merge_route_json.py reads every ``*.json`` there as a results file.
+``record`` never blocks on it (except for the first frame, encoded in its tick because it starts ffmpeg); when the
+queue is full the frame is dropped and counted (``video_frames_dropped`` in ``summary.jsonl``), so the video has one
+frame per tick unless the summary says otherwise. ``close()`` drains the queue, finalises the video and writes
+``summary.jsonl`` (one JSON object on one line). A SIGKILL leaves the frames the encoder already received (ffmpeg
+finalises the file when its pipe closes); the queued ones are lost. Not ``*.json``: the recorder often writes next
+to a run's results.json, and Bench2Drive's merge_route_json.py reads every ``*.json`` there as a results file.
 """
 
 from __future__ import annotations
