@@ -360,15 +360,17 @@ def _run_bench(
         calls["torch+refiner"] = torch_refined
         from automot.model import mot
 
-        def torch_concat_reference() -> None:
-            # The same eager step with the prefix K/V concatenated to the action K/V in every layer (before issue #14)
-            previous, mot.SPLIT_PREFIX_ATTENTION = mot.SPLIT_PREFIX_ATTENTION, False
+        def torch_attention_form(split: bool) -> None:
+            # The eager step with the prefix K/V concatenated to the action K/V in every layer (split=False), or
+            # attending over the two parts with a log-sum-exp merge (split=True); model/mot.py
+            previous, mot.SPLIT_PREFIX_ATTENTION = mot.SPLIT_PREFIX_ATTENTION, split
             try:
                 engines["torch"](*inputs)
             finally:
                 mot.SPLIT_PREFIX_ATTENTION = previous
 
-        calls["torch_concat_reference"] = torch_concat_reference
+        calls["torch_concat_reference"] = lambda: torch_attention_form(False)
+        calls["torch_two_part"] = lambda: torch_attention_form(True)
         _progress(f"warm-up ({warmup} rounds; first torch-compile call compiles)")
         for _ in range(warmup):
             for fn in calls.values():
@@ -398,6 +400,7 @@ def _run_bench(
 
     fast = {name: round(per_call[name], 4) for name in engines}
     fast["torch_concat_reference"] = round(per_call["torch_concat_reference"], 4)
+    fast["torch_two_part"] = round(per_call["torch_two_part"], 4)
     result: dict[str, Any] = {
         "preset": preset,
         "full_forward_ms": round(per_call["full_forward"], 4),

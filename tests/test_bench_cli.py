@@ -36,7 +36,7 @@ def test_bench_tiny_writes_every_contract_key(tmp_path):
     result = json.loads(out.read_text())
     assert json.loads(proc.stdout) == result  # the same JSON is printed to stdout
     assert CONTRACT_KEYS <= set(result)
-    assert set(result["fast_step_ms"]) == {"torch", "onnxruntime", "torch_concat_reference"}
+    assert set(result["fast_step_ms"]) == {"torch", "onnxruntime", "torch_concat_reference", "torch_two_part"}
     assert result["agent_tick"] is None
     assert set(result["cadence"]["pipelined_onnxruntime"]) == set(result["cadence"]["released_sync2_eager"])
     numbers = [result[k] for k in CONTRACT_KEYS - {"fast_step_ms", "device", "cadence"}]

@@ -24,6 +24,7 @@ def test_two_part_attention_matches_the_concatenation(batch, monkeypatch):
             state.speed,
             state.scene,
         )
+        monkeypatch.setattr(mot, "SPLIT_PREFIX_ATTENTION", True)
         split = step(*args)
         monkeypatch.setattr(mot, "SPLIT_PREFIX_ATTENTION", False)
         concat = step(*args)
@@ -45,3 +46,14 @@ def test_two_part_attention_is_the_softmax_over_the_union():
     out = mot._two_part_attention(q, kp, vp, ko, vo, mask, joint)
     ref = mot._grouped_attention(q, torch.cat([kp, ko], 2), torch.cat([vp, vo], 2), mask, joint)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_two_part_form_exports_to_onnx_with_parity(tmp_path, monkeypatch):
+    from automot.runtime.engines import OnnxRuntimeEngine
+    from automot.runtime.export import export_onnx, validate_parity
+
+    monkeypatch.setattr(mot, "SPLIT_PREFIX_ATTENTION", True)
+    model = build_model("tiny")
+    cap = model.config.max_prefix_tokens
+    engine = OnnxRuntimeEngine(export_onnx(model, tmp_path / "fast_step.onnx", cap), threads=1)
+    assert validate_parity(model, engine, cap)["max_abs"] <= 1e-4
