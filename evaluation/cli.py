@@ -22,6 +22,7 @@ import argparse
 import json
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,6 +49,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--routes", help="leaderboard route XML (carla), or 'all' / comma-separated names (embedded)")
     p.add_argument("--agent-config", metavar="CFG.yaml", help="agent config (embedded default: demo_tiny.yaml)")
     p.add_argument("--agent", default=DEFAULT_AGENT, help=f"agent file (default: {DEFAULT_AGENT})")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of the agent config (repeatable, dotted keys, e.g. --set runtime.latency_ticks=3); "
+        "validated like the file; the merged config is saved as DIR/agent_config.yaml and used by every route",
+    )
     clikit.add_out(p, "evaluation folder (re-running into it resumes)")
     p.add_argument("--world", choices=("carla", "embedded"), default="carla", help="simulator (default: carla)")
     p.add_argument("--flavour", choices=("leaderboard", "bench2drive"), help="evaluator flavour (default: detected)")
@@ -277,8 +287,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from automot.fsio import atomic_write_json
 
     cfg = build_config(args, Path(args.out))  # every check before anything is written
+    if args.overrides:
+        from automot.world.cli import overridden_agent_config
+
+        with tempfile.TemporaryDirectory(prefix="automot-eval-set-") as tmp:  # validate before anything is written
+            overridden_agent_config(cfg.agent_config, args.overrides, Path(tmp))
     with clikit.claim_out(args.out, accept_existing=_accept_existing) as out:
         _check_same_eval(out, job_ids, args.world)
+        if args.overrides:
+            # Workers (possibly on other nodes of a shared file system) read the merged config from DIR.
+            cfg.agent_config = overridden_agent_config(cfg.agent_config, args.overrides, out)
         from automot.evaluation import records
         from automot.evaluation.engine import run_jobs
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 ray = pytest.importorskip("ray", reason="the eval extra (pip install -e .[eval]) brings Ray")
 
@@ -274,7 +275,13 @@ def test_two_evals_at_once_use_disjoint_ports(ray_address, env):
 def test_embedded_world_through_ray(ray_address, tmp_path):
     out = tmp_path / "emb"
     argv = ["eval", "--world", "embedded", "--routes", "highway_lane_keep,merge", "--seeds", "0-1"]
+    # --set is validated before anything is written: a bad key exits 2 and leaves no folder
+    assert main([*argv, "--ticks", "3", "--out", str(out), "--set", "runtime.latency_tick=1"]) == 2
+    assert not out.exists()
+    argv += ["--set", "runtime.latency_ticks=1", "--set", "runtime.refresh_every=3"]
     assert main([*argv, "--ticks", "3", "--out", str(out), "--progress-every", "5"]) == 0
+    merged_cfg = yaml.safe_load((out / "agent_config.yaml").read_text())
+    assert merged_cfg["runtime"]["latency_ticks"] == 1 and merged_cfg["runtime"]["refresh_every"] == 3
     ids = [f"{r}_seed{s}" for r in ("highway_lane_keep", "merge") for s in (0, 1)]
     for rid in ids:
         rec = json.loads((out / "routes" / rid / "record.json").read_text())
