@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = (REPO.parent / "shared").resolve()  # resolved: the evaluator paths we compare against are resolved
 THIRD_PARTY = SHARED / "third_party"
 ROUTES_XML = SHARED / "data" / "bench2drive" / "bench2drive220.xml"
 CARLA_PYTHONAPI = THIRD_PARTY / "carla_pythonapi"
