@@ -61,6 +61,7 @@ class TickRecord:
     age_ticks: int | None = None
     age_s: float | None = None
     fast_step_ms: float | None = None
+    refresh_ms: float | None = None  # wall time of the refresh that produced the snapshot used (RuntimeOutput)
     safe_stop: bool = False
     safe_stop_reason: str | None = None
     safe_stop_kind: str | None = None  # the runtime's stop kind (no_snapshot, stale_snapshot, slow_path_failed, ...)
@@ -81,6 +82,7 @@ class TickRecord:
         self.age_ticks = int(output.age_ticks)
         self.age_s = float(output.age_s)
         self.fast_step_ms = float(output.fast_step_ms)
+        self.refresh_ms = float(getattr(output, "snapshot_refresh_ms", float("nan")))
         self.safe_stop = self.safe_stop or bool(output.safe_stop)
         self.safe_stop_reason = self.safe_stop_reason or output.safe_stop_reason
         extras = getattr(output, "extras", None)
@@ -102,7 +104,12 @@ class TickRecord:
             "waypoints": _array(self.waypoints),
             "decision": self.decision,
             "reasoning": self.reasoning,
-            "snapshot": {"version": self.snapshot_version, "age_ticks": self.age_ticks, "age_s": _num(self.age_s)},
+            "snapshot": {
+                "version": self.snapshot_version,
+                "age_ticks": self.age_ticks,
+                "age_s": _num(self.age_s),
+                "refresh_ms": _num(self.refresh_ms),
+            },
             "fast_step_ms": _num(self.fast_step_ms),
             "safe_stop": self.safe_stop,
             "safe_stop_reason": self.safe_stop_reason,

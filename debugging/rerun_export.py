@@ -12,7 +12,7 @@ viewer can be added beside it from the same reader. Two timelines, ``tick`` (seq
   ``BEV_RANGE_M``), ``bev/driven`` (the trajectory so far), ``bev/path``, ``bev/waypoints``, ``bev/targets``;
   ``map/driven`` (static) and ``map/ego`` in world metres. Other actors are not in the run files;
 * ``scalars/<name>`` -- speed, target_speed (implied by the first two waypoints, 0.5 s apart), steer, throttle,
-  brake, fast_step_ms, snapshot_age_ticks, snapshot_age_s;
+  brake, fast_step_ms, refresh_ms (of the snapshot used), snapshot_age_ticks, snapshot_age_s;
 * ``events`` -- TextLog: decision changes, reasoning text, safe stops, refresh overruns, input flags, errors and the
   infractions at the tick inspect places them.
 """
@@ -98,8 +98,13 @@ def blueprint() -> Any:
                 ),  # fmt: skip
                 rrb.TimeSeriesView(
                     origin="scalars",
-                    contents=["scalars/fast_step_ms", "scalars/snapshot_age_ticks", "scalars/snapshot_age_s"],
-                    name="fast step ms, snapshot age",
+                    contents=[
+                        "scalars/fast_step_ms",
+                        "scalars/refresh_ms",
+                        "scalars/snapshot_age_ticks",
+                        "scalars/snapshot_age_s",
+                    ],
+                    name="fast step and refresh ms, snapshot age",
                 ),
                 rrb.TextLogView(origin="events", name="events"),
             ),
@@ -207,6 +212,7 @@ def export_run(run: Run, rec: Any, image_every: int = 1) -> dict[str, int]:
             "fast_step_ms": t.get("fast_step_ms"),
             "snapshot_age_ticks": snap.get("age_ticks"),
             "snapshot_age_s": snap.get("age_s"),
+            "refresh_ms": snap.get("refresh_ms"),
         }
         if wps is not None and len(wps) >= 2:
             scalars["target_speed"] = float(np.linalg.norm(wps[1] - wps[0]) / WAYPOINT_DT)

@@ -319,6 +319,7 @@ class AutoMoTRuntime:
             age_s=age_s,
             fast_step_ms=fast_ms,
             refresh_overrun=overrun,
+            snapshot_refresh_ms=float(meta.refresh_ms),
         )
         if scene_ms is not None:
             out.extras["scene_encoder_ms"] = scene_ms  # part of fast_step_ms
@@ -702,6 +703,7 @@ class AutoMoTRuntime:
                 snapshot_sim_time=meta.sim_time,
                 age_ticks=frame - meta.frame,
                 age_s=sim_time - meta.sim_time,
+                snapshot_refresh_ms=float(meta.refresh_ms),
             )
         out.extras["stop_kind"] = kind
         self._record(out, t0, frame, sim_time, kind)

@@ -61,6 +61,8 @@ class RuntimeOutput:
     # output then comes from the previous snapshot (within the age limits) or is a safe stop, and this says which
     # refresh is late and by how much.
     refresh_overrun: str | None = None
+    # Wall time of the slow-path refresh that produced the snapshot this tick used (nan: none / not measured).
+    snapshot_refresh_ms: float = float("nan")
     extras: dict = field(default_factory=dict)
 
     @staticmethod

@@ -34,6 +34,7 @@ def _output(frame: int, safe_stop: bool = False) -> RuntimeOutput:
         fast_step_ms=3.5,
         safe_stop=safe_stop,
         safe_stop_reason="snapshot too old" if safe_stop else None,
+        snapshot_refresh_ms=40.0 + frame // 2,  # one value per snapshot version
     )
 
 
@@ -83,7 +84,7 @@ def test_recorder_writes_video_and_jsonl(tmp_path):
     assert [r["frame"] for r in rows] == list(range(n_total))
     assert rows[0]["warmup"] and rows[0]["path"] is None and rows[0]["snapshot"]["version"] is None
     assert len(rows[5]["path"]) == 20 and len(rows[5]["waypoints"]) == 6 and rows[5]["decision"].startswith("keep")
-    assert rows[5]["snapshot"] == {"version": 2, "age_ticks": 1, "age_s": 0.05}
+    assert rows[5]["snapshot"] == {"version": 2, "age_ticks": 1, "age_s": 0.05, "refresh_ms": 42.0}
     assert rows[9]["safe_stop"] and rows[9]["safe_stop_reason"] == "snapshot too old"
     assert rows[7]["error"].startswith("InputError")
     assert rows[4]["control"] == {"steer": 0.1, "throttle": 0.3, "brake": 0.0, "mode": "drive"}

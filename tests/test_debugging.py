@@ -311,6 +311,14 @@ def test_view_real_drive_rrd(drive_run, tmp_path, capsys):
     assert len(rows["/scalars/speed"]) == TICKS and len(rows["/bev/ego"]) == TICKS
     assert len(rows["/camera/image"]) == TICKS - 31  # the frames the model got (recorded inputs)
     assert len(rows["/scalars/fast_step_ms"]) == TICKS - 31
+    # refresh latency of the snapshot each tick used: one value per snapshot version, the one ticks.jsonl holds
+    refresh = {r["tick"]: r["Scalars:scalars"][0] for r in rows["/scalars/refresh_ms"]}
+    assert len(refresh) == TICKS - 31 and all(v > 0 for v in refresh.values())
+    by_version: dict[int, set] = {}
+    for t in ticks[31:]:
+        by_version.setdefault(t["snapshot"]["version"], set()).add(t["snapshot"]["refresh_ms"])
+        assert refresh[t["frame"]] == pytest.approx(t["snapshot"]["refresh_ms"])
+    assert len(by_version) > 1 and all(len(v) == 1 for v in by_version.values())
     by_tick = {r["tick"]: r for r in rows["/scalars/speed"]}
     assert by_tick[35]["Scalars:scalars"][0] == pytest.approx(ticks[35]["speed"])
     assert by_tick[35]["sim_time"].total_seconds() == pytest.approx(ticks[35]["sim_time"])
