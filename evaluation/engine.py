@@ -388,8 +388,7 @@ def run_jobs(
     import ray
     from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
 
-    todo = [j for j in jobs if not records.is_complete(cfg.out, j.job_id)]
-    todo.sort(key=lambda j: (-j.length, j.job_id))  # longest first
+    todo = records.longest_first([j for j in jobs if not records.is_complete(cfg.out, j.job_id)])
     prog = Progress(total=len(jobs), done=len(jobs) - len(todo))
     for j in jobs:
         rec = records.read_record(cfg.out, j.job_id)

@@ -53,6 +53,12 @@ class Job:
     seed: int | None = None
 
 
+def longest_first(jobs: list[Job]) -> list[Job]:
+    """The order jobs are handed to free workers: longest first (the long routes start early, so the run does not end
+    waiting on one), ties by job id so the order is reproducible."""
+    return sorted(jobs, key=lambda j: (-j.length, j.job_id))
+
+
 def route_dir(out: str | os.PathLike, job_id: str) -> Path:
     return Path(out) / ROUTES_DIR / job_id
 

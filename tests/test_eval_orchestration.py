@@ -323,3 +323,23 @@ def test_simulator_command_lines_and_own_group_cleanup(tmp_path):
     assert ours.wait(5) == -9 and other.poll() is None
     other.kill()
     other.wait()
+
+
+def test_routes_are_scheduled_longest_first(tmp_path):
+    from automot.evaluation.records import Job, longest_first
+
+    xml = tmp_path / "r.xml"
+    # lengths by hand: A 3-4-5 triangle leg = 5 m; B 10 m + 10 m = 20 m; C 0 m (one point); D 20 m (tie with B)
+    xml.write_text(
+        "<routes>"
+        '<route id="A"><waypoints><position x="0" y="0" z="0"/><position x="3" y="4" z="0"/></waypoints></route>'
+        '<route id="B"><waypoints><position x="0" y="0" z="0"/><position x="10" y="0" z="0"/>'
+        '<position x="10" y="10" z="0"/></waypoints></route>'
+        '<route id="C"><waypoints><position x="5" y="5" z="0"/></waypoints></route>'
+        '<route id="D"><waypoints><position x="0" y="0" z="0"/><position x="0" y="20" z="0"/></waypoints></route>'
+        "</routes>"
+    )
+    parsed = dict(read_route_file(xml))
+    assert parsed == pytest.approx({"A": 5.0, "B": 20.0, "C": 0.0, "D": 20.0})
+    jobs = [Job(job_id=rid, route_id=rid, length=length) for rid, length in parsed.items()]
+    assert [j.job_id for j in longest_first(jobs)] == ["B", "D", "A", "C"]
