@@ -19,7 +19,9 @@ TICKS = 44  # 31 warm-up ticks + 13 driving ticks
 
 def _ticks(folder):
     rows = [json.loads(line) for line in (folder / "ticks.jsonl").read_text().splitlines()]
-    return [(r["frame"], r["control"], r["path"], r["waypoints"], r["snapshot"], r["safe_stop_kind"]) for r in rows]
+    # snapshot.refresh_ms is a wall-clock measurement, not an output: compare which snapshot was used, and its age
+    snap = [{k: v for k, v in r["snapshot"].items() if k != "refresh_ms"} for r in rows]
+    return [(r["frame"], r["control"], r["path"], r["waypoints"], s, r["safe_stop_kind"]) for r, s in zip(rows, snap)]
 
 
 def _drive(tmp_path, monkeypatch, name: str, sets: list[str], delay: float = 0.0):
