@@ -53,22 +53,10 @@ from typing import Any
 
 import numpy as np
 
+from automot.world.scoring import INFRACTION_KEYS  # the leaderboard record's keys, defined once
+
 B2D_ROUTE_COUNT = 220  # Bench2Drive's merge divides by this, whatever the number of records
 
-INFRACTION_KEYS = (
-    "collisions_layout",
-    "collisions_pedestrian",
-    "collisions_vehicle",
-    "red_light",
-    "stop_infraction",
-    "outside_route_lanes",
-    "min_speed_infractions",
-    "yield_emergency_vehicle_infractions",
-    "scenario_timeouts",
-    "route_dev",
-    "vehicle_blocked",
-    "route_timeout",
-)
 PENALTY = {
     "collisions_pedestrian": 0.5,
     "collisions_vehicle": 0.6,

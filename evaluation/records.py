@@ -22,25 +22,12 @@ from typing import Any
 
 from automot.errors import UsageError
 from automot.fsio import _fsync_dir, atomic_write_json
+from automot.world.scoring import INFRACTION_KEYS  # the leaderboard record's keys, defined once
 
 RECORD = "record.json"  # our per-route summary, written last: its presence means the route folder is complete
 RESULTS = "results.json"  # the evaluator checkpoint (leaderboard format) of this route
 ROUTES_DIR = "routes"
 STAGE_PREFIX = ".staged."
-INFRACTION_KEYS = (
-    "collisions_layout",
-    "collisions_pedestrian",
-    "collisions_vehicle",
-    "red_light",
-    "stop_infraction",
-    "outside_route_lanes",
-    "min_speed_infractions",
-    "yield_emergency_vehicle_infractions",
-    "scenario_timeouts",
-    "route_dev",
-    "vehicle_blocked",
-    "route_timeout",
-)
 
 
 @dataclass(frozen=True)
