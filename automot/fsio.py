@@ -19,7 +19,7 @@ Appending streams (``ticks.jsonl``, ``samples.jsonl``, video) are not written th
 is valid on its own when the stream is cut short.
 
 ``AUTOMOT_TEST_SLOW_COMMIT`` (test-only hook): seconds to sleep after a temporary file is complete and before it
-is renamed, so a test can SIGKILL a writer at that point (tests/test_reliability_disk.py). Never set it otherwise.
+is renamed, so a test can SIGKILL a writer at that point (tests/cli/test_outputs_on_disk.py). Never set it otherwise.
 """
 
 from __future__ import annotations

@@ -537,14 +537,14 @@ def carla_junction_index(carla_root: str | os.PathLike | None = None) -> Junctio
     except ImportError:
         return None
     try:
-        from agents.navigation.global_route_planner import GlobalRoutePlanner
+        from agents.navigation.global_route_planner import GlobalRoutePlanner  # pyright: ignore[reportMissingImports]  # CARLA's PythonAPI/carla, found at run time
     except ImportError:
         api = Path(root) / "PythonAPI" / "carla"
         if not api.is_dir():
             return None
         sys.path.insert(0, str(api))
         try:
-            from agents.navigation.global_route_planner import GlobalRoutePlanner
+            from agents.navigation.global_route_planner import GlobalRoutePlanner  # pyright: ignore[reportMissingImports]  # CARLA's PythonAPI/carla, found at run time
         except ImportError:
             return None
 

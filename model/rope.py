@@ -3,7 +3,7 @@
 Both Qwen families rotate each frequency slot with one of three position axes (t, h, w):
 Qwen3-VL interleaves the axes across slots, Qwen2.5-VL assigns contiguous chunks. We precompute the slot->axis
 map once, so cos/sin are a gather away and the fast step stays ONNX-exportable. Parity with HF's own rotary
-modules is tested in tests/test_model_ue_parity.py.
+modules is tested in tests/model/test_understanding_hf_parity.py.
 """
 
 from __future__ import annotations

@@ -319,7 +319,7 @@ class TensorRTSceneEngine(TensorRTEngine):
 def require_tensorrt():
     """Import tensorrt (>= 10) or raise MissingDependencyError naming the package and how to install it."""
     try:
-        import tensorrt
+        import tensorrt  # pyright: ignore[reportMissingImports]  # optional `trt` extra, GPU machines only
     except ImportError as exc:
         raise MissingDependencyError(
             f"the TensorRT backend needs the 'tensorrt' Python package, which is not installed ({exc}). "

@@ -81,13 +81,13 @@ def dump(args: argparse.Namespace) -> int:  # pragma: no cover - needs the origi
         sys.path.insert(0, str(p))
     os.environ.setdefault("AUTOMOT_MODEL_PATH", str(args.checkpoint))
     os.environ.setdefault("QWEN3VL_PATH", str(args.checkpoint))
-    from data.automot.data_utils import add_special_tokens, prepare_attention_mask_per_sample
-    from evaluation.inference import USER_PROMPT, InterleaveInferencer
-    from mot.modeling.bev_encoder import bev_encoder_utils as bev_utils
-    from mot.modeling.bev_encoder.backbone_extractor import BEVEncoderBackboneExtractor
+    from data.automot.data_utils import add_special_tokens, prepare_attention_mask_per_sample  # pyright: ignore[reportMissingImports]
+    from evaluation.inference import USER_PROMPT, InterleaveInferencer  # pyright: ignore[reportMissingImports]
+    from mot.modeling.bev_encoder import bev_encoder_utils as bev_utils  # pyright: ignore[reportMissingImports]
+    from mot.modeling.bev_encoder.backbone_extractor import BEVEncoderBackboneExtractor  # pyright: ignore[reportMissingImports]
     from safetensors import safe_open
-    from team_code.automot_utils import build_cleaned_prompt_and_modes, load_model_mot
-    from team_code.bev_data_utils import lidar_to_histogram_features
+    from team_code.automot_utils import build_cleaned_prompt_and_modes, load_model_mot  # pyright: ignore[reportMissingImports]
+    from team_code.bev_data_utils import lidar_to_histogram_features  # pyright: ignore[reportMissingImports]
     from transformers import AutoTokenizer
 
     model = load_model_mot("cuda")

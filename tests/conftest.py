@@ -35,27 +35,27 @@ def tiny_scene_model():
 
 @pytest.fixture(scope="session")
 def agent_kit():
-    """Leaderboard-agent doubles (tests/agent_doubles.py): ``FakeRuntime``, ``plan``, ``inputs``, ``agent_yaml``,
+    """Leaderboard-agent doubles (tests/doubles/agent_doubles.py): ``FakeRuntime``, ``plan``, ``inputs``, ``agent_yaml``,
     ``make_agent``, ``is_full_brake`` and the ``W``, ``H``, ``GEOREF`` constants they use."""
-    import agent_doubles
+    from doubles import agent_doubles
 
     return agent_doubles
 
 
 @pytest.fixture(scope="session")
 def scene_kit():
-    """Scene-encoder and creeping-car inputs (tests/scene_helpers.py): ``TP``, ``observation``, ``scene_inputs``,
+    """Scene-encoder and creeping-car inputs (tests/doubles/scene_helpers.py): ``TP``, ``observation``, ``scene_inputs``,
     ``creeping_plan``, ``creeping_inputs``."""
-    import scene_helpers
+    from doubles import scene_helpers
 
     return scene_helpers
 
 
 @pytest.fixture(scope="session")
 def fp64_reference():
-    """The one fp64 per-head reference of an action-expert layer (tests/fp64_reference.py):
+    """The one fp64 per-head reference of an action-expert layer (tests/doubles/fp64_reference.py):
     ``fp64_reference.action_layer(weights, x, past_k, past_v, cos, sin, mask, head_dim=, group=, names=)``, with
     ``fp64_reference.layer_weight_names(prefix, suffix)`` for released-style weight keys."""
-    import fp64_reference
+    from doubles import fp64_reference
 
     return fp64_reference

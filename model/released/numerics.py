@@ -5,7 +5,7 @@ the cast), heads/encoders under bf16 autocast so raw fp32 speed / target points 
 first Linear, and the gen-mode post-attention-norm output explicitly bf16.
 
 ``model.to(torch.bfloat16)`` alone is NOT equivalent: it also rounds ``inv_freq`` to bf16, which shifts RoPE angles
-by up to ~1 rad at prefix positions of ~600 (see tests/test_released_numerics.py). ``keep_rotary_fp32`` restores
+by up to ~1 rad at prefix positions of ~600 (see tests/model/test_released_bf16_rounding.py). ``keep_rotary_fp32`` restores
 the exact fp32 frequencies; ``apply_released_numerics`` does the whole recipe and adds the rounding hooks.
 """
 

@@ -170,7 +170,7 @@ class TimmStages(nn.Module):
 def make_timm_features(name: str, in_chans: int) -> TimmStages:
     """The same branch built by timm (needs a torchvision that imports; raises ImportError naming what failed)."""
     try:
-        import timm
+        import timm  # pyright: ignore[reportMissingImports]  # optional: only to load timm-named weights
     except Exception as exc:  # timm imports torchvision at import time
         raise ImportError(
             f"timm is not usable here ({type(exc).__name__}: {exc}); PyPI's torchvision wheels need a CUDA torch. "
