@@ -9,6 +9,8 @@ Verbs read like the algorithm:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -21,6 +23,9 @@ from automot.model.prompting import PromptBuilder, build_state
 from automot.model.rope import mrope_cos_sin
 from automot.model.types import ActionOutput, ActionState, KVSnapshot, Observation
 from automot.model.understanding import PrefixInputs, UnderstandingExpert
+
+# (layer index, x_ue, x_ae, rope [(cos, sin) UE, (cos, sin) AE], mask) -> (x_ue, x_ae, keys, values)
+LayerRunner = Callable[[int, torch.Tensor, torch.Tensor, list, torch.Tensor], tuple]
 
 
 class AutoMoTModel(nn.Module):
@@ -44,6 +49,21 @@ class AutoMoTModel(nn.Module):
         # Optional trajectory refiner (model/refiner.py). Held outside the module tree on purpose: the AutoMoT
         # state dict (and released-checkpoint loading) stays the same with or without it.
         self.__dict__["refiner"] = None
+        # How ``forward`` runs MoT layer i (None: ``joint_layer``). training/fsdp.py installs its per-layer FSDP
+        # units here, so sharded training runs this class's own forward. Outside the module tree for the same
+        # reason as the refiner: the units hold the layers the model already owns.
+        self.__dict__["layer_runner"] = None
+
+    def set_layer_runner(self, runner: LayerRunner | None) -> None:
+        """Route ``forward``'s layer loop through ``runner(i, x_ue, x_ae, rope, mask) -> (x_ue, x_ae, k, v)``,
+        which must compute ``joint_layer(i, ...)`` (e.g. through a wrapper module that owns the layer's FSDP
+        hooks); None restores the direct call."""
+        self.__dict__["layer_runner"] = runner
+
+    def joint_layer(self, i: int, x_ue: torch.Tensor, x_ae: torch.Tensor, rope: list, mask: torch.Tensor):
+        """MoT layer i of the joint pass: both experts' hidden states in, both out, plus the UE K/V it cached."""
+        (x_ue, x_ae), (k, v) = mot_layer(self._experts(i), self.layouts, [x_ue, x_ae], rope, mask)
+        return x_ue, x_ae, k, v
 
     def attach_refiner(self, refiner: nn.Module | None) -> None:
         """Refine path/waypoints in ``act`` / ``fast_step`` (so exported engines include it); None detaches."""
@@ -304,8 +324,9 @@ class AutoMoTModel(nn.Module):
         next_position = self._next_position(pre)
         rope = [self._rope(pre.position_ids), self._rope(self._action_positions(next_position))]
         keys, values = [], []
+        run_layer = self.__dict__["layer_runner"] or self.joint_layer
         for i in range(self.config.num_layers):
-            (x_ue, x_ae), (k, v) = mot_layer(self._experts(i), self.layouts, [x_ue, x_ae], rope, mask)
+            x_ue, x_ae, k, v = run_layer(i, x_ue, x_ae, rope, mask)
             keys.append(k)
             values.append(v)
             x_ue = self._deepstack(x_ue, pre, i)

@@ -4,12 +4,12 @@ sharded checkpoints (torch.distributed.checkpoint) that resume on a different nu
 FSDP units. ``torch.distributed.fsdp.fully_shard`` gathers a unit's parameters in a forward pre-hook of the
 module it wraps. The model's joint forward does not call its layers' ``forward`` (``model/mot.py`` runs one MoT
 layer as a function of ``[UE layer i, AE layer i]``), so each MoT layer gets a small wrapper, :class:`MoTUnit`,
-whose ``forward`` is that function call, and the model's forward is replaced on the instance by
-:func:`joint_forward` (the same computation as ``AutoMoTModel.forward``, looping over the units). The wrapper
-holds the two layers as children; they stay where they are in the model's module tree too, so parameter names,
-``state_dict`` keys and checkpoints are unchanged. The units are sharded first, then every vision block, then the
-model itself as the root unit with the units' parameters passed as ``ignored_params`` (they are managed by their
-unit). :func:`layer_units` lists the groups (also used by training/memory.py).
+whose ``forward`` is ``AutoMoTModel.joint_layer(i, ...)``, and the model's own ``forward`` runs its layer loop
+through the units (``AutoMoTModel.set_layer_runner``). The wrapper holds the two layers as children; they stay
+where they are in the model's module tree too, so parameter names, ``state_dict`` keys and checkpoints are
+unchanged. The units are sharded first, then every vision block, then the model itself as the root unit with the
+units' parameters passed as ``ignored_params`` (they are managed by their unit). :func:`layer_units` lists the
+groups (also used by training/memory.py).
 
 Mixed precision: ``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)`` -- parameters stay fp32 and
 sharded (the optimizer's master weights); compute runs on bf16 all-gathered copies; gradients are reduce-scattered
@@ -28,7 +28,6 @@ Not covered here: LoRA adapters and the VQA loss under FSDP (they go through the
 
 from __future__ import annotations
 
-import types
 from pathlib import Path
 
 import torch
@@ -37,8 +36,6 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from automot.model.automot import AutoMoTModel
-from automot.model.mot import mot_layer
-from automot.model.types import ActionOutput, ActionState, KVSnapshot, Observation
 
 
 def vision_blocks(model: AutoMoTModel) -> list[nn.Module]:
@@ -53,60 +50,37 @@ def layer_units(model: AutoMoTModel) -> list[list[nn.Module]]:
 
 
 class MoTUnit(nn.Module):
-    """One MoT layer (UE layer + AE layer) as a module whose forward is the joint layer: the FSDP2 unit."""
+    """MoT layer i (UE layer + AE layer) as a module whose forward is the model's joint layer: the FSDP2 unit."""
 
     def __init__(self, model: AutoMoTModel, i: int, activation_checkpointing: bool = True) -> None:
         super().__init__()
         self.ue = model.understanding.layers[i]
         self.ae = model.action_layers[i]
-        self.layouts = model.layouts
+        self.i = i
+        # not a child: the model is the root unit, and the unit must not own (or re-shard) the whole model
+        self.__dict__["model"] = model
         self.activation_checkpointing = activation_checkpointing
 
     def _run(self, x_ue, x_ae, cos_ue, sin_ue, cos_ae, sin_ae, mask):
-        (x_ue, x_ae), (k, v) = mot_layer(
-            [self.ue, self.ae], self.layouts, [x_ue, x_ae], [(cos_ue, sin_ue), (cos_ae, sin_ae)], mask
-        )
-        return x_ue, x_ae, k, v
+        rope = [(cos_ue, sin_ue), (cos_ae, sin_ae)]
+        return self.__dict__["model"].joint_layer(self.i, x_ue, x_ae, rope, mask)
 
     def forward(self, x_ue, x_ae, rope, mask):
+        # rope flattened to tensors: torch.utils.checkpoint saves tensor arguments, not nested lists
         args = (x_ue, x_ae, *rope[0], *rope[1], mask)
         if self.activation_checkpointing and torch.is_grad_enabled():
             return checkpoint(self._run, *args, use_reentrant=False)
         return self._run(*args)
 
 
-def joint_forward(
-    self: AutoMoTModel, observation: Observation, state: ActionState, return_snapshot: bool = False
-) -> ActionOutput | tuple[ActionOutput, KVSnapshot]:
-    """``AutoMoTModel.forward`` with the layer loop going through ``self.__dict__['mot_units']``."""
-    from automot.model.masks import joint_action_rows
+class UnitRunner:
+    """The model's layer runner under FSDP: layer i goes through ``units[i]`` (so its FSDP hooks run)."""
 
-    units = self.__dict__["mot_units"]
-    obs = observation.to(self.device)
-    pre = self.understanding.embed_prefix(obs)
-    t_pre = pre.embeds.shape[1]
-    x_ue = pre.embeds.to(self.dtype)
-    dev = self.device
-    scene = None if state.scene is None else state.scene.to(dev)
-    x_ae = self.action_io.embed(state.target_points.to(dev), state.speed.to(dev), scene, self.dtype)
-    n = x_ae.shape[1]
-    ue_rows = torch.cat([self._prefix_mask(obs, pre), pre.valid.new_zeros(x_ue.shape[0], t_pre, n)], dim=-1)
-    ae_rows = joint_action_rows(pre.valid, self.action_groups)
-    mask = torch.cat([ue_rows, ae_rows], dim=1)
-    next_position = self._next_position(pre)
-    rope = [self._rope(pre.position_ids), self._rope(self._action_positions(next_position))]
-    keys, values = [], []
-    for i, unit in enumerate(units):
-        x_ue, x_ae, k, v = unit(x_ue, x_ae, rope, mask)
-        keys.append(k)
-        values.append(v)
-        x_ue = self._deepstack(x_ue, pre, i)
-    hidden = self.action_norm(x_ae)
-    path, waypoints, logits = self._heads(hidden)
-    out = ActionOutput(path, waypoints, logits, self.decode_decision(logits.detach()), hidden)
-    if return_snapshot:
-        return out, KVSnapshot(torch.stack(keys), torch.stack(values), pre.valid, next_position)
-    return out
+    def __init__(self, units: list[MoTUnit]) -> None:
+        self.units = units
+
+    def __call__(self, i, x_ue, x_ae, rope, mask):
+        return self.units[i](x_ue, x_ae, rope, mask)
 
 
 def _checkpointed_forward(module: nn.Module) -> None:
@@ -156,7 +130,7 @@ def shard_model(
         p for block in vision_blocks(model) for p in block.parameters()
     }
     model.__dict__["mot_units"] = units
-    model.forward = types.MethodType(joint_forward, model)
+    model.set_layer_runner(UnitRunner(units))
     fully_shard(model, ignored_params=ignored, **kw)
     del managed
     return model
