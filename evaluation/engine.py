@@ -17,12 +17,9 @@ straight into ``DIR`` (a shared folder on a multi-node cluster).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -31,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from automot.evaluation import records
+from automot.evaluation.attempt import attempt_outcome, evaluator_command, read_json, run_evaluator
 from automot.evaluation.ports import kill_servers_on_port
+from automot.evaluation.progress import Progress, say_stderr
 from automot.evaluation.records import Job
-from automot.evaluation.simulator import Simulator, SimulatorFailed, SimulatorSpec, popen_group, stop_group
+from automot.evaluation.simulator import Simulator, SimulatorFailed, SimulatorSpec
 
 
 @dataclass
@@ -59,92 +58,6 @@ class EvalConfig:
 
 
 # -- one route against one simulator --------------------------------------------------------------------------
-
-
-def evaluator_command(cfg: EvalConfig, job: Job, stage: Path, ports, gpu: str | None) -> tuple[list, dict, str]:
-    """(argv, env, cwd) of the leaderboard evaluator for one route of the route file."""
-    from automot.world import evaluator as lb
-
-    run = lb.EvaluatorRun(
-        routes=str(Path(cfg.routes).resolve()),
-        agent=cfg.agent,
-        agent_config=cfg.agent_config,
-        checkpoint=str(stage / records.RESULTS),
-        debug_checkpoint=str(stage / "live_results.json"),
-        host=cfg.simulator.host,
-        port=ports.rpc,
-        tm_port=ports.tm,
-        track=cfg.track,
-        routes_subset=job.route_id,
-        repetitions=cfg.repetitions,
-    )
-    env = dict(os.environ)
-    if cfg.evaluator_command:
-        fake = lb.EvaluatorInstall(Path("."), None, cfg.flavour or lb.LEADERBOARD_2)
-        argv = list(cfg.evaluator_command) + lb.build_command(fake, run)[2:]
-        cwd = os.getcwd()
-    else:
-        install = lb.locate(cfg.leaderboard_root, cfg.scenario_runner_root)
-        if install.flavour == lb.BENCH2DRIVE:
-            run.gpu_rank = int(gpu) if gpu not in (None, "") and str(gpu).isdigit() else 0
-        argv = lb.build_command(install, run)
-        env = lb.evaluator_env(install)
-        cwd = str(install.workdir)
-    env.update(cfg.env)
-    if cfg.simulator.carla_root:
-        env["CARLA_ROOT"] = str(cfg.simulator.carla_root)  # the Bench2Drive fork starts $CARLA_ROOT/CarlaUE4.sh
-    env["AUTOMOT_RECORD_DIR"] = str(stage)  # the agent's recorder: video.mp4, ticks.jsonl
-    env["SAVE_PATH"] = str(stage)  # Bench2Drive agents: per-route folders, metric_info.json
-    if gpu not in (None, ""):
-        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    return argv, env, cwd
-
-
-def run_evaluator(
-    argv: list, env: dict, cwd: str, log: Path, timeout: float, on_start: Callable | None = None
-) -> tuple[int | None, bool]:
-    """Run the evaluator in its own process group; (exit code, hung). A hung one is killed with its group."""
-    proc = popen_group(argv, log, env=env, cwd=cwd)
-    if on_start is not None:
-        on_start(proc.pid)
-    try:
-        return proc.wait(timeout), False
-    except subprocess.TimeoutExpired:
-        stop_group(proc, grace=2.0)
-        return None, True
-    finally:
-        if proc.poll() is None:
-            stop_group(proc, grace=2.0)
-        from automot.evaluation.ports import kill_group
-
-        kill_group(proc.pid)  # anything the evaluator started and left in its group
-        if on_start is not None:
-            on_start(None)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def attempt_outcome(stage: Path, code: int | None, hung: bool, timeout: float, job: Job) -> str | None:
-    """None when the attempt produced a usable record of the route, else the reason it failed."""
-    if hung:
-        return f"evaluator hung: killed by the watchdog after {timeout:g} s"
-    results = _read_json(stage / records.RESULTS)
-    recs = [
-        r for r in records.route_records(results or {}) if str(r.get("route_id", "")).split("_")[1:2] == [job.route_id]
-    ]
-    if code != 0:
-        return f"evaluator exited with code {code}"
-    if not recs:
-        return "evaluator wrote no record of the route"
-    crashed = [r for r in recs if r.get("status") == "Failed - Simulation crashed"]
-    if crashed:
-        return "simulation crashed"
-    return None
 
 
 def _summary(job: Job, results: dict, attempts: int, reasons: list[str], failed: bool, t0: float, **extra) -> dict:
@@ -241,7 +154,7 @@ class RouteRunner:
                 kill_servers_on_port(self.block.ports.rpc)
             reason = attempt_outcome(stage, code, hung, cfg.route_timeout, job)
             if reason is None:
-                results = _read_json(stage / records.RESULTS) or {}
+                results = read_json(stage / records.RESULTS) or {}
                 break
             reasons.append(f"attempt {attempts}: {reason}")
             if hung or not self.sim.healthy():
@@ -269,7 +182,7 @@ def reap_worker(out: str | os.PathLike, slot: int) -> list[int]:
     to still be that worker's by its command line naming the worker's RPC port)."""
     from automot.evaluation.ports import group_matches, kill_group
 
-    info = _read_json(worker_file(out, slot)) or {}
+    info = read_json(worker_file(out, slot)) or {}
     if info.get("host") != socket.gethostname():
         return []
     rpc = str((info.get("ports") or {}).get("rpc", ""))
@@ -334,43 +247,6 @@ def run_embedded_job(cfg: EvalConfig, job: Job) -> dict:
 # -- the driver ---------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Progress:
-    total: int
-    done: int = 0
-    failed: int = 0
-    running: int = 0
-    scores: list[float] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
-    finished_this_run: int = 0
-
-    def line(self) -> str:
-        try:
-            from automot.evaluation.report import format_progress  # the report helper's format, when present
-        except ImportError:
-            format_progress = None
-        elapsed = time.monotonic() - self.started
-        left = self.total - self.done
-        # routes finished per second so far (all workers together) -> time for the rest
-        eta = elapsed / self.finished_this_run * left if self.finished_this_run else None
-        ds_so_far = sum(self.scores) / len(self.scores) if self.scores else None
-        if format_progress is not None:
-            try:
-                return "eval: " + format_progress(self.done, self.running, self.failed, ds_so_far, eta, self.total)
-            except TypeError:
-                pass
-        ds = f"{sum(self.scores) / len(self.scores):.2f}" if self.scores else "-"
-        eta_text = "-" if eta is None else f"{eta / 60:.1f} min"
-        return (
-            f"eval: {self.done}/{self.total} done, {self.running} running, {self.failed} failed, "
-            f"DS so far {ds}, ETA {eta_text}"
-        )
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 def run_jobs(
     cfg: EvalConfig,
     jobs: list[Job],
@@ -379,7 +255,7 @@ def run_jobs(
     ray_gpus_per_slot: float = 0.0,
     workers: int = 1,
     progress_every: float = 30.0,
-    say: Callable[[str], None] = _say,
+    say: Callable[[str], None] = say_stderr,
 ) -> list[dict]:
     """Run every job not complete in ``cfg.out``; return the summaries of this run. Ray must be initialised.
 
