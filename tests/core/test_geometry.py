@@ -1,5 +1,6 @@
 """automot.geometry: the two wrap intervals at their boundaries and as properties, and the ego frame (x forward,
-y right) of the world <-> ego transforms."""
+y right) of the world <-> ego transforms. The GNSS and compass conversions built on them (agent/geometry.py):
+tests/agent/test_gnss_and_compass.py."""
 
 from __future__ import annotations
 
