@@ -53,37 +53,20 @@ from typing import Any
 
 import numpy as np
 
-from automot.world.scoring import INFRACTION_KEYS  # the leaderboard record's keys, defined once
+# The leaderboard record's keys and arithmetic are defined once in world/ (the embedded world writes results with
+# them); the evaluation tools reach them through this module, so the ones this module does not use are re-exported.
+from automot.world.leaderboard_record import (  # noqa: F401
+    INFRACTION_KEYS,
+    global_record,
+    infractions_of,
+    infractions_per_km,
+    km_driven,
+    leaderboard_values,
+    mean_over_routes,
+    score,
+)
 
 B2D_ROUTE_COUNT = 220  # Bench2Drive's merge divides by this, whatever the number of records
-
-PENALTY = {
-    "collisions_pedestrian": 0.5,
-    "collisions_vehicle": 0.6,
-    "collisions_layout": 0.65,
-    "red_light": 0.7,
-    "stop_infraction": 0.8,
-    "scenario_timeouts": 0.7,
-    "yield_emergency_vehicle_infractions": 0.7,
-}
-# The leaderboard's `values` / `labels` order.
-LABELS = (
-    ("score_composed", "Avg. driving score"),
-    ("score_route", "Avg. route completion"),
-    ("score_penalty", "Avg. infraction penalty"),
-    ("collisions_pedestrian", "Collisions with pedestrians"),
-    ("collisions_vehicle", "Collisions with vehicles"),
-    ("collisions_layout", "Collisions with layout"),
-    ("red_light", "Red lights infractions"),
-    ("stop_infraction", "Stop sign infractions"),
-    ("outside_route_lanes", "Off-road infractions"),
-    ("route_dev", "Route deviations"),
-    ("route_timeout", "Route timeouts"),
-    ("vehicle_blocked", "Agent blocked"),
-    ("yield_emergency_vehicle_infractions", "Yield emergency vehicles infractions"),
-    ("scenario_timeouts", "Scenario timeouts"),
-    ("min_speed_infractions", "Min speed infractions"),
-)
 
 ABILITIES: dict[str, tuple[str, ...]] = {
     "Overtaking": (
@@ -177,15 +160,6 @@ MAPS_NOTE = (
 # ----------------------------------------------------------------------------------------------- records
 
 
-def score(record: Mapping[str, Any], key: str = "score_composed") -> float:
-    return float((record.get("scores") or {}).get(key, 0.0) or 0.0)
-
-
-def infractions_of(record: Mapping[str, Any]) -> dict[str, list]:
-    found = record.get("infractions") or {}
-    return {k: list(v) for k, v in found.items() if isinstance(v, list)}
-
-
 def is_success(record: Mapping[str, Any]) -> bool:
     """Bench2Drive's success: Completed / Perfect and no infraction other than min-speed ones."""
     if record.get("status") not in ("Completed", "Perfect"):
@@ -204,11 +178,6 @@ def repetition_of(record: Mapping[str, Any]) -> int:
     return int(match.group(1)) if match else 0
 
 
-def mean_over_routes(records: Sequence[Mapping[str, Any]], key: str, n_routes: int) -> float:
-    """Sum of ``scores[key]`` / ``n_routes`` (missing routes count 0)."""
-    return sum(score(r, key) for r in records) / n_routes if n_routes > 0 else 0.0
-
-
 def driving_score(records: Sequence[Mapping[str, Any]], n_routes: int = B2D_ROUTE_COUNT) -> float:
     return mean_over_routes(records, "score_composed", n_routes)
 
@@ -218,82 +187,12 @@ def success_rate(records: Sequence[Mapping[str, Any]], n_routes: int = B2D_ROUTE
     return sum(is_success(r) for r in records) / n_routes if n_routes > 0 else 0.0
 
 
-def outside_lanes_km(message: str) -> float:
-    """Kilometres in an ``outside_route_lanes`` message (the leaderboard reads word 8, metres)."""
-    return float(str(message).split(" ")[8]) / 1000
-
-
-def km_driven(records: Sequence[Mapping[str, Any]]) -> float:
-    total = sum(
-        float((r.get("meta") or {}).get("route_length", 0.0) or 0.0) / 1000 * score(r, "score_route") / 100
-        for r in records
-    )
-    return max(total, 0.001)
-
-
 def infraction_counts(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     counts = {k: 0 for k in INFRACTION_KEYS}
     for r in records:
         for k, v in infractions_of(r).items():
             counts[k] = counts.get(k, 0) + len(v)
     return counts
-
-
-def infractions_per_km(records: Sequence[Mapping[str, Any]], digits: int | None = 3) -> dict[str, float]:
-    """The leaderboard's ``global_record.infractions``."""
-    km = km_driven(records)
-    out: dict[str, float] = {}
-    for key in INFRACTION_KEYS:
-        if key == "outside_route_lanes":
-            value = sum(outside_lanes_km(infractions_of(r)[key][0]) for r in records if infractions_of(r).get(key))
-        else:
-            value = sum(len(infractions_of(r).get(key, [])) for r in records) / km
-        out[key] = round(value, digits) if digits is not None else value
-    return out
-
-
-def global_record(records: Sequence[Mapping[str, Any]], n_routes: int) -> dict[str, Any]:
-    """The leaderboard's ``_checkpoint.global_record`` over ``n_routes`` (missing routes count 0 in the means)."""
-    n = max(n_routes, 1)
-    means = {k: round(mean_over_routes(records, k, n), 6) for k in ("score_composed", "score_route", "score_penalty")}
-    std = {k: 0.0 for k in means}
-    if n > 1:
-        for k in std:
-            var = sum((score(r, k) - means[k]) ** 2 for r in records) / float(n - 1)
-            std[k] = round(math.sqrt(var), 3)
-    status = "Perfect"
-    exceptions = []
-    for r in records:
-        if "Failed" in str(r.get("status", "")):
-            status = "Failed"
-            exceptions.append((r.get("route_id"), r.get("index"), r.get("status")))
-        elif status == "Perfect" and r.get("status") != "Perfect":
-            status = r.get("status")
-    meta = [r.get("meta") or {} for r in records]
-    return {
-        "index": -1,
-        "route_id": -1,
-        "status": status,
-        "infractions": infractions_per_km(records),
-        "scores_mean": means,
-        "scores_std_dev": std,
-        "meta": {
-            "total_length": round(sum(float(m.get("route_length", 0) or 0) for m in meta), 3),
-            "duration_game": round(sum(float(m.get("duration_game", 0) or 0) for m in meta), 3),
-            "duration_system": round(sum(float(m.get("duration_system", 0) or 0) for m in meta), 3),
-            "exceptions": exceptions,
-        },
-    }
-
-
-def leaderboard_values(glob: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-    """The leaderboard's ``values`` and ``labels`` lists from a global record."""
-    values, labels = [], []
-    for key, label in LABELS:
-        value = glob["scores_mean"][key] if key.startswith("score_") else glob["infractions"][key]
-        values.append(str(value))
-        labels.append(label)
-    return values, labels
 
 
 # ------------------------------------------------------------------------------------------- efficiency

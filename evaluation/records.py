@@ -22,7 +22,7 @@ from typing import Any
 
 from automot.errors import UsageError
 from automot.fsio import _fsync_dir, atomic_write_json
-from automot.world.scoring import INFRACTION_KEYS  # the leaderboard record's keys, defined once
+from automot.world.leaderboard_record import INFRACTION_KEYS  # the leaderboard record's keys, defined once
 
 RECORD = "record.json"  # our per-route summary, written last: its presence means the route folder is complete
 RESULTS = "results.json"  # the evaluator checkpoint (leaderboard format) of this route

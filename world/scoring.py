@@ -26,63 +26,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from automot.world.leaderboard_record import INFRACTION_KEYS, PENALTY, global_record, leaderboard_values
 from automot.world.route_path import RoutePath
 
 INTERRUPTED = "interrupted"  # RouteScorer.failure of a stopped run: status "Failed - interrupted"
-PENALTY = {
-    "collisions_pedestrian": 0.5,
-    "collisions_vehicle": 0.6,
-    "collisions_layout": 0.65,
-    "red_light": 0.7,
-    "stop_infraction": 0.8,
-    "scenario_timeouts": 0.7,
-    "yield_emergency_vehicle_infractions": 0.7,
-}
-INFRACTION_KEYS = (
-    "collisions_layout",
-    "collisions_pedestrian",
-    "collisions_vehicle",
-    "red_light",
-    "stop_infraction",
-    "outside_route_lanes",
-    "min_speed_infractions",
-    "yield_emergency_vehicle_infractions",
-    "scenario_timeouts",
-    "route_dev",
-    "vehicle_blocked",
-    "route_timeout",
-)
-LABELS = [
-    "Avg. driving score",
-    "Avg. route completion",
-    "Avg. infraction penalty",
-    "Collisions with pedestrians",
-    "Collisions with vehicles",
-    "Collisions with layout",
-    "Red lights infractions",
-    "Stop sign infractions",
-    "Off-road infractions",
-    "Route deviations",
-    "Route timeouts",
-    "Agent blocked",
-    "Yield emergency vehicles infractions",
-    "Scenario timeouts",
-    "Min speed infractions",
-]
-_VALUE_KEYS = [
-    "collisions_pedestrian",
-    "collisions_vehicle",
-    "collisions_layout",
-    "red_light",
-    "stop_infraction",
-    "outside_route_lanes",
-    "route_dev",
-    "route_timeout",
-    "vehicle_blocked",
-    "yield_emergency_vehicle_infractions",
-    "scenario_timeouts",
-    "min_speed_infractions",
-]
 
 
 @dataclass(frozen=True)
@@ -338,54 +285,15 @@ def default_save_name(route_id: str, town: str, scenario: str, weather_id: str |
 
 def build_results(records: list[dict[str, Any]], sensors: list[str], entry_status: str = "Finished") -> dict[str, Any]:
     """Full results.json (LB2 checkpoint format) plus top-level score_* of the first route for convenience."""
-    n = max(len(records), 1)
-    mean = {
-        k: round(sum(r["scores"][k] for r in records) / n, 6)
-        for k in ("score_composed", "score_route", "score_penalty")
-    }
-    std = {k: 0.0 for k in mean}
-    if len(records) > 1:
-        for k in std:
-            std[k] = round(math.sqrt(sum((r["scores"][k] - mean[k]) ** 2 for r in records) / (n - 1)), 3)
-    km = max(sum(r["meta"]["route_length"] / 1000 * r["scores"]["score_route"] / 100 for r in records), 0.001)
-    per_km: dict[str, float] = {}
-    for key in INFRACTION_KEYS:
-        if key == "outside_route_lanes":  # LB2 reports kilometres, parsed back from the message
-            total = sum(float(r["infractions"][key][0].split(" ")[8]) / 1000 for r in records if r["infractions"][key])
-            per_km[key] = round(total, 3)
-        else:
-            per_km[key] = round(sum(len(r["infractions"][key]) for r in records) / km, 3)
-    status = "Perfect"
-    exceptions = []
-    for r in records:
-        if "Failed" in r["status"]:
-            status = "Failed"
-            exceptions.append((r["route_id"], r["index"], r["status"]))
-        elif status == "Perfect" and r["status"] != "Perfect":
-            status = r["status"]
-    global_record = {
-        "index": -1,
-        "route_id": -1,
-        "status": status,
-        "infractions": per_km,
-        "scores_mean": mean,
-        "scores_std_dev": std,
-        "meta": {
-            "total_length": round(sum(r["meta"]["route_length"] for r in records), 3),
-            "duration_game": round(sum(r["meta"]["duration_game"] for r in records), 3),
-            "duration_system": round(sum(r["meta"]["duration_system"] for r in records), 3),
-            "exceptions": exceptions,
-        },
-    }
-    values = [str(mean["score_composed"]), str(mean["score_route"]), str(mean["score_penalty"])]
-    values += [str(per_km[k]) for k in _VALUE_KEYS]
+    glob = global_record(records, len(records))
+    values, labels = leaderboard_values(glob)
     first = records[0]["scores"] if records else {"score_route": 0.0, "score_penalty": 0.0, "score_composed": 0.0}
     return {
-        "_checkpoint": {"global_record": global_record, "progress": [len(records), len(records)], "records": records},
+        "_checkpoint": {"global_record": glob, "progress": [len(records), len(records)], "records": records},
         "entry_status": entry_status,
         "eligible": entry_status == "Finished",
         "sensors": sensors,
         "values": values,
-        "labels": list(LABELS),
+        "labels": labels,
         **first,
     }

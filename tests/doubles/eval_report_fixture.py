@@ -11,20 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-KEYS = (
-    "collisions_layout",
-    "collisions_pedestrian",
-    "collisions_vehicle",
-    "red_light",
-    "stop_infraction",
-    "outside_route_lanes",
-    "min_speed_infractions",
-    "yield_emergency_vehicle_infractions",
-    "scenario_timeouts",
-    "route_dev",
-    "vehicle_blocked",
-    "route_timeout",
-)
+from automot.world.leaderboard_record import INFRACTION_KEYS
 
 # id, scenario type, status, RC, penalty, infractions {key: [(message x, y)]}
 ROUTES = [
@@ -72,7 +59,7 @@ def build_eval_dir(root: Path) -> tuple[Path, Path]:
             continue
         folder = out / "routes" / rid
         folder.mkdir(parents=True)
-        inf = {k: [] for k in KEYS}
+        inf = {k: [] for k in INFRACTION_KEYS}
         for key, places in infractions.items():
             inf[key] = [MESSAGES[key].format(x=x, y=y) for x, y in places]
         if rc > 0:

@@ -12,21 +12,7 @@ from automot.errors import ConfigError, UsageError
 from automot.evaluation import merge as merge_mod
 from automot.evaluation.merge import merge_eval, route_ids_from_xml
 from automot.evaluation.report import format_progress, report_main, summary_rows, write_report
-
-KEYS = (
-    "collisions_layout",
-    "collisions_pedestrian",
-    "collisions_vehicle",
-    "red_light",
-    "stop_infraction",
-    "outside_route_lanes",
-    "min_speed_infractions",
-    "yield_emergency_vehicle_infractions",
-    "scenario_timeouts",
-    "route_dev",
-    "vehicle_blocked",
-    "route_timeout",
-)
+from automot.world.leaderboard_record import INFRACTION_KEYS
 
 XML = """<routes>
   <route id="3" town="Town01"><scenarios><scenario name="a" type="ParkedObstacle"/></scenarios></route>
@@ -47,7 +33,7 @@ def record(rid, status, rc, penalty, length=500.0, rep=0, **infractions):
         "town_name": "Town01",
         "status": status,
         "num_infractions": sum(len(v) for v in infractions.values()),
-        "infractions": {**{k: [] for k in KEYS}, **infractions},
+        "infractions": {**{k: [] for k in INFRACTION_KEYS}, **infractions},
         "scores": {"score_route": rc, "score_penalty": penalty, "score_composed": round(rc * penalty, 6)},
         "meta": {"route_length": length, "duration_game": 20.0, "duration_system": 25.0},
     }

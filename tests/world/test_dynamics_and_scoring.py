@@ -18,9 +18,10 @@ from automot.world.dynamics import (
     steer_for_curvature,
     throttle_brake_for_accel,
 )
+from automot.world.leaderboard_record import INFRACTION_KEYS, LABELS
 from automot.world.route_path import RoutePath
 from automot.world.routes import load_route
-from automot.world.scoring import INFRACTION_KEYS, LABELS, Contact, RouteScorer, ScoringParams, build_results
+from automot.world.scoring import Contact, RouteScorer, ScoringParams, build_results
 from automot.world.sim import EmbeddedWorld
 
 DT = 0.05

@@ -18,11 +18,7 @@ import sys
 import time
 import zlib
 
-INFRACTIONS = (
-    "collisions_layout", "collisions_pedestrian", "collisions_vehicle", "red_light", "stop_infraction",
-    "outside_route_lanes", "min_speed_infractions", "yield_emergency_vehicle_infractions", "scenario_timeouts",
-    "route_dev", "vehicle_blocked", "route_timeout",
-)  # fmt: skip
+from automot.world.leaderboard_record import INFRACTION_KEYS  # the records it writes have the real keys
 
 
 def log_pid():
@@ -66,7 +62,7 @@ def record(route, status, score_route, penalty):
         "status": status,
         "num_infractions": 0 if penalty == 1.0 else 1,
         "infractions": {
-            k: ([] if k != "collisions_vehicle" or penalty == 1.0 else ["standin collision"]) for k in INFRACTIONS
+            k: ([] if k != "collisions_vehicle" or penalty == 1.0 else ["standin collision"]) for k in INFRACTION_KEYS
         },
         "scores": {
             "score_route": score_route,
