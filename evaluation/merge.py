@@ -35,6 +35,7 @@ from typing import Any
 
 from automot.errors import ConfigError
 from automot.evaluation import metrics as M
+from automot.evaluation import stats
 from automot.fsio import atomic_write_json, is_temp_name
 
 ROUTES_DIR = "routes"
@@ -316,6 +317,8 @@ def merge_eval(
     routes = M.parse_routes_xml(routes_xml) if routes_xml else None
     summary = summarize(records, n_expected, routes=routes, metric_paths=metric_paths, carla_root=carla_root)
     summary.update(missing=missing, extra=extra, unreadable=unreadable, routes=rows, seeds=seed_groups(rows))
+    by_route = {r.id: M.abilities_of(r.scenario_type) for r in routes} if routes is not None else None
+    summary["uncertainty"] = stats.summary_uncertainty(rows, by_route)  # mean, std over seeds, bootstrap CI
     if extra:
         summary["notes"].append(f"route folders not in the route file were ignored: {', '.join(extra)}")
     if missing:

@@ -34,7 +34,15 @@ REPORT_HTML = "report.html"
 PLOTS_DIR = "report_files"
 ABILITY_NAMES = tuple(ABILITIES)
 
-__all__ = ["format_progress", "report_main", "seed_rows", "summary_rows", "write_report"]
+__all__ = [
+    "format_progress",
+    "headline",
+    "report_main",
+    "seed_rows",
+    "summary_rows",
+    "uncertainty_rows",
+    "write_report",
+]
 
 
 # ------------------------------------------------------------------------------------------- progress
@@ -128,6 +136,52 @@ def seed_rows(summary: Mapping[str, Any]) -> list[tuple[str, str, str, str, str]
     return rows
 
 
+def uncertainty_rows(summary: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(metric, mean, sample std over seeds, 95 % CI) rows of ``summary["uncertainty"]`` (empty without one)."""
+    u = summary.get("uncertainty")
+    if not u:
+        return []
+    named = [("Driving score", u["DS"]), ("Success rate (%)", u["SR"]), ("Route completion", u["RC"])]
+    named += [(f"Ability {k.replace('_', ' ')} (%)", v) for k, v in sorted((u.get("abilities") or {}).items())]
+    rows = []
+    for label, d in named:
+        ci = d.get("ci95")
+        rows.append(
+            (
+                label,
+                _num(d.get("mean")),
+                _num(d.get("std_seeds")) if d.get("std_seeds") is not None else f"n/a ({d.get('seeds', 0)} seed)",
+                f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "n/a",
+            )
+        )
+    return rows
+
+
+def uncertainty_method(summary: Mapping[str, Any]) -> str:
+    from automot.evaluation.stats import method_text
+
+    u = summary.get("uncertainty") or {}
+    return f"{method_text(u['method'])}; {u.get('units', '')}" if u.get("method") else ""
+
+
+def headline(s: Mapping[str, Any]) -> str:
+    """``DS 50.00 [30.00, 70.00]  SR 33.33% [0.00, 66.67]  RC ...  (6/6 routes scored; 95 % CI ...)``: the line an
+    evaluation ends with (the interval: ``summary["uncertainty"]``, omitted when absent)."""
+    u = s.get("uncertainty") or {}
+
+    def ci(key: str) -> str:
+        c = (u.get(key) or {}).get("ci95")
+        return f" [{c[0]:.2f}, {c[1]:.2f}]" if c else ""
+
+    text = (
+        f"DS {s['driving_score']:.2f}{ci('DS')}  SR {100 * s['success_rate']:.2f}%{ci('SR')}  "
+        f"RC {s['route_completion']:.2f}{ci('RC')}  ({s['records']}/{s['route_count']} routes scored"
+    )
+    if u.get("method"):
+        text += f"; 95 % bootstrap CI over routes, {u['method']['resamples']} resamples"
+    return text + ")"
+
+
 def _route_cells(row: Mapping[str, Any]) -> dict[str, str]:
     first = row.get("first_infraction")
     return {
@@ -208,6 +262,10 @@ def _md_cell(text: Any) -> str:
 def _markdown(summary: Mapping[str, Any], plots: Mapping[str, Path], out_dir: Path, notes: Sequence[str]) -> str:
     lines = ["# Evaluation report", "", "| metric | value |", "|---|---:|"]
     lines += [f"| {label} | {value} |" for label, value in summary_rows(summary)]
+    if uncertainty_rows(summary):
+        lines += ["", "## Uncertainty", "", f"_{uncertainty_method(summary)}_", ""]
+        lines += ["| metric | mean | std over seeds | 95 % CI |", "|---|---:|---:|---:|"]
+        lines += [f"| {' | '.join(map(_md_cell, r))} |" for r in uncertainty_rows(summary)]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {_md_cell(n)}" for n in notes]
     if plots:
@@ -256,6 +314,16 @@ def _html(summary: Mapping[str, Any], plots: Mapping[str, Path], notes: Sequence
         key = label.lower().replace(" ", "_").replace("/", "").replace("(", "").replace(")", "")
         parts.append(f'<tr data-metric="{e(key)}"><td>{e(label)}</td><td class="num">{e(value)}</td></tr>')
     parts.append("</table>")
+    if uncertainty_rows(summary):
+        parts.append(
+            f'<h2>Uncertainty</h2><p class="meta" id="uncertainty-method">{e(uncertainty_method(summary))}</p>'
+        )
+        parts.append(
+            '<table id="uncertainty"><tr><th>metric</th><th>mean</th><th>std over seeds</th><th>95 % CI</th></tr>'
+        )
+        for r in uncertainty_rows(summary):
+            parts.append(f"<tr><td>{e(r[0])}</td>" + "".join(f'<td class="num">{e(c)}</td>' for c in r[1:]) + "</tr>")
+        parts.append("</table>")
     if notes:
         parts.append('<h2>Notes</h2><ul class="notes">' + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
     if plots:
@@ -340,11 +408,7 @@ def report_main(out_dir: str | os.PathLike, *, routes_xml: str | os.PathLike | N
         xml = None
     merge_mod.merge_eval(out, route_ids, routes_xml=xml, repetitions=int(previous.get("repetitions") or 1))
     written = write_report(out)
-    s = written["summary"]
-    print(
-        f"DS {s['driving_score']:.2f}  SR {100 * s['success_rate']:.2f}%  RC {s['route_completion']:.2f}  "
-        f"({s['records']}/{s['route_count']} routes scored)"
-    )
+    print(headline(written["summary"]))
     for key in ("markdown", "html"):
         print(f"wrote {written[key]}")
     return 0
