@@ -1,7 +1,7 @@
-"""Audit of the ``automot-released`` profile against the released agent (OscarHuangWind/AutoMoT 278fa5a:
+"""The ``automot-released`` profile behaves like the released agent (OscarHuangWind/AutoMoT 278fa5a:
 ``leaderboard/team_code/mot_b2d_agent.py``, ``nav_planner.py``, ``Automot/evaluation/inference.py``).
 
-The tests pin behaviour that matched and had no end-to-end test, and the divergences found by the audit and
+The tests pin behaviour that matched and had no end-to-end test, and the divergences found by comparing the two and
 since fixed (odd-tick action positions, escape resets, deadlock snapshots, escape length, UKF first tick,
 lane-change reach).
 """

@@ -1,4 +1,4 @@
-"""Audit of released inference numerics not covered elsewhere.
+"""Released inference numerics not covered elsewhere: a whole gen pass, the sync cadence, route decoding.
 
 - A whole gen pass (all layers, norm_mot_gen, tied LM head, heads) against an fp64 reference written from
   automot-checkpoint-spec.md §2.2-2.5 / §3.4, at released ratios where the AE head_dim is above half the UE head_dim
