@@ -34,6 +34,9 @@ class ModelSection:
     preset: str | None = "tiny"
     config: str | None = None
     init_from: str | None = None  # a checkpoint directory written by save_pretrained (weights are loaded)
+    # the released layout: an `automot convert --from-automot` folder (weights + frozen BEV encoder, which computes
+    # BEV tokens online for samples without precomputed features; training/released.py)
+    checkpoint: str | None = None
     overrides: dict = field(default_factory=dict)  # deep-merged into the preset/config dict (not init_from)
 
 
@@ -49,6 +52,7 @@ class DataSection:
     camera: str | None = None  # None: the dataset's first camera (automot) / the format's front camera
     frame_rate_hz: float | None = None  # real layouts: recording rate (None: the reader's default)
     sample_list: str | None = None  # pdm_lite: an AutoMoT sample-list jsonl restricting the frames
+    val_sample_list: str | None = None  # pdm_lite: the validation jsonl (pdm_lite_2hz_2tp_val_bev_encoder.jsonl)
     pdm_route_path: bool = True  # pdm_lite: supervise the path with the expert's planned `route` (released model)
     batch_size: int = 4
     num_workers: int = 0
@@ -202,11 +206,11 @@ class TrainConfig:
         choice("data.format", self.data.format, FORMATS)
         choice("optim.schedule", self.optim.schedule, SCHEDULES)
         m = self.model
-        sources = [n for n in ("preset", "config", "init_from") if getattr(m, n)]
+        sources = [n for n in ("preset", "config", "init_from", "checkpoint") if getattr(m, n)]
         if len(sources) != 1:
-            out.append(f"model: set exactly one of preset / config / init_from, got {sources or 'none'}")
-        if m.init_from and m.overrides:
-            out.append("model.overrides: not allowed with model.init_from (the checkpoint fixes the shape)")
+            out.append(f"model: set exactly one of preset / config / init_from / checkpoint, got {sources or 'none'}")
+        if (m.init_from or m.checkpoint) and m.overrides:
+            out.append("model.overrides: not allowed with model.init_from / checkpoint (the checkpoint fixes the shape)")
         if not self.data.train:
             out.append("data.train: at least one dataset directory is required")
         if self.num_threads is not None:

@@ -42,9 +42,23 @@ def _deep_merge(base: dict, extra: dict, where: str) -> dict:
 
 
 def build_training_model(section: ModelSection, seed: int, resume: Path | None = None) -> AutoMoTModel:
-    """The model to train: the resume checkpoint, ``init_from``, or a preset / model YAML (+ overrides)."""
+    """The model to train: the resume checkpoint, ``init_from``, a converted released ``checkpoint`` (fp32 master
+    weights; its BEV encoder is loaded separately, frozen: training/released.py) or a preset / model YAML."""
     if resume is not None or section.init_from:
         model = load_pretrained(resume if resume is not None else section.init_from)
+        check_model_for_data(model)
+        return model
+    if section.checkpoint:
+        from automot.model.released.loader import load_converted
+
+        folder = Path(section.checkpoint)
+        if not (folder / "config.yaml").is_file() or not (folder / "bev_encoder.safetensors").is_file():
+            raise ConfigError(
+                f"model.checkpoint: {folder} is not an `automot convert --from-automot` output (config.yaml + "
+                "bev_encoder.safetensors); convert the released folder first"
+            )
+        model = load_converted(folder, dtype=torch.float32)
+        model.released = None  # the trainer loads its own frozen copy of the encoder (in the stored dtype)
         check_model_for_data(model)
         return model
     if section.preset:
@@ -64,15 +78,19 @@ def build_training_model(section: ModelSection, seed: int, resume: Path | None =
 
 
 def check_model_for_data(model: AutoMoTModel) -> None:
-    """The datasets fix 20 path points, 6 waypoints and provide no scene (BEV) features."""
+    """The datasets fix 20 path points and 6 waypoints; scene (BEV) tokens must be a square grid (the readers give
+    the BEV encoder's [C, H, W] feature of a frame, training/data/bev_features.py)."""
     t = model.config.tokens
     if t.num_route_points != NUM_ROUTE_POINTS or t.num_waypoints != NUM_WAYPOINTS:
         raise ConfigError(
             f"model.tokens: the datasets give {NUM_ROUTE_POINTS} path points and {NUM_WAYPOINTS} waypoints, "
             f"the model has {t.num_route_points} / {t.num_waypoints}"
         )
-    if t.num_scene_tokens:
-        raise ConfigError("model.tokens.num_scene_tokens: scene (BEV) features are not provided by the readers")
+    side = int(round(t.num_scene_tokens**0.5))
+    if t.num_scene_tokens and side * side != t.num_scene_tokens:
+        raise ConfigError(
+            f"model.tokens.num_scene_tokens: {t.num_scene_tokens} is not a square BEV grid (H*W of the encoder output)"
+        )
     if model.tokenizer is None:
         raise ConfigError("model: no tokenizer attached (a pretrained tokenizer directory is required)")
 

@@ -113,6 +113,11 @@ class Trainer:
             val_file = self.resume_dir / VAL_METRICS
             self.val_history = json.loads(val_file.read_text()) if val_file.is_file() else []
         self.data_problems: list[str] = []  # routes the readers skipped (reported, not fatal)
+        self.bev_source = self.scene_filler = None  # released layout: BEV tokens per sample (training/released.py)
+        if self.model.config.tokens.num_scene_tokens:
+            from automot.training.released import bev_setup
+
+            self.bev_source, self.scene_filler = bev_setup(self.model, cfg.model.checkpoint, self.info.device)
         self._build_data()
         main = self.info.is_main
         self.logger = ScalarLogger(self.run_dir / "logs", cfg.log.tensorboard, enabled=main)
@@ -135,15 +140,23 @@ class Trainer:
                     d.val,
                     d.camera,
                     d.frame_rate_hz,
+                    d.val_sample_list,
                     pdm_route_path=d.pdm_route_path,
                     problems=self.data_problems,
                 ),
             )
         else:
             train_eps, val_eps = split_episodes(episodes, d.val_fraction)
+        self.bev_counts = {}  # samples per BEV path (precomputed / online / skipped)
+        if self.bev_source is not None:
+            from automot.training.data.bev_features import filter_samples
+
+            for name, eps in (("train", train_eps), ("val", val_eps)):
+                self.bev_counts[name] = filter_samples(eps, self.bev_source, self.data_problems)
+            train_eps, val_eps = [e for e in train_eps if e.records], [e for e in val_eps if e.records]
         builder = self.model.prompt_builder()
-        self.train_set = DrivingDataset(train_eps, builder, with_vqa=d.vqa)
-        self.val_set = DrivingDataset(val_eps, builder) if val_eps else None
+        self.train_set = DrivingDataset(train_eps, builder, with_vqa=d.vqa, bev=self.bev_source)
+        self.val_set = DrivingDataset(val_eps, builder, bev=self.bev_source) if val_eps else None
         if len(self.train_set) < d.batch_size * self.info.world_size:
             raise DatasetError(
                 f"data.train: {len(self.train_set)} samples are fewer than one batch "
@@ -163,6 +176,11 @@ class Trainer:
             # shift the random stream relative to an uninterrupted run.
             generator=torch.Generator().manual_seed(self.cfg.seed),
         )
+
+    def _on_device(self, batch: TrainBatch) -> TrainBatch:
+        """The batch on the training device, with the online rows' BEV tokens from the frozen encoder."""
+        batch = batch.to(self.info.device)
+        return self.scene_filler.fill(batch) if self.scene_filler is not None else batch
 
     def _sampler(self, dataset, shuffle: bool, seed: int) -> ResumableSampler:
         return ResumableSampler(
@@ -312,7 +330,7 @@ class Trainer:
         info = self.info
         sums: dict[str, float] = {}
         for micro in range(accum):
-            batch: TrainBatch = next(batches).to(info.device)
+            batch: TrainBatch = self._on_device(next(batches))
             sync = contextlib.nullcontext()
             if self.fsdp:
                 from automot.training.fsdp import set_gradient_sync
@@ -355,7 +373,7 @@ class Trainer:
         raw, refined = OpenLoopMetrics(), OpenLoopMetrics()
         loader = self._loader(self.val_set, self._sampler(self.val_set, False, 0), drop_last=False)
         for batch in loader:
-            batch = batch.to(self.info.device)
+            batch = self._on_device(batch)
             with self._autocast():
                 out = model(batch.observation, batch.state)
             raw.update(out.path, out.waypoints, batch.path, batch.waypoints, out.decision_text, batch.decision_text)

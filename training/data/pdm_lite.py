@@ -24,6 +24,11 @@ taken at); paths look like ``.../ROUTE/rgb/NNNN.jpg``. The sample's (current) fr
 order. The row's own history (the ``image`` frames other than the current one, oldest first) is kept as the
 sample's ``history`` instead of re-picking 0.25 / 0.5 / 0.75 s; targets are recomputed from the route's
 measurements. A row's own ``route`` (ego frame, as in the measurements) takes precedence over the measurement's.
+The prompt shows the row's ``image`` frames exactly (``SampleRecord.prompt_frames``): the released training keeps
+the four history frames as the reasoning context and uses the current frame only for the BEV encoder
+(OscarHuangWind/AutoMoT @ 278fa5a, docs/TRAINING.md). ``bev_encoder_feature_frame`` may be a bare frame id
+(``"0003"``, as the released index writes it) and ``bev_encoder_feature`` the route's feature file relative to the
+data root; each episode's ``bev_ref`` says where a frame's BEV input lives (training/data/bev_features.py).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from automot.training.data.bench2drive import _field, _load_json_gz, find_routes, read_routes
+from automot.training.data.bev_features import BEVRef, route_ref
 from automot.training.data.schema import NUM_ROUTE_POINTS, DatasetError, Episode
 from automot.training.data.trajectory import PoseTrack, samples_from_track
 
@@ -111,10 +117,15 @@ def read_pdm_route(
     if frames is not None:
         records = [r for r in records if r.frame in frames]
     overrides = frames if isinstance(frames, dict) else {}
+    feature_files: dict[int, Path] = {}
     for rec in records:
         row = overrides.get(rec.frame) or {}
         if row.get("history"):
             rec.history = list(row["history"])
+        if row.get("images"):
+            rec.prompt_frames = list(row["images"])
+        if row.get("feature_file") is not None:
+            feature_files[rec.frame] = row["feature_file"]
         planned = row.get("route") if row.get("route") is not None else routes.get(rec.frame)
         if use_route and planned is not None:
             rec.path = planned.copy()
@@ -122,7 +133,10 @@ def read_pdm_route(
     def image_path(frame: int) -> Path:
         return route / "rgb" / f"{frame:04d}.jpg"
 
-    return Episode(route.name, records, image_path)
+    def bev_ref(frame: int) -> BEVRef:
+        return route_ref(route, frame, feature_files.get(frame))
+
+    return Episode(route.name, records, image_path, bev_ref)
 
 
 def read_pdm_lite(
@@ -210,6 +224,19 @@ def read_sample_list(
                 frame = int(current.stem)
             except ValueError:
                 raise DatasetError(f"{jsonl}:{line_no}: current frame {current_str!r} is not numbered") from None
-            wanted.setdefault(route, {})[frame] = {"history": history, "route": route_path(row.get("route"))}
+            bev_frame = row.get("bev_encoder_feature_frame")
+            if isinstance(bev_frame, (int, str)) and str(bev_frame).strip().isdigit():
+                frame = int(bev_frame)  # the released index names the BEV frame by id ("0003"), not by path
+            prompt = [int(Path(p).stem) for p in _image_paths(row.get("image")) if Path(p).stem.isdigit()]
+            feature = row.get("bev_encoder_feature")
+            feature_file = None
+            if isinstance(feature, str) and feature.strip():
+                feature_file = Path(feature) if Path(feature).is_absolute() else data_root / feature
+            wanted.setdefault(route, {})[frame] = {
+                "history": history,
+                "route": route_path(row.get("route")),
+                "images": prompt,
+                "feature_file": feature_file,
+            }
     episodes = [read_pdm_route(r, frame_rate_hz, frames=fr, use_route=use_route) for r, fr in sorted(wanted.items())]
     return [e for e in episodes if e.records]

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,6 +68,9 @@ class SampleRecord:
     waypoints: np.ndarray  # (NUM_WAYPOINTS, 2)
     decisions: list[str]  # NUM_DECISION_SLOTS strings
     qa: list[QAPair] = field(default_factory=list)
+    # The prompt's frames exactly as a sample list names them (AutoMoT rows: the four ``image`` frames, which the
+    # current frame need not be among); None: ``history + [frame]``. Not stored in samples.jsonl.
+    prompt_frames: list[int] | None = None
 
     def validate(self, where: str) -> None:
         """Shapes, finiteness and vocabulary; raise DatasetError prefixed with ``where``."""
@@ -206,6 +210,9 @@ class Episode:
     name: str
     records: list[SampleRecord]
     image_path: Callable[[int], Path]  # frame index -> image file of the selected camera
+    # frame index -> where its BEV-encoder input lives (training/data/bev_features.py BEVRef); None: the layout has
+    # no BEV inputs
+    bev_ref: Callable[[int], Any] | None = None
 
     def load_image(self, frame: int) -> np.ndarray:
         """RGB uint8 (H, W, 3)."""

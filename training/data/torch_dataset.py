@@ -25,7 +25,8 @@ from torch.utils.data import Dataset
 
 from automot.model.prompting import PromptBuilder, collate_observations
 from automot.model.types import ActionState, Observation
-from automot.training.data.schema import Episode
+from automot.training.data.bev_features import PRECOMPUTED, BEVSource
+from automot.training.data.schema import DatasetError, Episode
 
 IGNORE_INDEX = -100
 
@@ -59,6 +60,18 @@ class VQABatch:
 
 
 @dataclass
+class SceneInputs:
+    """Rows of a batch whose BEV tokens the frozen encoder computes online: their encoder inputs."""
+
+    rows: list[int]  # batch rows, ascending
+    rgb: torch.Tensor  # [k, 3, h, w] RGB 0..255
+    lidar: torch.Tensor  # [k, C, H, W] LiDAR histograms
+
+    def to(self, device: torch.device | str) -> SceneInputs:
+        return self  # stays on the CPU: the encoder runner takes host arrays, as the agent hands them over
+
+
+@dataclass
 class TrainBatch:
     observation: Observation
     state: ActionState
@@ -67,6 +80,9 @@ class TrainBatch:
     decision_ids: torch.Tensor  # [B, N_decision]
     decision_text: list[str]  # target sentences as supervised (after truncation)
     vqa: VQABatch | None = None
+    # Released layout: rows without precomputed BEV tokens (state.scene holds zeros there until the trainer fills
+    # them with the frozen encoder's output; state.scene is None when no row has precomputed tokens).
+    scene_inputs: SceneInputs | None = None
 
     def to(self, device: torch.device | str) -> TrainBatch:
         s = self.state
@@ -81,6 +97,7 @@ class TrainBatch:
             self.decision_ids.to(device),
             self.decision_text,
             None if self.vqa is None else self.vqa.to(device),
+            None if self.scene_inputs is None else self.scene_inputs.to(device),
         )
 
     def __len__(self) -> int:
@@ -90,10 +107,13 @@ class TrainBatch:
 class DrivingDataset(Dataset):
     """Samples of a list of episodes, encoded with the model's PromptBuilder."""
 
-    def __init__(self, episodes: list[Episode], builder: PromptBuilder, with_vqa: bool = False) -> None:
+    def __init__(
+        self, episodes: list[Episode], builder: PromptBuilder, with_vqa: bool = False, bev: BEVSource | None = None
+    ) -> None:
         self.episodes = episodes
         self.builder = builder
         self.with_vqa = with_vqa
+        self.bev = bev  # released layout: each sample also carries its BEV tokens or the encoder's inputs
         self.num_frames = int(builder.cfg.prompt.num_frames)
         self.num_decision = int(builder.cfg.tokens.num_decision_tokens)
         self.index = [(e, r) for e, ep in enumerate(episodes) for r in range(len(ep.records))]
@@ -104,7 +124,8 @@ class DrivingDataset(Dataset):
     def frames_for(self, e: int, r: int) -> list[int]:
         """Prompt frames oldest first: the last num_frames of history + [frame], oldest repeated if short."""
         rec = self.episodes[e].records[r]
-        frames = [*rec.history, rec.frame][-self.num_frames :]
+        frames = list(rec.prompt_frames) if rec.prompt_frames else [*rec.history, rec.frame]
+        frames = frames[-self.num_frames :]
         return [frames[0]] * (self.num_frames - len(frames)) + frames
 
     def __getitem__(self, i: int) -> dict:
@@ -122,7 +143,14 @@ class DrivingDataset(Dataset):
             "waypoints": torch.as_tensor(np.asarray(rec.waypoints, dtype=np.float32)),
             "decision_ids": decision_targets(tok, rec.decision_text, self.num_decision),
             "vqa": None,
+            "scene": None,
+            "scene_inputs": None,
         }
+        if self.bev is not None:
+            if ep.bev_ref is None:
+                raise DatasetError(f"episode {ep.name}: the model needs BEV inputs, this layout provides none")
+            kind, value = self.bev.resolve(ep.bev_ref(rec.frame))
+            sample["scene" if kind == PRECOMPUTED else "scene_inputs"] = value
         sample["decision_text"] = target_text(tok, sample["decision_ids"])
         if self.with_vqa and rec.qa:
             pair = rec.qa[i % len(rec.qa)]  # deterministic rotation over a sample's pairs
@@ -163,14 +191,32 @@ class Collator:
                 [torch.nn.functional.pad(lab, (t - lab.shape[1], 0), value=IGNORE_INDEX) for _, lab in pairs]
             )
             vqa = VQABatch(collate_observations([o for o, _ in pairs], self.pad_id), labels)
+        scene, online = _collate_scene(samples)
         return TrainBatch(
             observation=collate_observations([s["observation"] for s in samples], self.pad_id),
             state=ActionState(
-                torch.stack([s["target_points"] for s in samples]), torch.stack([s["speed"] for s in samples])
+                torch.stack([s["target_points"] for s in samples]), torch.stack([s["speed"] for s in samples]), scene
             ),
             path=torch.stack([s["path"] for s in samples]),
             waypoints=torch.stack([s["waypoints"] for s in samples]),
             decision_ids=torch.stack([s["decision_ids"] for s in samples]),
             decision_text=[s["decision_text"] for s in samples],
             vqa=vqa,
+            scene_inputs=online,
         )
+
+
+def _collate_scene(samples: list[dict]) -> tuple[torch.Tensor | None, SceneInputs | None]:
+    """[B, N, C] precomputed tokens (zeros on online rows; None when no row has them) + the online rows' inputs."""
+    tokens = [s.get("scene") for s in samples]
+    known = [t for t in tokens if t is not None]
+    scene = None
+    if known:
+        zero = torch.zeros_like(known[0])
+        scene = torch.stack([t if t is not None else zero for t in tokens])
+    rows = [i for i, s in enumerate(samples) if s.get("scene_inputs") is not None]
+    if not rows:
+        return scene, None
+    rgb = torch.stack([torch.from_numpy(samples[i]["scene_inputs"]["rgb"]) for i in rows])
+    lidar = torch.stack([torch.from_numpy(samples[i]["scene_inputs"]["lidar"]) for i in rows])
+    return scene, SceneInputs(rows, rgb, lidar)
