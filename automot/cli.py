@@ -92,8 +92,16 @@ def _sigterm_interrupts() -> Iterator[None]:
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
+    from automot.outputs import forget_created_outs
+
+    forget_created_outs()  # a new command (tests call main() many times in one process)
     try:
         yield
+    except BaseException:  # the command failed: a folder it created for its output and left empty goes
+        from automot.outputs import remove_created_empty_outs
+
+        remove_created_empty_outs()
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -26,6 +26,13 @@ from automot.errors import (
     RunFailed,
     UsageError,
 )
+from automot.outputs import (  # the input/output and refusal rules (re-exported: commands use clikit)
+    check_device,
+    check_output_file,
+    created_out,
+    first_missing_folder,
+    remove_created_empty_outs,
+)
 
 EXIT_CODES_EPILOG = "exit codes: see `automot --help`"
 
@@ -137,8 +144,11 @@ def prepare_out(
         if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
             raise UsageError(f"{what} {out}: cannot write there ({parent} is not a writable folder)")
         return out
+    first_missing = first_missing_folder(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
+        if first_missing is not None:  # removed again if the command is refused before it writes (cli.main)
+            created_out(first_missing)
         probe = temp_path_for(out / "write-test")
         probe.unlink()
     except OSError as exc:
@@ -282,12 +292,15 @@ __all__ = [
     "add_no_progress",
     "add_out",
     "add_overwrite",
+    "check_device",
+    "check_output_file",
     "claim_out",
     "deferred_interrupts",
     "InterruptFlag",
     "error_for",
     "parse_size",
     "prepare_out",
+    "remove_created_empty_outs",
     "require",
     "require_file",
     "split_list",

@@ -31,6 +31,7 @@ import numpy as np
 from automot import clikit
 from automot.debugging.runfiles import INPUTS_DIR, RunFolderError, load_run
 from automot.fsio import atomic_write_json
+from automot.outputs import check_device
 
 REPLAY_JSON = "replay.json"
 COMPARE_VIDEO = "compare.mp4"
@@ -68,7 +69,17 @@ class InputLog:
         path = self.dir / MANIFEST
         if not path.is_file():
             raise RunFolderError(f"{self.dir}: no {MANIFEST} (record the run with `automot drive --record-inputs`)")
-        self.manifest = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            self.manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:  # ValueError: bad JSON, or bytes that are not UTF-8
+            raise RunFolderError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
+        chunks = self.manifest.get("chunks", []) if isinstance(self.manifest, dict) else None
+        if not isinstance(chunks, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("file"), str) and isinstance(c.get("first_tick"), int)
+            and isinstance(c.get("last_tick"), int)
+            for c in chunks
+        ):  # fmt: skip
+            raise RunFolderError(f"{path}: not an input-recording manifest (format, chunks)")
         if self.manifest.get("format") != FORMAT or int(self.manifest.get("format_version", -1)) > FORMAT_VERSION:
             raise RunFolderError(
                 f"{path}: format {self.manifest.get('format')!r} version {self.manifest.get('format_version')} "
@@ -85,49 +96,59 @@ class InputLog:
         for chunk in self.manifest.get("chunks") or []:
             if stop is not None and chunk["first_tick"] >= stop:
                 break
-            with np.load(self.dir / chunk["file"], allow_pickle=False) as data:
-                for key in data.files:
-                    if key.startswith("frame_"):
-                        frames[int(key[6:])] = data[key]
-                while len(frames) > self._keep * 4:
-                    frames.popitem(last=False)
-                if first is not None and chunk["last_tick"] < first:
-                    continue
-                rows: list[tuple[int, int, Submit | Step]] = []
-                if "sub_tick" in data.files:
-                    for i, tick in enumerate(data["sub_tick"].tolist()):
-                        ids = [f for f in data["sub_frames"][i].tolist() if f >= 0]
-                        sub = Submit(
-                            tick, float(data["sub_time"][i]), float(data["sub_speed"][i]), data["sub_tp"][i],
-                            [frames[f] for f in ids],
-                        )  # fmt: skip
-                        rows.append((tick, 0, sub))
-                if "st_tick" in data.files:
-                    names = sorted(k[6:] for k in data.files if k.startswith("st_in_") and not k.endswith("__dtype"))
-                    inputs = {n: unpack(data, f"st_in_{n}") for n in names}
-                    scene = data["st_scene"] if "st_scene" in data.files else None
-                    has_out = "out_path" in data.files
-                    for i, tick in enumerate(data["st_tick"].tolist()):
-                        out = None
-                        if has_out:
-                            out = {
-                                "path": data["out_path"][i],
-                                "waypoints": data["out_waypoints"][i],
-                                "decision": str(data["out_decision"][i]),
-                                "safe_stop": bool(data["out_safe_stop"][i]),
-                                "version": int(data["out_version"][i]),
-                                "age_ticks": int(data["out_age_ticks"][i]),
-                            }
-                        step = Step(
-                            tick, float(data["st_time"][i]), float(data["st_speed"][i]), data["st_tp"][i],
-                            None if scene is None else scene[i],
-                            {n: v[i] for n, v in inputs.items()} or None, out,
-                        )  # fmt: skip
-                        rows.append((tick, 1, step))
-                rows.sort(key=lambda r: (r[0], r[1]))
-                for tick, _, event in rows:
-                    if (first is None or tick >= first) and (stop is None or tick < stop):
-                        yield event
+            data = _load_chunk(self.dir, chunk)  # the whole chunk: a truncated file is refused naming it
+            for key in data:
+                if key.startswith("frame_"):
+                    frames[int(key[6:])] = data[key]
+            while len(frames) > self._keep * 4:
+                frames.popitem(last=False)
+            if first is not None and chunk["last_tick"] < first:
+                continue
+            rows: list[tuple[int, int, Submit | Step]] = []
+            if "sub_tick" in data:
+                for i, tick in enumerate(data["sub_tick"].tolist()):
+                    ids = [f for f in data["sub_frames"][i].tolist() if f >= 0]
+                    sub = Submit(
+                        tick, float(data["sub_time"][i]), float(data["sub_speed"][i]), data["sub_tp"][i],
+                        [frames[f] for f in ids],
+                    )  # fmt: skip
+                    rows.append((tick, 0, sub))
+            if "st_tick" in data:
+                names = sorted(k[6:] for k in data if k.startswith("st_in_") and not k.endswith("__dtype"))
+                inputs = {n: unpack(data, f"st_in_{n}") for n in names}
+                scene = data["st_scene"] if "st_scene" in data else None
+                has_out = "out_path" in data
+                for i, tick in enumerate(data["st_tick"].tolist()):
+                    out = None
+                    if has_out:
+                        out = {
+                            "path": data["out_path"][i],
+                            "waypoints": data["out_waypoints"][i],
+                            "decision": str(data["out_decision"][i]),
+                            "safe_stop": bool(data["out_safe_stop"][i]),
+                            "version": int(data["out_version"][i]),
+                            "age_ticks": int(data["out_age_ticks"][i]),
+                        }
+                    step = Step(
+                        tick, float(data["st_time"][i]), float(data["st_speed"][i]), data["st_tp"][i],
+                        None if scene is None else scene[i],
+                        {n: v[i] for n, v in inputs.items()} or None, out,
+                    )  # fmt: skip
+                    rows.append((tick, 1, step))
+            rows.sort(key=lambda r: (r[0], r[1]))
+            for tick, _, event in rows:
+                if (first is None or tick >= first) and (stop is None or tick < stop):
+                    yield event
+
+
+def _load_chunk(folder: Path, chunk: Any) -> dict[str, np.ndarray]:
+    """Every array of one recorded chunk; RunFolderError naming the file when it is missing or cut short."""
+    path = folder / chunk["file"]
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except Exception as exc:  # zipfile.BadZipFile, EOFError, OSError, ValueError: the file is not a whole npz
+        raise RunFolderError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
 
 
 def parse_ticks(value: str | None) -> tuple[int | None, int | None]:
@@ -199,6 +220,71 @@ def _check_belongs(rec: dict, logged_path: Any, tick: int, run_dir: Any) -> None
         )
 
 
+def _changed_files(recorded: dict, replayed: dict) -> list[str]:
+    """Names of the model files whose sha256 differs between the recording and now (added and removed too)."""
+    a, b = recorded.get("files") or {}, replayed.get("files") or {}
+    return sorted(name for name in set(a) | set(b) if a.get(name) != b.get(name))
+
+
+# Fields that say how the replay runs, not what it computes: the device, the model cache, the checkpoint's path
+# (its files are compared by hash), the recorders, and the runtime mode (--mode: `sync` reproduces the
+# pipelined cadence the demo configs drive with; replay.json reports the mode used).
+_REPLAY_ONLY = ("model.device", "model.cache", "model.checkpoint", "runtime.mode", "record_inputs", "recorder")
+
+
+def _config_differences(recorded: dict, cfg: Any) -> list[str]:
+    """Dotted keys whose value in the replay's effective agent config differs from the recorded one."""
+    from automot.agent.config import config_to_dict
+
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(d, dict):
+            return {prefix.rstrip("."): d}
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}."))
+        return out
+
+    a, b = flat(recorded), flat(json.loads(json.dumps(config_to_dict(cfg), default=str)))
+    skip = tuple(k + "." for k in _REPLAY_ONLY)
+    keys = {k for k in set(a) | set(b) if k not in _REPLAY_ONLY and not k.startswith(skip)}
+    return sorted(k for k in keys if a.get(k) != b.get(k))
+
+
+def _check_input_shapes(manifest: dict, cfg: Any, runtime: Any, other: str | None) -> None:
+    """UsageError when the replay's model takes other inputs than the run recorded (frames per prompt, BEV
+    scene inputs): feeding them would run, and mean nothing."""
+    recorded_scene = bool(manifest.get("scene_inputs"))
+    wanted_scene = bool(getattr(runtime, "needs_scene_inputs", False))
+    frames = len((manifest.get("history") or {}).get("offsets") or [])
+    # the model the runtime was built with (its config), else what the agent config names
+    model_frames = getattr(getattr(getattr(getattr(runtime, "model", None), "config", None), "prompt", None),
+                           "num_frames", None)  # fmt: skip
+    ckpt = cfg.model.checkpoint
+    try:
+        from automot.model.config import AutoMoTConfig, get_config
+
+        if not isinstance(model_frames, int) and ckpt and (Path(ckpt) / "config.yaml").is_file():
+            model_frames = AutoMoTConfig.load_yaml(Path(ckpt) / "config.yaml").prompt.num_frames
+        elif not isinstance(model_frames, int) and not ckpt:
+            model_frames = get_config(cfg.model.preset).prompt.num_frames
+    except Exception:  # a layout without our config.yaml (the released folder): the runtime decides
+        model_frames = None
+    problems = []
+    if wanted_scene != recorded_scene:
+        problems.append(
+            f"BEV scene inputs {'wanted' if wanted_scene else 'not taken'}, "
+            f"{'recorded' if recorded_scene else 'not recorded'}"
+        )
+    if model_frames is not None and frames and model_frames != frames:
+        problems.append(f"{model_frames} frames per prompt, the run recorded {frames}")
+    if problems:
+        what = f"{other}: " if other else ""
+        raise clikit.UsageError(
+            f"{what}the model takes other inputs than the run recorded ({'; '.join(problems)}); replay needs a "
+            "model with the run's input shapes"
+        )
+
+
 def _differs(a: dict, b: dict) -> bool:
     return (
         abs(a["steer"] - b["steer"]) > STEER_DIFF
@@ -232,10 +318,14 @@ def run_replay(
     log = InputLog(run.inputs_dir)
     manifest = log.manifest
     cfg = replay_config(manifest, checkpoint, config, mode, device)
-    recorded_id = (manifest.get("checkpoint") or {}).get("sha256")
+    recorded_id = manifest.get("checkpoint") or {}
     replay_id = checkpoint_identity(cfg.model.checkpoint)
-    same_model = (checkpoint is None and config is None) or replay_id["sha256"] == recorded_id
-    comparison = not same_model
+    # A reproduction needs the same model files (by hash, not by path: weights changed in place differ) and the same
+    # effective config; anything else is a comparison, whatever was passed.
+    changed_files = _changed_files(recorded_id, replay_id)
+    config_differences = _config_differences(manifest.get("config") or {}, cfg)
+    same_model = not changed_files and recorded_id.get("sha256") == replay_id["sha256"]
+    comparison = not same_model or bool(config_differences)
     positions = {
         int(t["frame"]): np.array([t["ego"]["x"], t["ego"]["y"]])
         for t in run.ticks
@@ -244,6 +334,11 @@ def run_replay(
     logged = {int(t["frame"]): t.get("path") for t in run.ticks}
     checked = False
     runtime = (runtime_factory or build_runtime)(cfg)
+    try:
+        _check_input_shapes(manifest, cfg, runtime, checkpoint or config)
+    except BaseException:
+        runtime.close()
+        raise
     controls = _Controls(cfg.control)
     per_tick: list[dict[str, Any]] = []
     frames_for_video: list[tuple[int, np.ndarray, dict, dict]] = []
@@ -306,6 +401,8 @@ def run_replay(
         "recorded_checkpoint": manifest.get("checkpoint"),
         "replayed_checkpoint": replay_id,
         "same_model": same_model,
+        "changed_model_files": changed_files,
+        "config_differences": config_differences,
         "comparison": comparison,
         "max_abs_path_diff": max_path,
         "max_abs_waypoint_diff": max_wp,
@@ -372,7 +469,9 @@ def _write_video(path: Path, frames: list[tuple[int, np.ndarray, dict, dict]], c
 
 def replay_main(args: argparse.Namespace) -> int:
     ticks = parse_ticks(args.ticks)
-    out = clikit.prepare_out(args.out, args.overwrite, source=args.run_dir)
+    check_device(args.device)  # no CUDA: exit 3 before anything is read or written
+    inputs = [p for p in (args.run_dir, args.checkpoint, args.config) if p]
+    out = clikit.prepare_out(args.out, args.overwrite, source=inputs)  # a refusal below leaves no folder (cli.main)
     report = run_replay(
         args.run_dir,
         out,

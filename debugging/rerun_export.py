@@ -291,11 +291,15 @@ def export_run(run: Run, rec: Any, image_every: int = 1) -> dict[str, int]:
 
 
 def view_main(args: argparse.Namespace) -> int:
-    rr = _import_rerun()
-    every = int(getattr(args, "image_every", 1) or 1)
+    from automot.outputs import check_output_file
+
+    if args.save:  # never onto the run it reads (its results.json), a folder or somewhere unwritable
+        check_output_file(args.save, inputs=[args.run_dir], what="--save")
+    every = int(getattr(args, "image_every", 1))
     if every < 1:
         raise UsageError(f"--image-every {every}: must be >= 1")
     run = load_run(args.run_dir)
+    rr = _import_rerun()
     rec = rr.RecordingStream(APP_ID, recording_id=None)
     if args.save:
         from automot.fsio import atomic_path

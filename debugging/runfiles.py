@@ -66,9 +66,12 @@ class Run:
     video_path: Path | None = None
     inputs_dir: Path | None = None
     bad_lines: int = 0  # unreadable ticks.jsonl lines (a cut stream's last line)
+    problem: str | None = None  # an eval route folder that cannot be read (listed, not silently left out)
 
     @property
     def status(self) -> str:
+        if self.problem:
+            return f"unreadable: {self.problem}"
         return (self.record or {}).get("status", "no results")
 
     @property
@@ -119,7 +122,7 @@ class Run:
 def read_ticks(path: Path) -> tuple[list[dict[str, Any]], int]:
     """Tick records of a ticks.jsonl; unreadable lines are counted, not fatal (a killed run's last line)."""
     ticks, bad = [], 0
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding="utf-8", errors="replace") as fh:  # a garbled line is counted, not fatal
         for line in fh:
             line = line.strip()
             if not line:
@@ -134,8 +137,8 @@ def read_ticks(path: Path) -> tuple[list[dict[str, Any]], int]:
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RunFolderError(f"{path}: cannot read ({exc})") from exc
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON and bytes that are not UTF-8 (a binary file)
+        raise RunFolderError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from exc
 
 
 def _results_file(folder: Path) -> Path | None:
@@ -174,7 +177,9 @@ def load_run(folder: str | Path, name: str | None = None) -> Run:
     record = None
     if results is not None:
         data = _read_json(results)
-        records = ((data or {}).get("_checkpoint") or {}).get("records") or []
+        if not isinstance(data, dict) or not isinstance(data.get("_checkpoint") or {}, dict):
+            raise RunFolderError(f"{results}: not a leaderboard results file (no _checkpoint record)")
+        records = (data.get("_checkpoint") or {}).get("records") or []
         record = records[-1] if records else None
     run = Run(folder=folder, name=name or folder.name, record=record, ticks_path=ticks_path)
     if ticks_path is not None:
@@ -184,7 +189,7 @@ def load_run(folder: str | Path, name: str | None = None) -> Run:
         if summary.is_file():
             try:
                 run.summary = json.loads(summary.read_text(encoding="utf-8").strip() or "null")
-            except json.JSONDecodeError:
+            except ValueError:  # bad JSON or not UTF-8
                 run.summary = None
         run.video_path = base / VIDEO_NAME if (base / VIDEO_NAME).is_file() else None
     inputs = _find(folder, INPUTS_DIR)
@@ -203,8 +208,10 @@ def load_runs(folder: str | Path) -> list[Run]:
         for sub in sorted((p for p in routes.iterdir() if p.is_dir() and not p.name.startswith(".")), key=_natural):
             try:
                 runs.append(load_run(sub, name=sub.name))
-            except RunFolderError:
-                continue  # a route folder with nothing in it yet
+            except RunFolderError as exc:
+                if any(not p.name.startswith(".") for p in sub.iterdir()):  # files, but unreadable: say so
+                    runs.append(Run(folder=sub, name=sub.name, record=None, problem=str(exc)))
+                # else: a route folder with nothing in it yet
         if not runs:
             raise RunFolderError(f"{folder}: eval folder without any readable route under {ROUTES_DIR}/")
         return runs
