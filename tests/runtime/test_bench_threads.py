@@ -1,4 +1,5 @@
-"""run_bench leaves torch's thread count as it found it, and the model's public action_heads matches fast_step."""
+"""run_bench (runtime/bench.py) on the real tiny path leaves torch's thread count as it found it, also when it fails;
+the model's public action_heads matches fast_step; the cadence entry of the benchmark."""
 
 from __future__ import annotations
 
@@ -19,11 +20,50 @@ def thread_count():
 
 
 def test_run_bench_restores_the_thread_count(thread_count, monkeypatch):
-    # The measuring body is replaced (a real tiny run takes ~30 s here; test_bench_cli runs one end to end).
-    monkeypatch.setattr(bench, "_run_bench", lambda *args: {"threads_inside": torch.get_num_threads()})
-    torch.set_num_threads(1)
-    assert run_bench("tiny", iters=1, warmup=0, backends=["torch"], threads=2) == {"threads_inside": 2}
-    assert torch.get_num_threads() == 1
+    """The real benchmark on the tiny preset (1 round, eager torch only): its thread count is in force while it
+    measures, and the caller's comes back afterwards although the async runtime's fast path changes the calling
+    thread's count on the way (runtime_fast threads)."""
+    seen: dict[str, int] = {}
+    real_engines, real_runtime = bench._fast_engines, bench._measure_runtime
+
+    def engines_spy(*args, **kwargs):
+        seen["measuring"] = torch.get_num_threads()
+        return real_engines(*args, **kwargs)
+
+    def runtime_spy(*args, **kwargs):
+        out = real_runtime(*args, **kwargs)
+        seen["after_runtime"] = torch.get_num_threads()
+        return out
+
+    monkeypatch.setattr(bench, "_fast_engines", engines_spy)
+    monkeypatch.setattr(bench, "_measure_runtime", runtime_spy)
+    torch.set_num_threads(3)
+    result = run_bench("tiny", iters=1, warmup=0, backends=["torch"], runtime_engine="torch", threads=2)
+    assert torch.get_num_threads() == 3
+    assert seen["measuring"] == 2 and result["details"]["threads_side_by_side"] == 2
+    assert result["preset"] == "tiny" and result["full_forward_ms"] > 0 and result["fast_step_ms"]["torch"] > 0
+    runtime = result["details"]["runtime"]
+    assert runtime["refreshes"] >= 1  # the runtime part really ran
+    # the torch fast path set the calling thread to its own count, so there was something to restore
+    assert seen["after_runtime"] == runtime["threads"]["fast"]
+
+
+def test_run_bench_restores_a_count_changed_inside_when_it_fails(thread_count, monkeypatch):
+    """The real benchmark up to its last stage, which changes the thread count and raises: the caller's count is
+    restored all the same."""
+    reached: list[int] = []
+
+    def failing_cadence(*args, **kwargs):
+        reached.append(torch.get_num_threads())
+        torch.set_num_threads(1)  # as the runtime's fast path does on its calling thread
+        raise RuntimeError("cadence failed")
+
+    monkeypatch.setattr(bench, "_measure_cadence", failing_cadence)
+    torch.set_num_threads(3)
+    with pytest.raises(RuntimeError, match="cadence failed"):
+        run_bench("tiny", iters=1, warmup=0, backends=["torch"], runtime_engine="torch", threads=2)
+    assert len(reached) == 1  # the benchmark got through building, measuring and the runtime first
+    assert torch.get_num_threads() == 3
 
 
 def test_run_bench_restores_the_thread_count_when_it_fails(thread_count, monkeypatch):
