@@ -35,6 +35,7 @@ def evaluator_command(cfg: EvalConfig, job: Job, stage: Path, ports, gpu: str | 
         track=cfg.track,
         routes_subset=job.route_id,
         repetitions=cfg.repetitions,
+        tm_seed=job.seed,  # --traffic-manager-seed: the only seed both evaluators take (None: their default, 0)
     )
     env = dict(os.environ)
     if cfg.evaluator_command:

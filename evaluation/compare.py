@@ -186,8 +186,9 @@ def compare_folders(
     per_route.sort(key=lambda r: (r["delta_ds"], r["route_id"], -1 if r["seed"] is None else r["seed"]))
     delta = {"DS": _delta(ds, resamples), "SR": _delta(sr, resamples), "RC": _delta(rc, resamples)}
     delta["abilities"] = {name: _delta(p, resamples) for name, p in ability_pairs.items()}
-    per_km_a = a["summary"].get("infractions_per_km") or {}
-    per_km_b = b["summary"].get("infractions_per_km") or {}
+    from automot.evaluation.report import counts_per_km  # one unit, counts per km, as in the report
+
+    per_km_a, per_km_b = counts_per_km(a["summary"]), counts_per_km(b["summary"])
     method = stats.method(resamples)
     method["test"] = (
         f"two-sided paired sign-flip permutation over routes (exact up to {stats.EXACT_MAX_ROUTES} routes, "

@@ -55,6 +55,7 @@ class EvalConfig:
     scenario_runner_root: str | None = None
     ticks: int | None = None  # embedded: tick limit per route
     env: dict[str, str] = field(default_factory=dict)  # extra environment for the evaluator / embedded task
+    record_extra: dict[str, Any] = field(default_factory=dict)  # in every record.json: config / checkpoint hashes
 
 
 # -- one route against one simulator --------------------------------------------------------------------------
@@ -164,7 +165,7 @@ class RouteRunner:
             reason = reasons[-1] if reasons else "no attempt left"
             results = records.failure_results(job, f"failed after {attempts} attempt(s); {reason}", job.length)
             records.atomic_write_json(stage / records.RESULTS, results)
-        summary = _summary(job, results, attempts, reasons, failed, t0, worker=self.info())
+        summary = _summary(job, results, attempts, reasons, failed, t0, worker=self.info(), **cfg.record_extra)
         committed = records.commit_stage(stage, cfg.out, job.job_id, summary)
         return summary if committed else {**(records.read_record(cfg.out, job.job_id) or {}), "skipped": True}
 
@@ -239,7 +240,7 @@ def run_embedded_job(cfg: EvalConfig, job: Job) -> dict:
         stage = records.new_stage(cfg.out, job.job_id)
         results = records.failure_results(job, f"failed after {attempts} attempt(s); {reasons[-1]}", job.length)
         records.atomic_write_json(stage / records.RESULTS, results)
-    summary = _summary(job, results, attempts, reasons, failed, t0, worker={"pid": os.getpid()})
+    summary = _summary(job, results, attempts, reasons, failed, t0, worker={"pid": os.getpid()}, **cfg.record_extra)
     committed = records.commit_stage(stage, cfg.out, job.job_id, summary)
     return summary if committed else {**(records.read_record(cfg.out, job.job_id) or {}), "skipped": True}
 
@@ -256,11 +257,13 @@ def run_jobs(
     workers: int = 1,
     progress_every: float = 30.0,
     say: Callable[[str], None] = say_stderr,
+    on_finish: Callable[[dict, Progress], None] | None = None,
 ) -> list[dict]:
     """Run every job not complete in ``cfg.out``; return the summaries of this run. Ray must be initialised.
 
     ``slots``: the GPU of each CARLA worker (None: Ray assigns one, ``ray_gpus_per_slot`` each); ``workers``: the
-    number of embedded tasks at once."""
+    number of embedded tasks at once; ``on_finish(summary, progress)`` runs in the driver after every route
+    recorded in this run (the live report)."""
     import ray
     from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
 
@@ -306,7 +309,7 @@ def run_jobs(
             reason = f"failed after {lost[job.job_id]} attempt(s); {why}"
             results = records.failure_results(job, reason, job.length)
             records.atomic_write_json(stage / records.RESULTS, results)
-            summary = _summary(job, results, lost[job.job_id], [why], True, time.monotonic())
+            summary = _summary(job, results, lost[job.job_id], [why], True, time.monotonic(), **cfg.record_extra)
             if records.commit_stage(stage, cfg.out, job.job_id, summary):
                 finish(summary)
         else:
@@ -320,6 +323,12 @@ def run_jobs(
         prog.scores.append(float(summary.get("score", 0.0)))
         note = f" ({summary['failure_reason']})" if summary.get("failure_reason") else ""
         say(f"eval: route {summary['job_id']}: {summary['status']}, DS {summary.get('score', 0.0):.2f}{note}")
+        if on_finish is not None:  # the live report; a failure there must not stop the evaluation
+            prog.running = len(inflight)
+            try:
+                on_finish(summary, prog)
+            except Exception as exc:  # noqa: BLE001
+                say(f"eval: live report not updated: {type(exc).__name__}: {exc}")
 
     say(prog.line())
     last = time.monotonic()

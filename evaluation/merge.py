@@ -249,9 +249,11 @@ def merge_eval(
     routes_xml: str | os.PathLike | None = None,
     repetitions: int = 1,
     carla_root: str | os.PathLike | None = None,
+    dest: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Merge ``out_dir/routes/<id>/`` for exactly ``route_ids`` (in that order) into ``results.json`` and
-    ``merged.json``; return the summary (also stored as ``merged.json["summary"]``).
+    ``merged.json`` (in ``dest``, default ``out_dir``: one seed's official files go to their own folder); return the
+    summary (also stored as ``merged.json["summary"]``; its paths stay relative to ``out_dir``).
 
     ``routes_xml`` (the route file) enables the multi-ability scores (scenario type per route id);
     ``carla_root`` (default ``$CARLA_ROOT``) its Traffic_Signs partial credit. ``repetitions``: records expected
@@ -340,9 +342,10 @@ def merge_eval(
         "routes_xml": str(Path(routes_xml).resolve()) if routes_xml else None,
         "summary": summary,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / RESULTS_NAME, results, indent=2)
-    atomic_write_json(out / MERGED_NAME, merged, indent=2)
+    target = Path(dest) if dest is not None else out
+    target.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(target / RESULTS_NAME, results, indent=2)
+    atomic_write_json(target / MERGED_NAME, merged, indent=2)
     return summary
 
 

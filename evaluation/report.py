@@ -136,6 +136,14 @@ def seed_rows(summary: Mapping[str, Any]) -> list[tuple[str, str, str, str, str]
     return rows
 
 
+def counts_per_km(summary: Mapping[str, Any]) -> dict[str, float]:
+    """Infractions per km driven, every key in the same unit (count / km). The leaderboard's own
+    ``global_record.infractions`` gives ``outside_route_lanes`` in km instead (kept as it is in results.json)."""
+    counts = summary.get("infraction_counts") or {}
+    km = float(summary.get("km_driven") or 0.0)
+    return {k: (round(counts.get(k, 0) / km, 3) if km > 0 else 0.0) for k in INFRACTION_KEYS}
+
+
 def uncertainty_rows(summary: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     """(metric, mean, sample std over seeds, 95 % CI) rows of ``summary["uncertainty"]`` (empty without one)."""
     u = summary.get("uncertainty")
@@ -259,8 +267,15 @@ def _md_cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _markdown(summary: Mapping[str, Any], plots: Mapping[str, Path], out_dir: Path, notes: Sequence[str]) -> str:
-    lines = ["# Evaluation report", "", "| metric | value |", "|---|---:|"]
+def _markdown(
+    summary: Mapping[str, Any], plots: Mapping[str, Path], out_dir: Path, notes: Sequence[str], header: Sequence = ()
+) -> str:
+    lines = ["# Evaluation report", ""]
+    for label, text, link in header:
+        lines.append(
+            f"- **{label}**: " + (f"[{text}]({link})" if link else f"`{text}`" if label == "Command" else text)
+        )
+    lines += ["", "| metric | value |", "|---|---:|"] if header else ["| metric | value |", "|---|---:|"]
     lines += [f"| {label} | {value} |" for label, value in summary_rows(summary)]
     if uncertainty_rows(summary):
         lines += ["", "## Uncertainty", "", f"_{uncertainty_method(summary)}_", ""]
@@ -275,7 +290,7 @@ def _markdown(summary: Mapping[str, Any], plots: Mapping[str, Path], out_dir: Pa
         lines += ["", "## Over seeds (mean ± sample std)", "", "| route | seeds | DS | RC | success |"]
         lines += ["|---|---:|---:|---:|---:|"] + [f"| {' | '.join(map(_md_cell, r))} |" for r in seed_rows(summary)]
     lines += ["", "## Infractions", "", "| infraction | count | per km |", "|---|---:|---:|"]
-    per_km = summary.get("infractions_per_km") or {}
+    per_km = counts_per_km(summary)
     counts = summary.get("infraction_counts") or {}
     lines += [f"| {k} | {counts.get(k, 0)} | {per_km.get(k, 0)} |" for k in INFRACTION_KEYS]
     lines += ["", "## Routes", "", "| route | status | DS | RC | first infraction | time | video |"]
@@ -300,7 +315,9 @@ tr.missing td{color:#a00}tr.success td:first-child{border-left:4px solid #54a24b
 """
 
 
-def _html(summary: Mapping[str, Any], plots: Mapping[str, Path], notes: Sequence[str], stamp: str) -> str:
+def _html(
+    summary: Mapping[str, Any], plots: Mapping[str, Path], notes: Sequence[str], stamp: str, header: Sequence = ()
+) -> str:
     e = html.escape
     parts = [
         "<!DOCTYPE html>",
@@ -308,6 +325,7 @@ def _html(summary: Mapping[str, Any], plots: Mapping[str, Path], notes: Sequence
         f"<style>{_CSS}</style></head><body>",
         "<h1>Evaluation report</h1>",
         f'<p class="meta">generated {e(stamp)} from merged.json</p>',
+        *_header_html(header),
         '<h2>Summary</h2><table id="summary"><tr><th>metric</th><th>value</th></tr>',
     ]
     for label, value in summary_rows(summary):
@@ -338,7 +356,7 @@ def _html(summary: Mapping[str, Any], plots: Mapping[str, Path], notes: Sequence
         for r in seed_rows(summary):
             parts.append("<tr>" + "".join(f'<td class="num">{e(c)}</td>' for c in r) + "</tr>")
         parts.append("</table>")
-    per_km = summary.get("infractions_per_km") or {}
+    per_km = counts_per_km(summary)
     counts = summary.get("infraction_counts") or {}
     parts.append(
         '<h2>Infractions</h2><table id="infractions"><tr><th>infraction</th><th>count</th><th>per km</th></tr>'
@@ -365,7 +383,23 @@ def _html(summary: Mapping[str, Any], plots: Mapping[str, Path], notes: Sequence
     return "\n".join(parts) + "\n"
 
 
-def write_report(out_dir: str | os.PathLike) -> dict[str, Any]:
+def _header_html(header: Sequence) -> list[str]:
+    if not header:
+        return []
+    e = html.escape
+    items = []
+    for label, text, link in header:
+        body = (
+            f'<a href="{e(link)}">{e(text)}</a>'
+            if link
+            else (f"<code>{e(text)}</code>" if label == "Command" else e(text))
+        )
+        key = label.lower().replace(" ", "-")
+        items.append(f'<li id="header-{e(key)}"><b>{e(label)}</b>: {body}</li>')
+    return ['<ul id="header">' + "".join(items) + "</ul>"]
+
+
+def write_report(out_dir: str | os.PathLike, live: Sequence[tuple[str, str, str | None]] = ()) -> dict[str, Any]:
     """Write ``report.md``, ``report.html`` and the PNG plots from ``DIR/merged.json``; return their paths and
     the summary (``{"markdown", "html", "plots", "summary"}``)."""
     out = Path(out_dir)
@@ -376,8 +410,11 @@ def write_report(out_dir: str | os.PathLike) -> dict[str, Any]:
     if plot_note:
         notes.append(plot_note)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    md = atomic_write_text(out / REPORT_MD, _markdown(summary, plots, out, notes))
-    page = atomic_write_text(out / REPORT_HTML, _html(summary, plots, notes, stamp))
+    from automot.evaluation.identity import header_lines
+
+    header = [*live, *header_lines(out)]  # ``live``: the progress lines while the evaluation runs
+    md = atomic_write_text(out / REPORT_MD, _markdown(summary, plots, out, notes, header))
+    page = atomic_write_text(out / REPORT_HTML, _html(summary, plots, notes, stamp, header))
     return {"markdown": md, "html": page, "plots": dict(plots), "summary": summary}
 
 
