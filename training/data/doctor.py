@@ -15,7 +15,9 @@ Full checks (the default of the command):
 - plausibility of the targets the readers derive (per sample): target points within ``MAX_TP_LATERAL_M`` to the
   side and ``MAX_TP_DISTANCE_M`` away, speeds within [0, ``MAX_SPEED_MPS``], waypoints no faster than
   ``MAX_SPEED_MPS``, path / waypoints finite;
-- distributions: meta-action counts per decision slot and speed percentiles (in the report, not checks).
+- distributions: meta-action counts per decision slot and speed percentiles (in the report, not checks);
+- PDM-Lite BEV-encoder inputs where a route has them (``route_features.pt`` shapes and frame ids, LiDAR BEV
+  arrays' shape and dtype, frames per BEV path with those served by neither counted): data/bev_doctor.py.
 
 Fast checks (``fast=True``; what ``automot train`` runs at start-up): structure, image presence (a directory
 listing, no decoding), the first and last annotation of every route readable, frame-number order. They read a
@@ -37,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from automot.training.data.bev_doctor import check_route_bev, finish_bev, has_bev_inputs
 from automot.training.data.schema import DECISIONS, DatasetError, SampleRecord
 
 MAX_TP_LATERAL_M = 60.0  # a target point further to the side than this is a frame/heading error
@@ -61,6 +64,7 @@ class DoctorReport:
     warning_count: int = 0
     decisions: dict = field(default_factory=dict)
     speed: dict = field(default_factory=dict)
+    bev: dict = field(default_factory=dict)  # PDM-Lite BEV-encoder inputs (data/bev_doctor.py): frames per path
     _speeds: list[float] = field(default_factory=list, repr=False)
     _decisions: list[Counter] = field(default_factory=lambda: [Counter(), Counter(), Counter()], repr=False)
 
@@ -119,6 +123,7 @@ class DoctorReport:
             "warnings": self.warnings,
             "decisions": self.decisions,
             "speed": self.speed,
+            "bev": self.bev,
         }
 
     def summary(self) -> str:
@@ -141,6 +146,12 @@ class DoctorReport:
             lines.append(
                 f"  speed m/s: min {s['min']:.1f}, median {s['p50']:.1f}, p95 {s['p95']:.1f}, max {s['max']:.1f}; "
                 f"stopped {100 * s['stopped_fraction']:.0f}%"
+            )
+        if self.bev.get("frames"):
+            b = self.bev["frames"]
+            lines.append(
+                f"  BEV inputs (frames): {b['precomputed']} precomputed, {b['online']} online fallback, "
+                f"{b['skipped']} skipped (neither)"
             )
         lines.append("OK" if self.ok else f"FAILED: {self.error_count} errors > max {self.max_errors}")
         return "\n".join(lines)
@@ -339,6 +350,8 @@ def _check_real(report: DoctorReport, root: Path, lay: _Layout, fast: bool) -> N
             if "timestamp" in m:
                 stamps.append((path, m["timestamp"]))
         _check_timestamps(report, stamps)
+        if lay is PDM and has_bev_inputs(route):
+            check_route_bev(report, route, ids, lay.digits, fast)
         if fast:
             continue
         for k, ok in valid_gap.items():
@@ -422,4 +435,5 @@ def run_doctor(
         _check_automot(report, root, fast, camera)
     else:
         _check_real(report, root, B2D if fmt == "bench2drive" else PDM, fast)
+    finish_bev(report)
     return report.finish()
