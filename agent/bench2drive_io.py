@@ -1,4 +1,4 @@
-"""Bench2Drive's per-route agent outputs under ``$SAVE_PATH/<save_name>/`` (leaderboard-interface.md §9).
+"""Bench2Drive's per-route agent outputs under ``$SAVE_PATH/<save_name>/`` (docs/leaderboard-agent-interface.md §9).
 
 * ``metric_info.json``: ``{step: metric dict}``, rewritten as the route goes (read by
   ``tools/efficiency_smoothness_benchmark.py``);

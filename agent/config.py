@@ -67,7 +67,7 @@ class RuntimeConfig:
 
 @dataclass
 class HistoryConfig:
-    """Camera history fed to the slow path (automot-reference.md §9)."""
+    """Camera history fed to the slow path (docs/released-agent.md §5)."""
 
     buffer_len: int = 40
     offsets: list[int] = field(default_factory=lambda: [15, 10, 5, 0])  # ticks before now; any order
@@ -109,7 +109,7 @@ class RecorderConfig:
 
 @dataclass
 class Bench2DriveConfig:
-    """Bench2Drive's per-route files under $SAVE_PATH/<save_name>/ (leaderboard-interface.md §9)."""
+    """Bench2Drive's per-route files under $SAVE_PATH/<save_name>/ (docs/leaderboard-agent-interface.md §9)."""
 
     enabled: bool = True  # only takes effect when SAVE_PATH is set
     rgb_front: bool = True

@@ -4,7 +4,7 @@ Everything a driver of the agent (the CARLA leaderboard, Bench2Drive, or the emb
 besides the agent class itself lives here:
 
 * ``AutonomousAgent`` and ``Track``: re-exported from ``leaderboard.autoagents.autonomous_agent`` when that
-  package imports; otherwise a local base class with the same contract (see leaderboard-interface.md §1-2):
+  package imports; otherwise a local base class with the same contract (see docs/leaderboard-agent-interface.md §1-2):
   ``__init__(carla_host, carla_port, debug=False)``, ``setup(path_to_conf_file)``, ``sensors()``,
   ``run_step(input_data, timestamp)``, ``destroy()``, ``set_global_plan(global_plan_gps, global_plan_world_coord)``.
 * ``VehicleControl``: ``carla.VehicleControl`` when ``import carla`` works, else a dataclass with the same fields.
@@ -53,7 +53,7 @@ except ImportError:
 HAS_CARLA = _carla is not None
 HAS_LEADERBOARD = _LeaderboardAgent is not None
 
-# Upstream leaderboard downsamples plans to 200 m, Bench2Drive to 50 m (leaderboard-interface.md §5).
+# Upstream leaderboard downsamples plans to 200 m, Bench2Drive to 50 m (docs/leaderboard-agent-interface.md §5).
 BENCH2DRIVE_ROUTE_SAMPLE_M = 50.0
 
 
@@ -231,7 +231,7 @@ class _LocalAutonomousAgent:
         """Initialise the agent from the ``--agent-config`` string."""
 
     def sensors(self) -> list[dict]:
-        """Sensor specification list (leaderboard-interface.md §3)."""
+        """Sensor specification list (docs/leaderboard-agent-interface.md §3)."""
         return []
 
     def run_step(self, input_data: dict, timestamp: float) -> Any:

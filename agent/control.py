@@ -1,7 +1,7 @@
 """Path/waypoint -> steer/throttle/brake, plus the released agent's safety heuristics (pure numpy/scipy).
 
-Constants are the released AutoMoT ``control_pid`` values (automot-checkpoint-spec.md §5.4,
-automot-reference.md §11-12); every one is a config field. Frames: ego, x forward, y right; steer > 0 is right.
+Constants are the released AutoMoT ``control_pid`` values (docs/released-agent.md §4 and
+§6); every one is a config field. Frames: ego, x forward, y right; steer > 0 is right.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class LongitudinalConfig:
 
 @dataclass
 class SafetyConfig:
-    """Warm-up, hard speed cap and stuck creep (automot-reference.md §9, §11-12)."""
+    """Warm-up, hard speed cap and stuck creep (docs/released-agent.md §4-6)."""
 
     warmup_ticks: int = 31  # full brake on ticks 0..30 while buffers fill; model first runs at tick 31
     speed_cap_kmh: float = 35.0
@@ -67,7 +67,7 @@ class SafetyConfig:
 
 @dataclass
 class EscapeConfig:
-    """Parking-deadlock escape (automot-checkpoint-spec.md §5.4 last bullet, automot-reference.md §12).
+    """Parking-deadlock escape (docs/released-agent.md §6).
 
     Tick numbers count every ``run_step`` call (warm-up included), like the released agent's step counter;
     snapshots are taken on driving ticks only (the model-step path), so with the defaults the earliest trigger
@@ -87,7 +87,7 @@ class EscapeConfig:
     keep_points: int = 3  # ... never leaving fewer than this
     # Model target-point override (ego frame, x forward, y right): TP (target_x, lateral), next TP
     # (next_target_x, lateral), lateral = target_y + target_y_per_attempt * attempt (attempt counted from 1).
-    # The released code (and automot-reference.md §12) calls this "to the left" while steering left; in the
+    # The released code (and docs/released-agent.md §6) calls this "to the left" while steering left; in the
     # spec's ego frame +y is to the right. The numbers are reproduced as released.
     target_x: float = 3.0
     next_target_x: float = 6.0
@@ -123,7 +123,7 @@ class ControlCommand:
 
 
 class EscapePolicy(Protocol):
-    """Hook for a parking-deadlock escape (automot-reference.md §12; implemented by agent.escape.ParkingEscape).
+    """Hook for a parking-deadlock escape (docs/released-agent.md §6; implemented by agent.escape.ParkingEscape).
 
     On every driving tick (not during warm-up) the agent calls, in this order: ``update`` with the estimated
     pose, after the route planner has advanced and before the target points are computed (so it may drop route

@@ -1,4 +1,4 @@
-"""Parking-deadlock escape of the released AutoMoT agent (automot-checkpoint-spec.md §5.4, automot-reference.md §12).
+"""Parking-deadlock escape of the released AutoMoT agent (docs/released-agent.md §6).
 
 When the ego has not left a 5 m circle for 1500 ticks (e.g. boxed in at a parking start, or waiting behind a
 parked car the model will not pass), the released agent drops a few route points, feeds the model a fixed

@@ -1,6 +1,6 @@
 """GNSS <-> CARLA metres and compass -> yaw for the agent (pure numpy/scipy).
 
-Conventions (leaderboard-interface.md §4, §11; automot-checkpoint-spec.md §5.2): CARLA's world frame is
+Conventions (docs/leaderboard-agent-interface.md §4, §11; docs/released-agent.md §2): CARLA's world frame is
 left-handed with x east, y south, z up; yaw is clockwise seen from above. Angle wrapping and the world <-> ego
 transforms (x forward, y right) live in ``automot.geometry``.
 """
@@ -14,8 +14,8 @@ from scipy.optimize import fsolve
 
 from automot.geometry import wrap_angle
 
-EARTH_RADIUS_M = 6378137.0  # spherical Mercator radius used by the leaderboard (leaderboard-interface.md §11)
-DEFAULT_LAT_REF = 42.0  # OpenDRIVE geoReference default (leaderboard-interface.md §11)
+EARTH_RADIUS_M = 6378137.0  # the leaderboard's spherical Mercator radius (docs/leaderboard-agent-interface.md §11)
+DEFAULT_LAT_REF = 42.0  # OpenDRIVE geoReference default (docs/leaderboard-agent-interface.md §11)
 DEFAULT_LON_REF = 2.0
 
 

@@ -1,6 +1,6 @@
 """Validation and decoding of the leaderboard's ``input_data`` plus the camera history buffer.
 
-Payload formats: leaderboard-interface.md §4. Every problem raises ``InputError`` naming the sensor and what
+Payload formats: docs/leaderboard-agent-interface.md §4. Every problem raises ``InputError`` naming the sensor and what
 was expected versus received, so a misbehaving simulator or world is diagnosed from one log line.
 """
 

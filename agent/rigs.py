@@ -20,7 +20,7 @@ IMU = "sensor.other.imu"
 SPEEDOMETER = "sensor.speedometer"
 OPENDRIVE = "sensor.opendrive_map"
 
-# SENSORS-track limits and mount radius (leaderboard-interface.md §3).
+# SENSORS-track limits and mount radius (docs/leaderboard-agent-interface.md §3).
 SENSOR_LIMITS = {CAMERA: 8, LIDAR: 2, RADAR: 4, GNSS: 1, IMU: 1, OPENDRIVE: 1, SPEEDOMETER: 1}
 QUALIFIER_LIMITS = {**SENSOR_LIMITS, CAMERA: 4, LIDAR: 1, RADAR: 2}
 MAX_SENSOR_RADIUS_M = 3.0
@@ -95,7 +95,7 @@ class Rig:
 
 
 def _automot_front() -> Rig:
-    # Released agent's rig (automot-reference.md §7): SimLingo's single camera plus a LiDAR.
+    # Released agent's rig (docs/released-agent.md §1): SimLingo's single camera plus a LiDAR.
     return Rig(
         name="automot-front",
         primary_camera="CAM_FRONT",
@@ -110,7 +110,7 @@ def _automot_front() -> Rig:
 
 
 def _bench2drive_6cam() -> Rig:
-    # Bench2Drive / UniAD / VAD rig (leaderboard-interface.md §10), cameras at z 1.6 m, 1600 x 900.
+    # Bench2Drive / UniAD / VAD rig (docs/leaderboard-agent-interface.md §10), cameras at z 1.6 m, 1600 x 900.
     cams = [
         ("CAM_FRONT", 0.80, 0.00, 0.0, 70.0),
         ("CAM_FRONT_LEFT", 0.27, -0.55, -55.0, 70.0),

@@ -1,6 +1,6 @@
 """Route following: pops passed route points and yields the two target points the model is conditioned on.
 
-Behaviour from automot-checkpoint-spec.md §5.2 (TransFuser++'s ``RoutePlanner(7.5, 50.0)`` as used by AutoMoT).
+Behaviour from docs/released-agent.md §2 (TransFuser++'s ``RoutePlanner(7.5, 50.0)`` as used by AutoMoT).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ _LANE_FOLLOW = 4  # RoadOption.LANEFOLLOW
 
 @dataclass
 class RoutePlannerConfig:
-    """Distances in metres (defaults: automot-checkpoint-spec.md §5.2)."""
+    """Distances in metres (defaults: docs/released-agent.md §2)."""
 
     min_distance: float = 7.5  # points closer than this are considered reached
     max_distance: float = 50.0  # only points within this cumulative route length are scanned

@@ -1,7 +1,7 @@
 """Per-tick inputs of the released BEV encoder, built from the rig's front camera and LiDAR (numpy only).
 
 The runtime runs the encoder (torch); the agent only prepares its inputs with the released recipe of
-model/released/sensors.py (automot-checkpoint-spec.md §5.3): the front camera goes through a JPEG q95 round trip
+model/released/sensors.py (docs/released-agent.md §3): the front camera goes through a JPEG q95 round trip
 and the crop; each LiDAR half sweep is moved into the ego frame, joined with the previous half sweep re-aligned by
 the estimated ego motion between the two ticks (UKF poses), and turned into the histogram.
 """

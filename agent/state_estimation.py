@@ -1,6 +1,6 @@
 """Ego pose estimation: raw GNSS/compass (``gnss``) or the released agent's unscented Kalman filter (``ukf``).
 
-The UKF follows automot-checkpoint-spec.md §5.2 / automot-reference.md §8: state [x, y, yaw, speed] in CARLA
+The UKF follows docs/released-agent.md §2: state [x, y, yaw, speed] in CARLA
 world metres and radians, Merwe scaled sigma points (filterpy), angle-aware residuals and means, a kinematic
 bicycle process model driven by the previous tick's control, and a direct measurement of all four states
 (GNSS x/y, compass yaw, speedometer). All constants are ``UkfConfig`` fields (``ukf`` in the agent YAML).

@@ -1,6 +1,6 @@
 """Bench2Drive / Leaderboard 2.0 metrics, our own implementation of their definitions.
 
-The definitions (``../shared/reference/bench2drive-metrics.md``, ``leaderboard-interface.md`` §8) restated from
+The definitions (docs/bench2drive-metrics.md; docs/leaderboard-agent-interface.md §8) restated from
 Bench2Drive 0.0.4's ``tools/merge_route_json.py``, ``tools/ability_benchmark.py`` and
 ``tools/efficiency_smoothness_benchmark.py`` and the leaderboard's ``StatisticsManager``. Those tools are not copied;
 this module gives the same numbers on the same records:

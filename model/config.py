@@ -63,7 +63,7 @@ class TokenLayoutConfig:
     # How route-head outputs become path points. "points": running sum over the 20 points (each output a step).
     # "xy": the released checkpoint's rule - its RouteHead cumsums dim 1 of a packed [N, 2] output, i.e. over
     # (x, y) of each point, so point i = (a_i, a_i + b_i); it was trained that way (OscarHuangWind/AutoMoT,
-    # automot.py RouteHead.forward called on [B*20, H] in training and [20, H] in evaluation/inference.py).
+    # automot.py RouteHead.forward called on [B*20, H] in training and [20, H] in Automot/evaluation/inference.py).
     route_cumsum: Literal["points", "xy"] = "points"
 
 
@@ -72,7 +72,7 @@ class PromptConfig:
     """Semantic prompt (system + user) and the frames the UE sees."""
 
     system: str = "You are a mature and professional driver."
-    # Wording of the released AutoMoT prompt (automot-checkpoint-spec.md §3.2), kept for checkpoint compatibility.
+    # Wording of the released AutoMoT prompt (docs/released-checkpoint.md §3.2), kept for checkpoint compatibility.
     user: str = (
         "Your current and next target point is ({x1:.6f}, {y1:.6f}), ({x2:.6f}, {y2:.6f}), and your current "
         "velocity is {v:.2f} m/s. Predict the driving actions ( now, +1s, +2s) and plan the trajectory for the "
@@ -199,7 +199,8 @@ class AutoMoTConfig:
 # ----------------------------------------------------------------------------------------------------------------
 
 BUILTIN_TOKEN_IDS = {
-    # The builtin offline tokenizer (model/tokenizer.py) registers its special tokens first, in this order.
+    # The builtin offline tokenizer (model/prompting.py, builtin_tokenizer) registers its special tokens first, in
+    # this order.
     "pad": 0,
     "im_start": 1,
     "im_end": 2,
@@ -290,7 +291,7 @@ def preset_small() -> AutoMoTConfig:
 
 
 def preset_automot_4b() -> AutoMoTConfig:
-    """Released AutoMoT layout (automot-checkpoint-spec.md §1-2): Qwen3-VL-4B UE + 1.6 B AE twin, 64 BEV tokens."""
+    """Released AutoMoT layout (docs/released-checkpoint.md §1-2): Qwen3-VL-4B UE + 1.6 B AE twin, 64 BEV tokens."""
     text = _qwen3_text(
         vocab=151936, hidden=2560, inter=9728, layers=36, heads=32, kv=8, head_dim=128, section=[24, 20, 20], theta=5e6
     )

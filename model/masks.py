@@ -1,6 +1,6 @@
 """Attention masks as boolean tensors (True = may attend).
 
-Rules (automot-reference.md §4, mot-and-deployment.md §3):
+Rules (docs/released-checkpoint.md §2.4):
 - prefix (understanding) tokens are causal as in the VLM, optionally bidirectional inside an image block, and
   never see action tokens;
 - action tokens see every valid prefix token; among themselves they follow the block-causal "cumsum" rule over

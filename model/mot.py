@@ -5,7 +5,7 @@ expert has no tokens in this call. Each expert projects, normalises and feeds fo
 own weights; one attention runs over all of them (plus cached prefix K/V).
 
 Joint-attention rule when the experts' head layouts differ (it is the released AutoMoT rule,
-automot-checkpoint-spec.md §2.2-2.4, and reduces to plain concatenation when the layouts match):
+docs/released-checkpoint.md §2.2-2.4, and reduces to plain concatenation when the layouts match):
 - the understanding (UE) layout (Hq heads, Hkv KV heads, head_dim D) is the joint layout; the action expert (AE)
   must have the same query-per-KV group size g = Hq/Hkv, at most Hq heads and head_dim d <= D;
 - AE q/k/v are written into zero tensors of the joint layout (heads 0.., dims 0..d-1), RoPE is applied to the

@@ -1,8 +1,9 @@
-"""Our parameter names <-> the released AutoMoT checkpoint's names (automot-checkpoint-spec.md §1.3).
+"""Our parameter names <-> the released AutoMoT checkpoint's names (docs/released-checkpoint.md §1.3).
 
 The released model keeps both experts inside each LM layer (``*_mot_gen`` suffixes, BAGEL style); we keep the
 action expert as its own module list so one layer routine serves both experts. This mapping is a bijection on
-the ``automot-4b`` preset and is audited by tests/test_model_released_names.py.
+the ``automot-4b`` preset and is audited by tests/model/test_config_presets_io.py
+(test_automot_4b_on_meta_matches_released_layout).
 """
 
 from __future__ import annotations

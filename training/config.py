@@ -113,7 +113,7 @@ class StageSection:
 
 @dataclass
 class RefinerSection:
-    """Flow-matching action refiner (training/refiner.py). Built when a ``refiner`` stage exists."""
+    """Flow-matching action refiner (model/refiner.py). Built when a ``refiner`` stage exists."""
 
     d_model: int = 64
     num_layers: int = 2

@@ -5,7 +5,7 @@
   positions excluded, see training/data/torch_dataset.py);
 - vqa (optional): language-modelling cross-entropy of the answer tokens, teacher-forced through the
   understanding expert's Hugging Face forward (its own causal mask and LM head);
-- refiner: flow-matching MSE and the L1 of the unrolled refined trajectory (training/refiner.py).
+- refiner: flow-matching MSE and the L1 of the unrolled refined trajectory (model/refiner.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Leaderboard ``input_data`` from the embedded world: ``{sensor_id: (frame, payload)}`` for ``sensors()``.
 
-Payloads follow leaderboard-interface.md §4: cameras BGRA uint8 (H, W, 4); LiDAR float32 (N, 4); GNSS float64
-[lat, lon, alt]; IMU float64 [acc x, y, z, gyro x, y, z, compass]; speedometer {'speed': m/s}. Noise matches the
+Payloads follow docs/leaderboard-agent-interface.md §4: cameras BGRA uint8 (H, W, 4); LiDAR float32 (N, 4); GNSS
+float64 [lat, lon, alt]; IMU float64 [acc x, y, z, gyro x, y, z, compass]; speedometer {'speed': m/s}. Noise matches the
 leaderboard's sensor wrapper (GNSS stddev 5e-6 deg on lat/lon/alt, IMU accelerometer 0.001/0.001/0.015 and gyro
 0.001) and is seeded, so a run is reproducible.
 

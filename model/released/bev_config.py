@@ -3,7 +3,7 @@
 The released file is a jsonpickle dump of TransFuser++'s ``GlobalConfig`` (hundreds of attributes, ``py/object``
 markers, numpy arrays as ``{"py/object": "numpy.ndarray", "values": ...}``). We never unpickle: we read the JSON,
 drop ``py/*`` markers, unwrap tuples/arrays and keep only the fields the encoder and its preprocessing use.
-Defaults are TF++ ``GlobalConfig`` values (automot-checkpoint-spec.md §5.3); which fields came from the file is
+Defaults are TF++ ``GlobalConfig`` values (docs/released-agent.md §3); which fields came from the file is
 recorded in ``from_file`` so callers can say when a value was assumed.
 
 Types, field paths and the error class come from ``automot.config``; two quirks of the released dump are

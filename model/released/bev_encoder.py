@@ -1,12 +1,13 @@
 """The released camera+LiDAR BEV encoder (TransFuser++-style backbone), output = LiDAR branch after fusion 4.
 
-Structure and names follow automot-checkpoint-spec.md §1.3/§5.3 and the released BEV encoder: two RegNet branches
-(``image_encoder`` 3 ch, ``lidar_encoder`` 1 ch), after each of the 4 stages a GPT fusion (``transformers.{i}``:
-``pos_emb``, ``blocks.{j}.{ln1,ln2,attn.{key,query,value,proj},mlp.{0,2}}``, ``ln_f``) between avg-pooled maps
-(LiDAR 1x1-conv'd to image channels and back: ``lidar_channel_to_img``, ``img_channel_to_lidar``), results
-bilinearly upsampled and added. The top-down ``c5_conv``/``up_conv5``/``up_conv4`` exist only so the weights load.
-Note: the released GPT block MLP uses ReLU (the spec's "GELU" is the original minGPT's; the released
-``bev_encoder.py`` replaced it with ReLU), and attention is plain SDPA with scale 1/sqrt(head_dim).
+Structure and names follow docs/released-checkpoint.md §1.3, docs/released-agent.md §3 and the released BEV encoder:
+two RegNet branches (``image_encoder`` 3 ch, ``lidar_encoder`` 1 ch), after each of the 4 stages a GPT fusion
+(``transformers.{i}``: ``pos_emb``, ``blocks.{j}.{ln1,ln2,attn.{key,query,value,proj},mlp.{0,2}}``, ``ln_f``)
+between avg-pooled maps (LiDAR 1x1-conv'd to image channels and back: ``lidar_channel_to_img``,
+``img_channel_to_lidar``), results bilinearly upsampled and added. The top-down
+``c5_conv``/``up_conv5``/``up_conv4`` exist only so the weights load. Note: the released GPT block MLP uses ReLU
+(the original minGPT's is GELU; the released ``bev_encoder.py`` replaced it with ReLU), and attention is plain SDPA
+with scale 1/sqrt(head_dim).
 """
 
 from __future__ import annotations

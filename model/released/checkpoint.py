@@ -1,6 +1,6 @@
 """Released weight files: which files, what they hold (header only), strict matching, and streaming writes.
 
-Rules (automot-checkpoint-spec.md §1.2): ``model.safetensors``, else sorted ``model-*.safetensors`` shards;
+Rules (docs/released-checkpoint.md §1.2): ``model.safetensors``, else sorted ``model-*.safetensors`` shards;
 ``ema.safetensors`` only when asked. Keys are used verbatim. Unlike the released loader (which only printed
 problems), every missing, unexpected or mis-shaped tensor is a hard error that names it. Two kinds of tensors are
 optional: the tied LM head (absent -> tied to ``embed_tokens``) and BatchNorm ``num_batches_tracked`` counters

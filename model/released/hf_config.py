@@ -2,7 +2,7 @@
 
 ``config.json`` is a Qwen3-VL config (``text_config`` / ``vision_config`` / token ids; transformers 4.57 writes the
 mRoPE settings as ``rope_scaling`` + ``rope_theta``, 5.x as ``rope_parameters`` - both are read). The released
-loader then overrides a few values that are *not* in the file (automot-checkpoint-spec.md §1.1): tied LM head,
+loader then overrides a few values that are *not* in the file (docs/released-checkpoint.md §1.1): tied LM head,
 action expert 16 q / 4 kv heads, MLP 4864, head_dim = hidden // heads. Those come from our preset and are checked
 against the tensor shapes instead. Everything the file does state must agree with the preset; each difference is
 reported by name (expected vs got).

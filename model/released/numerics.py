@@ -1,4 +1,4 @@
-"""The released agent's numerics (automot-checkpoint-spec.md §6.1 item 7), applied to our model without core edits.
+"""The released agent's numerics (docs/released-checkpoint.md §6.1 item 7), applied to our model without core edits.
 
 Released: all weights bf16 (incl. ViT and BEV encoder), rotary ``inv_freq`` kept fp32 (its loader excludes it from
 the cast), heads/encoders under bf16 autocast so raw fp32 speed / target points are rounded to bf16 before the

@@ -1,4 +1,4 @@
-"""The released prefill prompt and decision decoding, token for token (automot-checkpoint-spec.md §3.2, §3.4).
+"""The released prefill prompt and decision decoding, token for token (docs/released-checkpoint.md §3.2, §3.4).
 
 Released sequence: ``<|im_start|>system\\n{system}<|im_end|>\\n<|im_start|>user\\n`` + per image
 ``<|vision_start|>`` + pads + ``<|vision_end|>`` + instruction + ``<|im_end|>`` - with NO newline after the final

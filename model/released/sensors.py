@@ -1,4 +1,4 @@
-"""CARLA-free sensor preprocessing for the released BEV encoder (numpy + OpenCV), automot-checkpoint-spec.md §5.3.
+"""CARLA-free sensor preprocessing for the released BEV encoder (numpy + OpenCV), docs/released-agent.md §3.
 
 Camera: JPEG round trip at OpenCV's default quality (95; the encoder was trained on JPEG frames), BGR -> RGB,
 crop rows [0, cropped_height) and the centred cropped_width, HWC -> CHW float (values 0..255).

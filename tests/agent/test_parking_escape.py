@@ -1,4 +1,4 @@
-"""Parking-deadlock escape (automot-checkpoint-spec.md §5.4, automot-reference.md §12) with the spec's numbers."""
+"""Parking-deadlock escape (docs/released-agent.md §6) with the spec's numbers."""
 
 from __future__ import annotations
 

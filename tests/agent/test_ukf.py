@@ -1,4 +1,4 @@
-"""UKF state estimate (automot-checkpoint-spec.md §5.2): convergence on synthetic noisy drives, NaN compass, wiring."""
+"""UKF state estimate (docs/released-agent.md §2): convergence on synthetic noisy drives, NaN compass, wiring."""
 
 from __future__ import annotations
 

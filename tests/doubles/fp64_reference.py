@@ -1,7 +1,7 @@
 """fp64 reference of one action-expert layer of the joint attention, shared through the ``fp64_action_layer``
 fixture (tests/conftest.py). Not a test module.
 
-Written from automot-checkpoint-spec.md §2.2-2.4 with plain loops, independent of ``automot.model``: AE q/k/v
+Written from docs/released-checkpoint.md §2.2-2.4 with plain loops, independent of ``automot.model``: AE q/k/v
 zero-padded to the UE head_dim, rotate-half RoPE over the full padded width with the UE's cos/sin, the AE query
 tail kept and the key tail zeroed after RoPE, query head h reads KV head h // group, softmax scale
 1/sqrt(D_ue); pre-norm RMSNorm (eps 1e-6), q/k RMSNorm per head, SwiGLU MLP.

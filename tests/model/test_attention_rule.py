@@ -1,7 +1,7 @@
 """The joint-attention rule for differing head layouts, checked against the per-head fp64 reference
 (tests/doubles/fp64_reference.py, the ``fp64_reference`` fixture).
 
-Rule (model/mot.py, automot-checkpoint-spec.md §2.2-2.4): AE q/k zero-padded to the UE head_dim, RoPE over the
+Rule (model/mot.py, docs/released-checkpoint.md §2.2-2.4): AE q/k zero-padded to the UE head_dim, RoPE over the
 full padded width with the UE's cos/sin, AE key tail zeroed after RoPE, AE query tail kept, query head h reads
 KV head h // g, softmax scale 1/sqrt(D_ue).
 """

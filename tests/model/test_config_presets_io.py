@@ -61,7 +61,7 @@ def test_automot_4b_on_meta_matches_released_layout():
     assert 3.9e9 <= counts["understanding"] <= 4.1e9  # Qwen3-VL-4B LM with tied embeddings
     assert 0.38e9 <= counts["vision"] <= 0.45e9
     man = released_manifest(model)
-    expected = {  # automot-checkpoint-spec.md §1.3
+    expected = {  # docs/released-checkpoint.md §1.3
         "language_model.model.embed_tokens.weight": (151936, 2560),
         "language_model.lm_head.weight": (151936, 2560),
         "language_model.model.norm_mot_gen.weight": (2560,),

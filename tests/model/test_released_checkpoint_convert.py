@@ -19,7 +19,7 @@ from automot.model.released.prompt import act_released, bev_state, build_release
 from automot.model.released.synthetic import build_tiny_released, tiny_released_config, write_released_folder
 from automot.model.understanding import PretrainedLoadError
 
-# Written from automot-checkpoint-spec.md §1.3, independently of model/released_names.py.
+# Written from docs/released-checkpoint.md §1.3, independently of model/released_names.py.
 _SPEC_RULES = [
     (r"understanding\.vlm\.model\.language_model\.(.+)", r"language_model.model.\1"),
     (r"understanding\.vlm\.model\.visual\.(.+)", r"vision_model.\1"),

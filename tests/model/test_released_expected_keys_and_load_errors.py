@@ -1,4 +1,4 @@
-"""The released-checkpoint loader checked against automot-checkpoint-spec.md §1 (independent derivations).
+"""The released-checkpoint loader checked against docs/released-checkpoint.md §1 (independent derivations).
 
 * ``automot convert --expected-keys --preset automot-4b`` must list exactly the tensors of spec §1.3: the non-BEV
   part is rebuilt here name by name from the spec text (not from model/released_names.py), the BEV part is

@@ -1,7 +1,7 @@
 """Released inference numerics not covered elsewhere: a whole gen pass, the sync cadence, route decoding.
 
 - A whole gen pass (all layers, norm_mot_gen, tied LM head, heads) against an fp64 reference written from
-  automot-checkpoint-spec.md §2.2-2.5 / §3.4, at released ratios where the AE head_dim is above half the UE head_dim
+  docs/released-checkpoint.md §2.2-2.5, §3.4, at released ratios where the AE head_dim is above half the UE head_dim
   (20 vs 32, like 80 vs 128), with the real action groups [scene][3][8][20][6].
 - The released sync cadence: prefill at the first model step (31) and on even steps; odd steps reuse the previous
   prefix, old prompt included.

@@ -240,7 +240,8 @@ def test_cli_carla_runs_the_leaderboard_evaluator(tmp_path, fake_carla_install, 
     argv += ["--host", "carla-host", "--port", "2010", "--tm-port", "8010", "--out", str(out)]
     assert automot_main(argv) == 0
     seen = json.loads(fake_carla_install.read_text())
-    # leaderboard-interface.md: the evaluator's own flags; --resume is left out (type=bool: any value means True).
+    # docs/leaderboard-agent-interface.md §7: the evaluator's own flags; --resume is left out (type=bool: any value
+    # means True).
     assert seen["argv"] == [
         "--routes",
         str(routes),

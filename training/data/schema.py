@@ -1,6 +1,6 @@
 """The driving-sample schema shared by every reader, the writer and the torch dataset.
 
-Conventions (the model's, automot-reference.md §6): ego frame with x forward and y to the right, metres;
+Conventions (the model's, docs/released-agent.md §2): ego frame with x forward and y to the right, metres;
 speeds in m/s; the path has ``num_route_points`` points spaced ``path_spacing`` metres along the road (the
 origin itself is not a path point); waypoints are the ego's future positions at k * ``waypoint_dt`` seconds,
 k = 1..num_waypoints. Meta-action decisions are one string each for now, +1 s and +2 s, from DECISIONS.
