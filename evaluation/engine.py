@@ -56,6 +56,9 @@ class EvalConfig:
     ticks: int | None = None  # embedded: tick limit per route
     env: dict[str, str] = field(default_factory=dict)  # extra environment for the evaluator / embedded task
     record_extra: dict[str, Any] = field(default_factory=dict)  # in every record.json: config / checkpoint hashes
+    # A fresh server every N routes (1: every route, as LEAD does against the rendering bugs of a long-lived CARLA;
+    # 0: only after a failure)
+    restart_server_every: int = 1
 
 
 # -- one route against one simulator --------------------------------------------------------------------------
@@ -100,6 +103,7 @@ class RouteRunner:
             on_group=self._sim_group,
         )
         self.evaluator_pgid: int | None = None
+        self.routes_on_server = 0
         # The Bench2Drive fork starts (and kills) its own CarlaUE4.sh on the --port we give it (our block's).
         self.external_server = cfg.flavour == "bench2drive" and not cfg.simulator.command
         self._write_worker_file()
@@ -167,6 +171,11 @@ class RouteRunner:
             records.atomic_write_json(stage / records.RESULTS, results)
         summary = _summary(job, results, attempts, reasons, failed, t0, worker=self.info(), **cfg.record_extra)
         committed = records.commit_stage(stage, cfg.out, job.job_id, summary)
+        self.routes_on_server += 1
+        every = cfg.restart_server_every
+        if (every and self.routes_on_server >= every) or (not every and failed):
+            self.sim.stop()  # the next route's ensure() starts a fresh one
+            self.routes_on_server = 0
         return summary if committed else {**(records.read_record(cfg.out, job.job_id) or {}), "skipped": True}
 
     def close(self) -> None:
