@@ -1,8 +1,8 @@
-"""Locating the real evaluator sources (../shared/third_party) and running them on the fake server.
+"""Locating the real evaluator sources and running them on the fake server.
 
-Used by tests/world/test_real_evaluators.py and tests/world/test_leaderboard_known_breakages.py. The checkout sits next to ``shared/``
-(``REPO.parent / "shared"``); when those folders, the ``carla`` client or ``py_trees==0.8.3`` are missing the
-tests skip and print why.
+Used by tests/world/test_real_evaluators.py and tests/world/test_leaderboard_known_breakages.py. The sources are
+found through doubles.paths (``$AUTOMOT_SHARED``, default ``../shared`` next to the checkout); when they, the
+``carla`` client or ``py_trees==0.8.3`` are missing the tests skip and print why and how to get them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from doubles.paths import B2D_ROUTES, REPO, SHARED, THIRD_PARTY  # noqa: F401 (SHARED: re-exported for tests)
+from doubles.paths import B2D_ROUTES, HOW_TO_GET, REPO, SHARED, THIRD_PARTY  # noqa: F401 (SHARED: re-exported)
 
 DOUBLES = Path(__file__).resolve().parent  # holds fake_carla/, run as ``python -m fake_carla.bootstrap``
 ROUTES_XML = B2D_ROUTES / "bench2drive220.xml"
@@ -35,7 +35,7 @@ def skip_reason() -> str | None:
     needed = [ROUTES_XML, CARLA_PYTHONAPI, *(p for pair in FLAVOURS.values() for p in pair)]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
-        return f"third-party evaluator sources not found ({', '.join(missing)}); they live in ../shared/third_party"
+        return f"third-party evaluator sources not found ({', '.join(missing)}): {HOW_TO_GET}"
     if importlib.util.find_spec("carla") is None:
         return "the carla client is not installed (pip install -e .[carla])"
     try:

@@ -1,11 +1,12 @@
 """Bench2Drive / leaderboard metrics (automot.evaluation.metrics) on hand-made records; every expected value is
-worked out by hand in the test from the definitions in ../shared/reference/bench2drive-metrics.md."""
+worked out by hand in the test from the definitions in docs/bench2drive-metrics.md."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
+from doubles.paths import B2D_ROUTES, HOW_TO_GET, THIRD_PARTY
 
 from automot.evaluation import metrics as M
 
@@ -263,11 +264,9 @@ def test_carla_junction_index_unavailable_without_maps(tmp_path, monkeypatch):
 
 
 def test_real_bench2drive_routes_map_to_abilities():
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[3] / "shared" / "data" / "bench2drive" / "bench2drive220.xml"
+    path = B2D_ROUTES / "bench2drive220.xml"
     if not path.is_file():
-        pytest.skip(f"{path} not present")
+        pytest.skip(f"{path} not present: {HOW_TO_GET}")
     routes = M.parse_routes_xml(path)
     assert len(routes) == 220 and len({r.id for r in routes}) == 220
     assert all(r.abilities for r in routes)  # every scenario type of the benchmark has an ability
@@ -313,12 +312,10 @@ XODR = (
 def test_traffic_signs_partial_credit_with_a_real_carla_map(tmp_path, monkeypatch):
     """carla_junction_index on an OpenDRIVE map through the carla client's Map and the CARLA PythonAPI's
     GlobalRoutePlanner (no server): the first junction waypoint of the 1 m densified route sits at x = 50."""
-    from pathlib import Path
-
     pytest.importorskip("carla")
-    api = Path(__file__).resolve().parents[3] / "shared" / "third_party" / "carla_pythonapi"
+    api = THIRD_PARTY / "carla_pythonapi"
     if not (api / "agents" / "navigation" / "global_route_planner.py").is_file():
-        pytest.skip(f"CARLA PythonAPI agents not found under {api}")
+        pytest.skip(f"CARLA PythonAPI agents not found under {api}: {HOW_TO_GET}")
     monkeypatch.syspath_prepend(str(api))
     root = tmp_path / "carla"
     maps = root / "CarlaUE4" / "Content" / "Carla" / "Maps" / "OpenDrive"

@@ -21,6 +21,8 @@ import yaml
 
 ray = pytest.importorskip("ray", reason="the eval extra (pip install -e .[eval]) brings Ray")
 
+from doubles.paths import B2D_ROUTES  # noqa: E402
+
 from automot.cli import main  # noqa: E402
 from automot.evaluation import ports as ports_mod  # noqa: E402
 from automot.evaluation.records import is_complete, read_route_file, select_subset  # noqa: E402
@@ -29,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 STANDINS = HERE.parent / "doubles" / "eval_standins"
 REPO = HERE.parents[1]
 ROUTE_IDS = ["1711", "1773", "1790", "2082", "2084", "2086", "2091", "2120", "2128", "2166", "2204", "2273"]
-B2D_XML = REPO.parent / "shared" / "data" / "bench2drive" / "bench2drive220.xml"
+B2D_XML = B2D_ROUTES / "bench2drive220.xml"  # checked when present ($AUTOMOT_SHARED, doubles.paths)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """Known breakages with the real Leaderboard 2.0 / Bench2Drive code (issue #11), each against the upstream code.
 
-Tests that need ../shared/third_party run the upstream snippet in a subprocess (so the leaderboard packages never
-enter this test process's sys.path) and skip, printing why, when those folders or the carla extra are missing.
+Tests that need the upstream sources ($AUTOMOT_SHARED/third_party, doubles.paths) run the upstream snippet in a
+subprocess (so the leaderboard packages never enter this test process's sys.path) and skip, printing why and how to
+get them, when those folders or the carla extra are missing.
 """
 
 from __future__ import annotations
@@ -248,7 +249,7 @@ def test_downsample_route_matches_the_real_function():
 
 
 def _merge_like_bench2drive(folder) -> list[dict]:
-    """merge_route_json.py's reading rule (bench2drive-metrics.md): every *.json but merged.json must hold
+    """merge_route_json.py's reading rule (docs/bench2drive-metrics.md): every *.json but merged.json must hold
     ``_checkpoint.records``; records lose ``index``; sorted by route_id descending."""
     records = []
     for path in sorted(folder.glob("*.json")):

@@ -2,8 +2,9 @@
 
 Only what needs a CARLA server is faked (tests/doubles/fake_carla: client, world, actors, sensors, route scenario);
 argument parsing, loading ``agent/automot_agent.py`` by path, AgentWrapper sensor set-up and validation,
-SensorInterface, ScenarioManager and its watchdogs, RouteIndexer and StatisticsManager are the upstream code in
-../shared/third_party. Each route lasts ROUTE_SECONDS of game time (it ends "Failed - Agent timed out").
+SensorInterface, ScenarioManager and its watchdogs, RouteIndexer and StatisticsManager are the upstream code
+(found through doubles.paths: $AUTOMOT_SHARED/third_party, default ../shared/third_party). Each route lasts
+ROUTE_SECONDS of game time (it ends "Failed - Agent timed out").
 
 * leaderboard-2.0: one process drives routes 1711, 1773, 1790 with SAVE_PATH set.
 * bench2drive (fork): the first process dies while loading the 3rd route (a crash between routes), after routes
