@@ -221,7 +221,8 @@ class StagedFiles:
         ``last``: file names moved after all the others (e.g. ``results.json``, so a reader that sees the new
         record also sees the new files it describes). ``replace``: names of the output set that this commit
         replaces as a whole: any of them in the folder that was not staged is removed (before the ``last``
-        files move), so an earlier run's extra files do not stay mixed with the new ones.
+        files move), so an earlier run's extra files do not stay mixed with the new ones; a name that is a folder
+        (``inputs``) loses every file the commit did not stage, and the folder goes once it is empty.
         """
         if self.stage is None:
             return []
@@ -234,22 +235,25 @@ class StagedFiles:
             _fsync_file(f)
         _test_pause()
         staged = {str(f.relative_to(self.stage)) for f in files}
-        stale = [self.folder / name for name in replace if name not in staged]
+        stale = []
+        for name in replace:
+            old = self.folder / name
+            if old.is_dir() and not old.is_symlink():
+                stale += [f for f in sorted(old.rglob("*")) if str(f.relative_to(self.folder)) not in staged]
+                stale.append(old)  # removed last, if empty
+            elif name not in staged:
+                stale.append(old)
         done = []
         for f in files:  # sub-folders a writer made (rare) are recreated inside the output folder
             name = str(f.relative_to(self.stage))
             if name in last:
-                for old in stale:
-                    if old.is_file() or old.is_symlink():
-                        old.unlink()
+                _remove_stale(stale)
                 stale = []
             dest = self.folder / name
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(f, dest)
             done.append(dest)
-        for old in stale:
-            if old.is_file() or old.is_symlink():
-                old.unlink()
+        _remove_stale(stale)
         _fsync_dir(self.folder)
         self.discard()
         return done
@@ -270,6 +274,16 @@ class StagedFiles:
                 self.commit()
         finally:
             self.discard()
+
+
+def _remove_stale(paths: list[Path]) -> None:
+    """Unlink the files among ``paths``, then remove the folders among them that are left empty."""
+    for old in paths:
+        if old.is_file() or old.is_symlink():
+            old.unlink()
+    for old in sorted((p for p in paths if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            old.rmdir()
 
 
 def _resolved(path: str | os.PathLike) -> Path:

@@ -42,6 +42,7 @@ DEFAULT_AGENT = "agent/automot_agent.py"
 DEFAULT_CONFIG = "leaderboard_configs/demo_tiny.yaml"  # the committed CPU-trained demo model
 # What one embedded drive writes into --out (with agent_config.yaml); --overwrite replaces this set as a whole.
 DRIVE_OUTPUTS = ("results.json", "ticks.jsonl", "video.mp4", "summary.jsonl")
+INPUTS_DIR = "inputs"  # --record-inputs (agent/input_recorder.py): replaced as a whole too, recorded or not
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -165,6 +166,48 @@ def overridden_agent_config(path: str, overrides: list[str], folder: Path) -> st
     return str(save_agent_config(cfg, folder / "agent_config.yaml"))
 
 
+def check_agent_setup(agent: str, config: str, what: str = "--config") -> None:
+    """What the AutoMoT agent's ``setup()`` would refuse, checked before a route starts or a byte is written
+    (``drive`` and ``eval`` share it): the agent file; for the default agent its config (YAML, fields, ranges,
+    runtime options), the rig, the model's checkpoint folder or preset, and the device (no CUDA: exit 3).
+    Another agent file reads its config string its own way: only the file itself is checked."""
+    from automot.errors import AutoMoTError, ConfigError
+
+    clikit.require(Path(agent).is_file(), f"--agent {agent}: file not found")
+    if Path(agent).resolve() != (REPO_ROOT / DEFAULT_AGENT).resolve():
+        return
+    from automot.agent.config import load_agent_config
+    from automot.agent.rigs import get_rig
+    from automot.agent.runtime_factory import released_layout, resolve_device
+
+    path = str(config).split("+")[0]  # Bench2Drive passes CONFIG.yaml+save_name
+    clikit.require_file(path, what)
+    cfg = load_agent_config(path)  # ConfigError (exit 2) names the file and the field
+    try:
+        get_rig(cfg.rig, cfg.image_size)
+        ckpt = cfg.model.checkpoint
+        if ckpt:
+            folder = Path(ckpt)
+            if not folder.exists():
+                raise ConfigError(f"{path}: model.checkpoint {ckpt}: not found")
+            if released_layout(ckpt) is None and not all(
+                (folder / n).is_file() for n in ("config.yaml", "model.safetensors")
+            ):
+                raise ConfigError(
+                    f"{path}: model.checkpoint {ckpt}: not a checkpoint folder (config.yaml + model.safetensors, "
+                    "or the released / converted AutoMoT layout)"
+                )
+        else:
+            from automot.model.config import get_config
+
+            get_config(cfg.model.preset)
+    except AutoMoTError:
+        raise
+    except (KeyError, ValueError, TypeError, OSError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    clikit.check_device(resolve_device(cfg.model.device), f"{path}: model.device")
+
+
 def _drive_embedded(args: argparse.Namespace) -> int:
     from automot.fsio import StagedFiles, remove_temp_dirs
     from automot.world.routes import load_route
@@ -178,14 +221,13 @@ def _drive_embedded(args: argparse.Namespace) -> int:
     route = load_route(args.route)  # UnknownRouteError exits 2 through automot.cli, before anything is written
     agent = EXPERT_AGENT if args.agent == "expert" else _resolve(args.agent)
     config = "" if args.agent == "expert" else _resolve(args.agent_config)
-    clikit.require(Path(agent).is_file(), f"--agent {agent}: file not found")
-    if args.agent == DEFAULT_AGENT:  # other agents read their config string their own way
-        clikit.require_file(config, "--config")
+    if args.agent != "expert":  # a bad agent config is refused here, before OUT exists (no DS 0 results.json)
+        check_agent_setup(agent, config)
     out_arg = args.out or f"runs/drive/{args.route}"
     notice = "finishing the current tick and writing results.json"
     with clikit.deferred_interrupts("drive", notice) as interrupt, clikit.claim_out(out_arg, args.overwrite) as out:
         remove_temp_dirs(out)  # staging folders of a killed --overwrite run (we hold the folder's lock)
-        replacing = args.overwrite and any(n in DRIVE_OUTPUTS or n == AGENT_CONFIG for n in _entries(out))
+        replacing = args.overwrite and any(n in (*DRIVE_OUTPUTS, AGENT_CONFIG, INPUTS_DIR) for n in _entries(out))
         stage = StagedFiles(out) if replacing else None
         target = stage.staging_dir if stage is not None else out
         # Contract with the agent: AUTOMOT_RECORD_DIR overrides its recorder.out_dir (video.mp4, ticks.jsonl).
@@ -206,7 +248,9 @@ def _drive_embedded(args: argparse.Namespace) -> int:
                 interrupt=interrupt,
             )
             if stage is not None:  # the route ended: swap the new run in (results.json last)
-                stage.commit(last=("results.json",), replace=(*DRIVE_OUTPUTS, AGENT_CONFIG))
+                # every file of the earlier run not written again goes, inputs/ included (else replay and view
+                # would read the old run's recorded inputs as this run's)
+                stage.commit(last=("results.json",), replace=(*DRIVE_OUTPUTS, AGENT_CONFIG, INPUTS_DIR))
         except RouteInterrupted as exc:
             if stage is None:
                 raise
