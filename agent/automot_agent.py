@@ -181,7 +181,8 @@ class AutoMoTAgent(AutonomousAgent):
             return None
         bev_cfg = getattr(self.runtime, "scene_config", None)
         if bev_cfg is None:
-            log.warning("the runtime exposes no scene_config: BEV inputs use the spec's TF++ defaults")
+            # TF++ defaults: docs/released-agent.md §3
+            log.warning("the runtime exposes no scene_config: BEV inputs use the TF++ defaults")
             bev_cfg = default_bev_config()
         if self.config.state_estimator != "ukf":
             # The previous LiDAR half sweep is re-aligned with this pose; leaderboard GNSS noise (~0.5 m) would

@@ -34,7 +34,7 @@ class LateralConfig:
 
 @dataclass
 class LongitudinalConfig:
-    """Speed PID on desired speed = 2 |wp[1] - wp[0]| (waypoints 0.5 s apart; spec §5.4)."""
+    """Speed PID on desired speed = 2 |wp[1] - wp[0]| (waypoints 0.5 s apart; docs/released-agent.md §4)."""
 
     kp: float = 1.75
     ki: float = 1.0
@@ -88,7 +88,7 @@ class EscapeConfig:
     # Model target-point override (ego frame, x forward, y right): TP (target_x, lateral), next TP
     # (next_target_x, lateral), lateral = target_y + target_y_per_attempt * attempt (attempt counted from 1).
     # The released code (and docs/released-agent.md §6) calls this "to the left" while steering left; in the
-    # spec's ego frame +y is to the right. The numbers are reproduced as released.
+    # ego frame (docs/released-agent.md §2) +y is to the right. The numbers are reproduced as released.
     target_x: float = 3.0
     next_target_x: float = 6.0
     target_y: float = 5.0

@@ -110,7 +110,8 @@ class RoutePlanner:
         return n
 
     def target_points(self, ego_xy: np.ndarray, yaw: float) -> TargetPoints:
-        """TP = route[1], next TP = route[2], with the spec's fallbacks when fewer points remain."""
+        """TP = route[1], next TP = route[2], with the released fallbacks (docs/released-agent.md §2) when fewer
+        points remain."""
         cfg = self.config
         ego = np.asarray(ego_xy, dtype=np.float64).reshape(2)
         route = self.route

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def default_bev_config() -> Any:
-    """The spec's TF++ defaults (used when the runtime does not expose the checkpoint's bev_config)."""
+    """TF++ defaults (docs/released-agent.md §3; used when the runtime does not expose the checkpoint's bev_config)."""
     from automot.model.released.bev_config import BEVConfig
 
     return BEVConfig()

@@ -7,8 +7,8 @@
     python scripts/golden_dump.py compare --golden golden/ --checkpoint ~/AutoMoT/Automot/checkpoints [--device cuda]
 
 The dump side drives the original modules through their public entry points (load_model_mot, InterleaveInferencer,
-BEVEncoderBackboneExtractor) and wraps two methods to capture intermediate tensors; it was written from the spec
-and the public source and has not been run here (no GPU, no original environment).
+BEVEncoderBackboneExtractor) and wraps two methods to capture intermediate tensors; it was written from
+docs/released-checkpoint.md and the public source and has not been run here (no GPU, no original environment).
 """
 
 from __future__ import annotations

@@ -83,7 +83,8 @@ class GPTFusion(nn.Module):
 
 
 def normalize_imagenet(x: torch.Tensor) -> torch.Tensor:
-    """Per channel ((x / 255) - mean) / std in x's dtype (bf16 in the released agent: spec §6.1 item 7).
+    """Per channel ((x / 255) - mean) / std in x's dtype (bf16 in the released agent:
+    docs/released-checkpoint.md §6.1 item 7).
 
     Python-float constants on purpose: a bf16 tensor op with a Python scalar computes in fp32 and rounds once,
     whereas a bf16 mean/std tensor would first round 0.485 etc. to bf16 (a different result).

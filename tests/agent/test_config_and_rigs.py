@@ -45,7 +45,8 @@ def test_released_profile_loads_with_the_spec_constants():
     assert cfg.model.checkpoint  # a path the user fills in, never random weights
     assert (cfg.runtime.mode, cfg.runtime.sync_every, cfg.runtime.engine) == ("sync", 2, "torch")
     assert cfg.rig == "automot-front" and cfg.state_estimator == "ukf" and cfg.control.escape.enabled
-    # Every constant is written out and equals the code defaults, which carry the spec values.
+    # Every constant is written out and equals the code defaults, which carry the released values
+    # (docs/released-agent.md).
     assert cfg.ukf == AgentConfig().ukf and cfg.route == AgentConfig().route
     defaults = AgentConfig().control
     assert cfg.control.lateral == defaults.lateral and cfg.control.longitudinal == defaults.longitudinal

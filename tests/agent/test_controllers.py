@@ -51,7 +51,7 @@ def test_lateral_pid_window_starts_empty_like_the_released_steering_pid():
     """PDM-Lite's LateralPIDController (used by the released agent) has no zero padding: on the first tick the
     integral is the error itself and the derivative 0; its window holds the last 6 errors (spec §5.4).
 
-    Hand calculation with the spec's gains (k_p 3.118, k_d 1.3782508892, k_i 0.6406067986) on a right arc of radius
+    Hand calculation with the released gains (k_p 3.118, k_d 1.3782508892, k_i 0.6406067986) on a right arc of radius
     10 m at 4 m/s: 14.4 km/h gives 0.9755 * 14.4 + 1.195 = 15.2 < 24, so the lookahead is sample 24, i.e. 2.5 m of
     path. The chord to a point s metres along a circle of radius R points s / (2R) off the heading: 0.125 rad
     (0.12504 with the chord-length arc and the 1e-4 tie-break), so e = 0.12504 / (pi / 2) = 0.079603.

@@ -1,4 +1,4 @@
-"""Parking-deadlock escape (docs/released-agent.md §6) with the spec's numbers."""
+"""Parking-deadlock escape (docs/released-agent.md §6) with the released numbers."""
 
 from __future__ import annotations
 

@@ -103,8 +103,9 @@ def _released_profile_agent(kit, tmp_path, model) -> tuple[AutoMoTAgent, dict]:
 
 
 def test_released_profile_cadence_history_and_warmup_end_to_end(tmp_path, released_tiny, scene_kit):
-    """Spec §3.1/§5.4: ticks 0-30 full brake without the model; prefill at 31 (no cache yet), then on even ticks;
-    odd ticks reuse the previous prefix (age 1, old prompt); images are t-15, t-10, t-5, t, oldest first."""
+    """docs/released-checkpoint.md §3.1, docs/released-agent.md §5: ticks 0-30 full brake without the model;
+    prefill at 31 (no cache yet), then on even ticks; odd ticks reuse the previous prefix (age 1, old prompt);
+    images are t-15, t-10, t-5, t, oldest first."""
     agent, holder = _released_profile_agent(scene_kit, tmp_path, released_tiny)
     try:
         specs = agent.sensors()

@@ -24,7 +24,8 @@ from automot.agent.state_estimation import (
 from automot.geometry import wrap_angle
 
 CFG = UkfConfig()
-GNSS_STD = 0.7  # metres; about the spec's R = 0.5 m^2 (the leaderboard GNSS noise is of this order)
+# metres; about the released R = 0.5 m^2 (docs/released-agent.md §2); the leaderboard GNSS noise is of this order
+GNSS_STD = 0.7
 
 
 def _truth(controls: list[tuple[float, float, float]], start: np.ndarray, substeps: int = 10) -> np.ndarray:
@@ -66,7 +67,8 @@ def test_bicycle_model_signs_and_limits():
     start = np.array([0.0, 0.0, 0.0, 5.0])
     straight = bicycle_step(start, 0.05, (0.0, 0.5, 0.0), CFG)
     assert straight[0] == pytest.approx(0.25) and straight[1] == 0.0 and straight[2] == 0.0
-    # Spec §5.2 constants: throttle_accel 0.5633837 m/s^2 per unit throttle, brake_accel -4.952399 m/s^2.
+    # docs/released-agent.md §2 constants: throttle_accel 0.5633837 m/s^2 per unit throttle, brake_accel
+    # -4.952399 m/s^2.
     # One second (20 ticks) of full throttle from 5 m/s: 5 + 0.5633837 = 5.5633837 m/s, x = 0.05 * sum(v_k, k<20)
     # = 0.05 * (100 + 0.5633837 * 0.05 * 190) = 5.2676073 m; one second of braking: 5 - 4.952399 = 0.047601 m/s and
     # x = 0.05 * (100 - 4.952399 * 0.05 * 190) = 2.6476105 m.

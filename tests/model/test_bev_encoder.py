@@ -15,7 +15,8 @@ from automot.model.released.synthetic import tiny_bev_config
 
 def test_regnet_layouts_from_design_rule():
     y032 = RegNetSpec.from_name("regnety_032")
-    assert y032.widths == (72, 216, 576, 1512) and y032.depths == (2, 5, 13, 1)  # spec §5.3 stage channels
+    # stage widths: docs/released-agent.md §3
+    assert y032.widths == (72, 216, 576, 1512) and y032.depths == (2, 5, 13, 1)
     assert y032.group_sizes == (24, 24, 24, 24) and y032.se_ratio == 0.25
     y002 = RegNetSpec.from_name("regnety_002")
     assert y002.widths == (24, 56, 152, 368) and y002.depths == (1, 1, 4, 7)

@@ -53,7 +53,7 @@ def spec_name(ours: str) -> str:
     for pattern, repl in _SPEC_RULES:
         if re.fullmatch(pattern, ours):
             return re.sub(pattern, repl, ours)
-    raise AssertionError(f"no spec rule for {ours}")
+    raise AssertionError(f"no docs/released-checkpoint.md §1.3 rule for {ours}")
 
 
 @pytest.fixture(scope="module")

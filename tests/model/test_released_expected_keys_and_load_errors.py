@@ -1,8 +1,8 @@
 """The released-checkpoint loader checked against docs/released-checkpoint.md §1 (independent derivations).
 
-* ``automot convert --expected-keys --preset automot-4b`` must list exactly the tensors of spec §1.3: the non-BEV
-  part is rebuilt here name by name from the spec text (not from model/released_names.py), the BEV part is
-  counted from the TF++ / timm ``regnety_032`` structure.
+* ``automot convert --expected-keys --preset automot-4b`` must list exactly the tensors of
+  docs/released-checkpoint.md §1.3: the non-BEV part is rebuilt here name by name from that text (not from
+  model/released_names.py), the BEV part is counted from the TF++ / timm ``regnety_032`` structure.
 * Bad released folders fail with errors that name the file (missing folder, missing config.json, corrupt header).
 """
 
@@ -23,7 +23,7 @@ H, V, L = 2560, 151936, 36
 
 
 def _spec_non_bev() -> dict[str, tuple[int, ...]]:
-    """Spec §1.3, written out (required tensors only: the tied LM head may be absent)."""
+    """docs/released-checkpoint.md §1.3, written out (required tensors only: the tied LM head may be absent)."""
     s: dict[str, tuple[int, ...]] = {}
     lm = "language_model.model."
     s[lm + "embed_tokens.weight"] = (V, H)

@@ -5,9 +5,9 @@
   (20 vs 32, like 80 vs 128), with the real action groups [scene][3][8][20][6].
 - The released sync cadence: prefill at the first model step (31) and on even steps; odd steps reuse the previous
   prefix, old prompt included.
-- Two behaviours of the released source code (OscarHuangWind/AutoMoT @278fa5a) that the spec does not state and the
-  code did not reproduce at first (now covered: ``tokens.route_cumsum: xy`` and the runtime's
-  ``reused_prefix_position_shifts``):
+- Two behaviours of the released source code (OscarHuangWind/AutoMoT @278fa5a) that this code did not reproduce at
+  first (docs/released-checkpoint.md §3.1 and §3.4 state them; now covered: ``tokens.route_cumsum: xy`` and the
+  runtime's ``reused_prefix_position_shifts``):
   * route decoding: ``RouteHead.forward`` is ``mlp(features).cumsum(dim=1)`` but is called on packed 2-D features
     ([20, H] in ``kv_cache_inference``, [B*20, H] in training), so the cumsum runs over (x, y) of each point,
     not over the 20 points: route_i = (a_i, a_i + b_i);
