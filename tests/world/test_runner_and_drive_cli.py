@@ -6,11 +6,14 @@ import json
 import os
 import sys
 import textwrap
+from dataclasses import replace
 
 import pytest
+from doubles import evaluator_argv
 
 from automot.cli import main as automot_main
 from automot.errors import ExitCode
+from automot.world.evaluator import BENCH2DRIVE, LEADERBOARD_2, EvaluatorInstall, EvaluatorRun, build_command
 from automot.world.routes import load_route
 from automot.world.runner import EXPERT_AGENT, AgentCrashed, load_agent_class, run_route
 
@@ -204,7 +207,8 @@ FAKE_EVALUATOR = """
 import json, os, sys
 
 with open(os.environ["FAKE_EVALUATOR_LOG"], "w") as fh:
-    json.dump({"argv": sys.argv[1:], "executable": sys.executable, "sentinel": os.environ.get("FAKE_SENTINEL")}, fh)
+    json.dump({"argv": sys.argv[1:], "script": os.path.realpath(__file__), "executable": sys.executable,
+               "sentinel": os.environ.get("FAKE_SENTINEL")}, fh)
 sys.exit(int(os.environ.get("FAKE_EVALUATOR_EXIT", "0")))
 """
 
@@ -228,27 +232,34 @@ def fake_carla_install(tmp_path, monkeypatch):
     return log
 
 
-def test_cli_carla_runs_the_leaderboard_evaluator(tmp_path, fake_carla_install, monkeypatch, capsys):
-    from automot.world.cli import missing_carla_modules
+def test_drive_carla_runs_the_leaderboard_evaluator_with_its_flags(tmp_path, fake_carla_install, monkeypatch, capsys):
+    """``automot drive --world carla`` runs the importable leaderboard_evaluator.py with the same interpreter and the
+    caller's environment. Paths reach it absolute (the evaluator may run in another folder): one that exists from the
+    current folder as it is, one that does not relative to the repository (the defaults). A failed evaluation is
+    RUN_FAILED, not success."""
+    from automot.world.cli import REPO_ROOT, missing_carla_modules
 
     assert missing_carla_modules() == []
-    routes, agent, config = tmp_path / "routes.xml", tmp_path / "my_agent.py", tmp_path / "agent.yaml"
-    for path in (routes, agent, config):
-        path.write_text("")
-    out = tmp_path / "out"
-    argv = ["drive", "--world", "carla", "--routes", str(routes), "--agent", str(agent), "--agent-config", str(config)]
-    argv += ["--host", "carla-host", "--port", "2010", "--tm-port", "8010", "--out", str(out)]
+    work = tmp_path.resolve() / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for name in ("routes.xml", "agent.yaml"):
+        (work / name).write_text("")
+    argv = ["drive", "--world", "carla", "--routes", "routes.xml", "--agent", "agent/automot_agent.py"]
+    argv += ["--agent-config", "agent.yaml", "--host", "carla-host", "--port", "2010", "--tm-port", "8010"]
+    argv += ["--out", "out"]
     assert automot_main(argv) == 0
     seen = json.loads(fake_carla_install.read_text())
+    assert seen["script"] == str((tmp_path / "site" / "leaderboard" / "leaderboard_evaluator.py").resolve())
     # docs/leaderboard-agent-interface.md §7: the evaluator's own flags; --resume is left out (type=bool: any value
     # means True).
     assert seen["argv"] == [
         "--routes",
-        str(routes),
+        str(work / "routes.xml"),
         "--agent",
-        str(agent),
+        str((REPO_ROOT / "agent" / "automot_agent.py").resolve()),
         "--agent-config",
-        str(config),
+        str(work / "agent.yaml"),
         "--track",
         "SENSORS",
         "--host",
@@ -258,13 +269,13 @@ def test_cli_carla_runs_the_leaderboard_evaluator(tmp_path, fake_carla_install, 
         "--traffic-manager-port",
         "8010",
         "--checkpoint",
-        str(out / "results.json"),
+        str(work / "out" / "results.json"),
         "--debug-checkpoint",
-        str(out / "live_results.txt"),
+        str(work / "out" / "live_results.txt"),
     ]
     assert seen["executable"] == sys.executable  # the same interpreter, so the installed automot is importable
     assert seen["sentinel"] == "inherited"  # the caller's environment (PYTHONPATH, CUDA_VISIBLE_DEVICES...) reaches it
-    assert out.is_dir()
+    assert (work / "out").is_dir()
     capsys.readouterr()
 
     monkeypatch.setenv("FAKE_EVALUATOR_EXIT", "7")  # a failed evaluation must not look like a finished one
@@ -272,20 +283,48 @@ def test_cli_carla_runs_the_leaderboard_evaluator(tmp_path, fake_carla_install, 
     assert "7" in capsys.readouterr().err
 
 
-def test_evaluator_command_flags(tmp_path):
-    import argparse
-
-    from automot.world import evaluator
-    from automot.world.cli import evaluator_run
-
-    args = argparse.Namespace(
-        routes="r.xml", agent="agent/automot_agent.py", agent_config="cfg.yaml", host="h", port=2010, tm_port=8010
+@pytest.mark.skipif(evaluator_argv.missing() is not None, reason=str(evaluator_argv.missing()))
+@pytest.mark.parametrize("flavour", [LEADERBOARD_2, BENCH2DRIVE])
+def test_every_evaluator_option_we_pass_parses_upstream(flavour, tmp_path):
+    """build_command with every option set, read back by the real evaluator's own parser (Leaderboard 2.0 and the
+    Bench2Drive fork, which alone has --gpu-rank): each value arrives with its type; --resume only when resuming."""
+    full = EvaluatorRun(
+        routes="r.xml",
+        agent="/a/agent.py",
+        agent_config="/a/agent.yaml",
+        checkpoint="/o/results.json",
+        debug_checkpoint="/o/live_results.txt",
+        host="carla-host",
+        port=2010,
+        tm_port=8010,
+        tm_seed=3,
+        routes_subset="0-4",
+        repetitions=2,
+        resume=True,
+        timeout=120.0,
+        record="/o/records",
+        debug=1,
+        gpu_rank=1 if flavour == BENCH2DRIVE else None,
     )
-    install = evaluator.EvaluatorInstall(tmp_path / "lb", None, evaluator.LEADERBOARD_2)
-    cmd = evaluator.build_command(install, evaluator_run(args, tmp_path))
+    install = EvaluatorInstall(tmp_path / "lb", None, flavour)
+    cmd = build_command(install, full)
     assert cmd[1] == str(tmp_path / "lb" / "leaderboard" / "leaderboard_evaluator.py")
-    flags = dict(zip(cmd[2::2], cmd[3::2]))
-    assert flags["--routes"] == "r.xml" and flags["--port"] == "2010" and flags["--traffic-manager-port"] == "8010"
-    assert flags["--agent"].endswith("agent/automot_agent.py") and flags["--track"] == "SENSORS"
-    assert flags["--checkpoint"] == str((tmp_path / "results.json").resolve())
-    assert "--resume" not in cmd  # type=bool in the evaluator: any value would mean True
+    parser = evaluator_argv.upstream_parser(flavour)
+    args = parser.parse_args(cmd[2:])
+    assert (args.routes, args.agent, args.agent_config, args.track) == (
+        "r.xml",
+        "/a/agent.py",
+        "/a/agent.yaml",
+        "SENSORS",
+    )
+    assert (args.host, args.port, args.traffic_manager_port, args.traffic_manager_seed) == ("carla-host", 2010, 8010, 3)
+    assert (args.checkpoint, args.debug_checkpoint, args.record) == (
+        "/o/results.json",
+        "/o/live_results.txt",
+        "/o/records",
+    )
+    assert (args.routes_subset, args.repetitions, args.timeout, args.debug, args.resume) == ("0-4", 2, 120.0, 1, True)
+    if flavour == BENCH2DRIVE:
+        assert args.gpu_rank == 1
+    plain = parser.parse_args(build_command(install, replace(full, resume=False))[2:])
+    assert plain.resume is False  # type=bool upstream: passing any value, even "False", would resume
