@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     doctor.add_argument("--json", action="store_true", help="print the JSON report instead of the summary")
     doctor.add_argument(
-        "--report", help="where to write the JSON report (default: data_doctor_<DIR name>.json in the current folder)"
+        "--report", help="also write the JSON report to this file (never inside DIR; default: no file is written)"
     )
     doctor.add_argument("--max-errors", type=int, default=0, help="errors tolerated before exiting 4 (default 0)")
     doctor.add_argument("--fast", action="store_true", help="only the fast checks `automot train` runs at start-up")
@@ -55,23 +55,26 @@ def _data_help(args: argparse.Namespace) -> int:
 
 def _doctor(args: argparse.Namespace) -> int:
     from automot.fsio import atomic_write_json
+    from automot.outputs import check_output_file
     from automot.training.data.doctor import run_doctor
 
     clikit.require(args.max_errors >= 0, f"--max-errors: must be >= 0, got {args.max_errors}")
     root = Path(args.dir)
     clikit.require(root.is_dir(), f"DIR {root}: dataset folder not found")
-    report_path = Path(args.report) if args.report else Path(f"data_doctor_{root.resolve().name or 'root'}.json")
-    clikit.require(not report_path.is_dir(), f"--report {report_path}: is a folder")
+    # A command writes only where it is told to, and never into what it reads (the dataset's meta.json): the report
+    # file exists only with --report, checked (inside DIR, a folder, unwritable: exit 2) before the dataset is read.
+    report_path = check_output_file(args.report, inputs=[root], what="--report") if args.report else None
     report = run_doctor(root, args.format, fast=args.fast, max_errors=args.max_errors, camera=args.camera)
     data = report.to_json()
-    atomic_write_json(report_path, data)
+    if report_path is not None:
+        atomic_write_json(report_path, data)
     if args.json:
         print(json.dumps(data, indent=2))
     else:
         print(report.summary())
-        print(f"report: {report_path}")
+        if report_path is not None:
+            print(f"report: {report_path}")
     if not report.ok:
-        raise CheckFailed(
-            f"{report.error_count} dataset errors exceed --max-errors {args.max_errors} (report: {report_path})"
-        )
+        where = f" (report: {report_path})" if report_path is not None else " (--report FILE writes the findings)"
+        raise CheckFailed(f"{report.error_count} dataset errors exceed --max-errors {args.max_errors}{where}")
     return 0
