@@ -19,7 +19,7 @@ from automot.geometry import wrap_angle_left_closed
 
 @dataclass
 class LateralConfig:
-    """PDM-Lite-style lateral PID on a lookahead point of the resampled path (spec §5.4)."""
+    """PDM-Lite-style lateral PID on a lookahead point of the resampled path (docs/released-agent.md §4)."""
 
     kp: float = 3.118
     kd: float = 1.3782508892109167
@@ -142,8 +142,8 @@ class EscapePolicy(Protocol):
 class WindowPID:
     """PID whose integral is the mean of the last ``window`` errors and derivative the last difference.
 
-    ``zero_filled``: the window starts full of zeros (the released speed PIDController, spec §5.4); otherwise it
-    starts empty, so the integral averages only the errors seen so far and the first derivative is 0 (the
+    ``zero_filled``: the window starts full of zeros (the released speed PIDController, docs/released-agent.md §4);
+    otherwise it starts empty, so the integral averages only the errors seen so far and the first derivative is 0 (the
     PDM-Lite LateralPIDController the released agent steers with).
     """
 
@@ -166,7 +166,7 @@ class WindowPID:
 
 
 def resample_path(path: np.ndarray, step: float) -> np.ndarray:
-    """Origin-prepended path resampled every ``step`` metres of arc length with PCHIP (spec §5.4).
+    """Origin-prepended path resampled every ``step`` metres of arc length with PCHIP (docs/released-agent.md §4).
 
     A tiny index-proportional offset keeps the arc length strictly increasing when points repeat
     (e.g. a standstill path), which PCHIP requires. Returns at least one point.

@@ -102,7 +102,7 @@ class RoutePlanner:
     def pop_points(self, count: int, keep: int) -> int:
         """Drop up to ``count`` points from the front, never leaving fewer than ``keep``; returns how many.
 
-        Used by the parking escape to skip the part of the route the ego is stuck on (spec §5.4).
+        Used by the parking escape to skip the part of the route the ego is stuck on (docs/released-agent.md §6).
         """
         n = max(0, min(int(count), len(self.route) - int(keep)))
         for _ in range(n):

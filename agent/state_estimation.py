@@ -26,7 +26,7 @@ _warned_filterpy = False  # the filterpy 2.x parity warning is logged once per p
 
 @dataclass
 class UkfConfig:
-    """UKF and bicycle-model constants (defaults: the released agent, spec §5.2)."""
+    """UKF and bicycle-model constants (defaults: the released agent, docs/released-agent.md §2)."""
 
     dt: float = 0.05  # seconds per tick (20 Hz)
     alpha: float = 1e-5  # Merwe sigma-point spread

@@ -141,5 +141,6 @@ class BEVEncoder(nn.Module):
 
     @staticmethod
     def scene_tokens(feature: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, H*W, C), row-major over (H, W) as the released gen pass flattens it (§3.4)."""
+        """(B, C, H, W) -> (B, H*W, C), row-major over (H, W) as the released gen pass flattens it
+        (docs/released-checkpoint.md §3.4)."""
         return feature.flatten(2).transpose(1, 2)

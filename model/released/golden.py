@@ -1,4 +1,4 @@
-"""Golden dumps from the original AutoMoT code and their comparison with our model (spec §6.3).
+"""Golden dumps from the original AutoMoT code and their comparison with our model (docs/released-checkpoint.md §6.3).
 
 One frame = one ``.npz`` file (numpy arrays; bf16 tensors are stored as float32) written by scripts/golden_dump.py
 on a GPU box with the original repo, or by tests. Every array is optional: a missing one skips its check.

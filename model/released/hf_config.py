@@ -82,7 +82,7 @@ def read_released_folder(path: str | Path) -> ReleasedFolder:
         notes.append(
             "config.json says tie_word_embeddings=false; the released loader forces a tied LM head (kept tied)"
         )
-    text["tie_word_embeddings"] = True  # released loader override (spec §1.1)
+    text["tie_word_embeddings"] = True  # released loader override (docs/released-checkpoint.md §1.1)
     vision = {k: raw["vision_config"][k] for k in VISION_KEYS if k in raw["vision_config"]}
     token_ids = {k: raw[k] for k in TOKEN_ID_KEYS if k in raw}
     missing_ids = [k for k in TOKEN_ID_KEYS if k not in token_ids]
@@ -126,7 +126,8 @@ def compare_preset(preset: AutoMoTConfig, folder: ReleasedFolder) -> list[str]:
     check("text_config.rope", u.text.get("rope_parameters", {}), folder.text["rope_parameters"], ROPE_KEYS, cfg_file)
     check("vision_config", u.vision, folder.vision, VISION_KEYS, cfg_file)
     check("config", u.token_ids, folder.token_ids, TOKEN_ID_KEYS, cfg_file)
-    # Released derivation (spec §1.1): the action head_dim is hidden_size // num_attention_heads, not a free value.
+    # Released derivation (docs/released-checkpoint.md §1.1): the action head_dim is hidden_size //
+    # num_attention_heads, not a free value.
     hidden, heads = folder.text.get("hidden_size"), folder.text.get("num_attention_heads")
     if hidden and heads and preset.action.head_dim != hidden // heads:
         diffs.append(
@@ -198,7 +199,7 @@ def released_model_config(
     cfg.understanding.vision = {**base.understanding.vision, **copy.deepcopy(folder.vision)}
     cfg.understanding.token_ids = dict(folder.token_ids)
     cfg.understanding.pretrained_path = None
-    cfg.understanding.prefix_image_bidirectional = True  # released prefill rule (spec §2.4)
+    cfg.understanding.prefix_image_bidirectional = True  # released prefill rule (docs/released-checkpoint.md §2.4)
     cfg.tokenizer = "pretrained"
     cfg.validate()
     return cfg, diffs + folder.notes

@@ -129,7 +129,7 @@ def _get(index: dict[str, TensorInfo], name: str) -> torch.Tensor:
 
 
 def _check_tie(index: dict[str, TensorInfo]) -> None:
-    """A stored LM head must equal the embedding: the released model ties them (spec §1.1)."""
+    """A stored LM head must equal the embedding: the released model ties them (docs/released-checkpoint.md §1.1)."""
     if TIED_HEAD in index and not torch.equal(_get(index, TIED_HEAD), _get(index, EMBED)):
         raise PretrainedLoadError(f"{TIED_HEAD} differs from {EMBED}, but the released model ties them")
 

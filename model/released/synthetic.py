@@ -1,8 +1,8 @@
 """A tiny model in the released layout, and a writer for released-format folders (tests, demos, CI without weights).
 
-``tiny_released_config`` keeps the released *ratios* (spec §6.3): UE 8 q / 2 kv heads of 32 dims, action expert
-4 q / 1 kv heads of hidden // heads = 16 dims (GQA group 4 on both sides), equal residual widths (no extra
-projection), bidirectional image blocks, 4 scene tokens from a RegNetY-002 BEV encoder on small inputs.
+``tiny_released_config`` keeps the released *ratios* (docs/released-checkpoint.md §6.3): UE 8 q / 2 kv heads of
+32 dims, action expert 4 q / 1 kv heads of hidden // heads = 16 dims (GQA group 4 on both sides), equal residual
+widths (no extra projection), bidirectional image blocks, 4 scene tokens from a RegNetY-002 BEV encoder on small inputs.
 ``write_released_folder`` writes exactly what the release ships: ``model.safetensors`` with released names,
 a Qwen3-VL ``config.json`` (transformers 4.57 style ``rope_scaling`` + ``rope_theta``), tokenizer files,
 ``preprocessor_config.json`` and a jsonpickle-style ``bev_config.json``.

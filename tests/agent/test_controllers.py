@@ -49,7 +49,7 @@ def test_window_pid_integral_is_window_mean():
 
 def test_lateral_pid_window_starts_empty_like_the_released_steering_pid():
     """PDM-Lite's LateralPIDController (used by the released agent) has no zero padding: on the first tick the
-    integral is the error itself and the derivative 0; its window holds the last 6 errors (spec §5.4).
+    integral is the error itself and the derivative 0; its window holds the last 6 errors (docs/released-agent.md §4).
 
     Hand calculation with the released gains (k_p 3.118, k_d 1.3782508892, k_i 0.6406067986) on a right arc of radius
     10 m at 4 m/s: 14.4 km/h gives 0.9755 * 14.4 + 1.195 = 15.2 < 24, so the lookahead is sample 24, i.e. 2.5 m of
@@ -71,7 +71,8 @@ def test_lateral_pid_window_starts_empty_like_the_released_steering_pid():
 
 
 def test_speed_pid_window_starts_with_20_zeros():
-    """The released speed PIDController starts with 20 zero errors (spec §5.4): k_p 1.75, k_i 1.0, k_d 2.0.
+    """The released speed PIDController starts with 20 zero errors (docs/released-agent.md §4): k_p 1.75, k_i 1.0,
+    k_d 2.0.
 
     Waypoints 3 m apart (6 m/s) at 5.8 m/s: e = 0.2 every tick. Tick 1: 1.75 * 0.2 + 0.2 / 20 + 2.0 * (0.2 - 0)
     = 0.76; tick 2: 0.35 + 0.4 / 20 + 0 = 0.37; tick 3: 0.35 + 0.6 / 20 = 0.38 (an unpadded window: 0.55, 0.55).

@@ -1,4 +1,4 @@
-"""Released bf16 rounding points (spec §6.1 item 7) applied by model/released/numerics.py."""
+"""Released bf16 rounding points (docs/released-checkpoint.md §6.1 item 7) applied by model/released/numerics.py."""
 
 from __future__ import annotations
 
