@@ -46,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     doctor.add_argument("--max-errors", type=int, default=0, help="errors tolerated before exiting 4 (default 0)")
     doctor.add_argument("--fast", action="store_true", help="only the fast checks `automot train` runs at start-up")
     doctor.add_argument("--camera", help="automot format: camera whose frames are checked (default: the first)")
+    from automot.training.bev_cache_cli import register_bev_cache
+
+    register_bev_cache(data_sub)
 
 
 def _data_help(args: argparse.Namespace) -> int:
