@@ -75,8 +75,7 @@ def test_dead_reckoning_by_hand():
 
 
 def test_ukf_predict_without_fix_follows_the_process_model():
-    pytest.importorskip("filterpy")
-    ukf = UkfEstimator()
+    ukf = UkfEstimator()  # filterpy is a core dependency: no skip when it is missing
     assert ukf.predict(0.0, 5.0, (0.0, 0.0, 0.0)) is None
     ego = ukf.update(np.array([0.0, 0.0]), 0.0, 5.0, (0.0, 0.0, 0.0))
     before = ego.position.copy()
