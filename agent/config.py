@@ -8,6 +8,7 @@ dotted field path, e.g. ``runtime.mode: expected one of 'async', 'sync', 'blocki
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +21,12 @@ from automot.agent.route_planner import RoutePlannerConfig
 from automot.agent.state_estimation import UkfConfig
 from automot.config import describe_value
 from automot.errors import ConfigError
+from automot.runtime.config import InvalidRuntimeConfig, RuntimeConfig
 
 __all__ = [
     "AgentConfig",
     "ConfigError",
+    "RuntimeConfig",
     "agent_config_from_dict",
     "config_to_dict",
     "load_agent_config",
@@ -44,25 +47,6 @@ class ModelConfig:
     # Released folder only: read ema.safetensors (the original's USE_EMA_WEIGHTS=1). Missing file = error here;
     # the original silently fell back to model.safetensors.
     ema: bool = False
-
-
-@dataclass
-class RuntimeConfig:
-    """How the dual-rate runtime schedules the slow (understanding) and fast (action) paths."""
-
-    mode: Literal["async", "sync", "blocking", "pipelined"] = "async"
-    sync_every: int = 2  # sync mode: refresh the slow path every N ticks (released agent: 2)
-    # pipelined mode (runtime/README.md "Modes"): a refresh starts on every refresh_every-th tick and its snapshot is
-    # used exactly latency_ticks ticks later, whatever the machine's speed (K = ceil(measured refresh s * 20 Hz)).
-    refresh_every: int = 2
-    latency_ticks: int = 0
-    engine: Literal["torch", "torch-compile", "onnxruntime", "tensorrt"] = "torch"
-    max_snapshot_age_s: float = 1.0  # older snapshots make the runtime return a safe stop
-    # Wall-clock budget of one slow-path refresh (runtime/README.md "Refresh budget"); over it the tick answers the
-    # previous snapshot within the age limits, else a safe stop, and the record says so. null: no budget
-    # (sync/blocking then refresh inline, and a hung refresh hangs the tick).
-    refresh_timeout_s: float | None = 10.0
-    options: dict[str, Any] = field(default_factory=dict)  # further runtime.RuntimeConfig fields, passed untouched
 
 
 @dataclass
@@ -105,6 +89,10 @@ class RecorderConfig:
     # Frames waiting for the video writer thread; when it is full the tick's frame is dropped (counted in
     # summary.jsonl) instead of the tick waiting for the encoder.
     video_queue: int = 32
+    # world.jsonl: the actors and lanes around the ego per tick, for debugging only (agent/world_record.py); never
+    # given to the model. Needs the recorder (video or ticks_jsonl on); the video's bird's-eye panel draws it.
+    world_jsonl: bool = True
+    world_radius_m: float = 60.0
 
 
 @dataclass
@@ -121,6 +109,8 @@ class AgentConfig:
     """Root of the agent YAML."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    # How the dual-rate runtime schedules the slow and fast paths: the runtime's own config (runtime/config.py,
+    # runtime/README.md "Modes"), every field settable here.
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     rig: str = "automot-front"
     image_size: tuple[int, int] | None = None  # (width, height) override for every camera of the rig
@@ -154,23 +144,7 @@ def _check_ranges(cfg: AgentConfig) -> list[str]:
     need(cfg.rig in RIGS, "rig", "one of " + ", ".join(repr(r) for r in RIGS), cfg.rig)
     if cfg.image_size is not None:
         need(min(cfg.image_size) > 0, "image_size", "positive (width, height)", cfg.image_size)
-    need(cfg.runtime.sync_every >= 1, "runtime.sync_every", ">= 1", cfg.runtime.sync_every)
-    need(cfg.runtime.max_snapshot_age_s > 0, "runtime.max_snapshot_age_s", "> 0", cfg.runtime.max_snapshot_age_s)
-    rto = cfg.runtime.refresh_timeout_s
-    need(rto is None or rto > 0, "runtime.refresh_timeout_s", "> 0 or null", rto)
     need(cfg.recorder.video_queue >= 1, "recorder.video_queue", ">= 1", cfg.recorder.video_queue)
-    need(cfg.runtime.refresh_every >= 1, "runtime.refresh_every", ">= 1", cfg.runtime.refresh_every)
-    need(cfg.runtime.latency_ticks >= 0, "runtime.latency_ticks", ">= 0", cfg.runtime.latency_ticks)
-    for name in (
-        "mode",
-        "engine",
-        "sync_every",
-        "refresh_every",
-        "latency_ticks",
-        "max_snapshot_age_s",
-        "refresh_timeout_s",
-    ):
-        need(name not in cfg.runtime.options, f"runtime.options.{name}", f"absent (set runtime.{name})", name)
     need(cfg.gnss.max_speed is None or cfg.gnss.max_speed > 0, "gnss.max_speed", "> 0 or null", cfg.gnss.max_speed)
     need(cfg.gnss.jump_noise_m >= 0, "gnss.jump_noise_m", ">= 0", cfg.gnss.jump_noise_m)
     need(cfg.gnss.jump_confirm_ticks >= 1, "gnss.jump_confirm_ticks", ">= 1", cfg.gnss.jump_confirm_ticks)
@@ -260,10 +234,60 @@ def _check_escape(cfg: AgentConfig) -> list[str]:
 
 
 def agent_config_from_dict(data: Mapping | None, source: str = "<dict>") -> AgentConfig:
-    """Build and validate an AgentConfig from parsed YAML; raises ConfigError listing every problem."""
+    """Build and validate an AgentConfig from parsed YAML; raises ConfigError listing every problem.
+
+    The ``runtime`` section is built on its own so that the runtime's range checks (``RuntimeConfig.problems``)
+    come back as ``runtime.<field>`` lines next to the type errors of the other sections.
+    """
+    if not isinstance(data, Mapping):  # None: the defaults; anything else is named by the loader
+        return _agent_config(data, source)
+    data = dict(data)
+    problems: list[str] = []
+    runtime = _runtime_section(data.pop("runtime", None), problems)
+    try:
+        cfg = typed_config.from_dict(AgentConfig, data)
+    except ConfigError as exc:
+        problems += exc.problems
+        cfg = None
+    if cfg is not None and runtime is not None:
+        cfg.runtime = runtime
+        problems += _check_ranges(cfg)
+    typed_config.raise_problems(source, problems)
+    assert cfg is not None
+    return cfg
+
+
+def _agent_config(data: object, source: str) -> AgentConfig:
     cfg = typed_config.from_dict(AgentConfig, data, source=source)
     typed_config.raise_problems(source, _check_ranges(cfg))
     return cfg
+
+
+def _runtime_section(section: object, problems: list[str]) -> RuntimeConfig | None:
+    """``runtime:`` -> RuntimeConfig. Earlier configs put the less common fields under ``runtime.options``; those
+    keys are still read (``options: {threads_fast: 1}`` is ``threads_fast: 1``, and wins over a ``threads_fast``
+    beside it), typed and checked like the rest."""
+    if isinstance(section, Mapping) and "options" in section:
+        section = dict(section)
+        options = section.pop("options")
+        if options is not None and not isinstance(options, Mapping):
+            problems.append(f"runtime.options: expected a mapping, got {describe_value(options)}")
+            options = {}
+        names = {f.name for f in dataclasses.fields(RuntimeConfig)}
+        for key, value in (options or {}).items():
+            # An options entry wins over the same field beside it: `--set runtime.options.X=...` on a saved config
+            # (which has every field flat) must change X.
+            if key not in names:
+                problems.append(f"runtime.options.{key}: unknown field (known: {', '.join(sorted(names))})")
+            else:
+                section[key] = value
+    try:
+        return typed_config.from_dict(RuntimeConfig, section, path="runtime")
+    except ConfigError as exc:
+        problems += exc.problems
+    except InvalidRuntimeConfig as exc:
+        problems += [f"runtime.{p}" for p in exc.problems]
+    return None
 
 
 def load_agent_config(path: str | Path | None) -> AgentConfig:

@@ -23,6 +23,23 @@ TARGET_RGB = (255, 40, 40)
 NEXT_TARGET_RGB = (230, 60, 230)
 TEXT_RGB = (255, 255, 255)
 ALERT_RGB = (255, 80, 80)
+ACTOR_RGB = (0, 200, 255)  # other vehicles (world.jsonl), box + id + velocity arrow (1 s of travel)
+STATIC_RGB = (170, 170, 120)  # static objects
+CONTACT_RGB = (255, 0, 0)  # an actor touching the ego this tick
+LANE_RGB = (90, 90, 90)  # lane centre lines near the ego
+ROUTE_RGB = (60, 110, 255)  # the planned route
+EGO_RGB = (180, 180, 180)
+LEGEND = (
+    ("ego", EGO_RGB),
+    ("path", PATH_RGB),
+    ("waypoints", WAYPOINT_RGB),
+    ("target pt / next", TARGET_RGB),
+    ("vehicle id, 1 s arrow", ACTOR_RGB),
+    ("static object", STATIC_RGB),
+    ("touching ego", CONTACT_RGB),
+    ("lane centre", LANE_RGB),
+    ("route", ROUTE_RGB),
+)
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -150,8 +167,10 @@ def draw_bev_panel(record: TickRecord, height: int, width: int, range_m: float) 
         row = int(origin[1] - metres * ppm)
         cv2.line(panel, (0, row), (width, row), (55, 55, 55), 1)
         cv2.putText(panel, f"{metres}m", (2, row - 2), _FONT, 0.3, (110, 110, 110), 1, cv2.LINE_AA)
+    if record.world is not None:
+        _draw_world(panel, record.world, record.world_map, to_px)
     ego = to_px(np.array([[2.4, -1.0], [2.4, 1.0], [-2.4, 1.0], [-2.4, -1.0]]))
-    cv2.fillPoly(panel, [ego.reshape(-1, 1, 2)], (180, 180, 180))
+    cv2.fillPoly(panel, [ego.reshape(-1, 1, 2)], EGO_RGB)
     if record.path is not None and len(record.path):
         pts = to_px(np.vstack([np.zeros((1, 2)), record.path]))
         cv2.polylines(panel, [pts.reshape(-1, 1, 2)], False, PATH_RGB, 2, cv2.LINE_AA)
@@ -164,7 +183,83 @@ def draw_bev_panel(record: TickRecord, height: int, width: int, range_m: float) 
             u, v = int(np.clip(u, 4, width - 5)), int(np.clip(v, 4, height - 5))
             cv2.circle(panel, (u, v), 6, TARGET_RGB if i == 0 else NEXT_TARGET_RGB, 2, cv2.LINE_AA)
     cv2.putText(panel, "BEV", (width - 34, 14), _FONT, 0.4, TEXT_RGB, 1, cv2.LINE_AA)
+    _draw_legend(panel, with_world=record.world is not None)
     return panel
+
+
+def _world_to_ego(points: np.ndarray, ego: dict) -> np.ndarray:
+    """World points (N, 2) to the ego frame of the snapshot's ground-truth ego (x forward, y right)."""
+    c, s = math.cos(ego["yaw"]), math.sin(ego["yaw"])
+    d = np.asarray(points, dtype=np.float64).reshape(-1, 2) - [ego["x"], ego["y"]]
+    return np.stack([c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1]], axis=1)
+
+
+def _draw_world(panel: np.ndarray, world: dict, world_map: dict | None, to_px) -> None:
+    """Lanes, route and other actors of a world.jsonl tick (agent/world_record.py) under the plan, in place."""
+    ego = world.get("ego") or {}
+    if not ego:
+        return
+    lanes = [(world_map or {}).get("lanes", {}).get(k) for k in world.get("lanes") or []]
+    for line in [*lanes, *(world.get("lane_lines") or [])]:
+        if line:
+            pts = to_px(_world_to_ego(np.asarray(line), ego))
+            cv2.polylines(panel, [pts.reshape(-1, 1, 2)], False, LANE_RGB, 1, cv2.LINE_AA)
+    route = (world_map or {}).get("route")
+    if route:
+        pts = to_px(_world_to_ego(np.asarray(route), ego))
+        cv2.polylines(panel, [pts.reshape(-1, 1, 2)], False, ROUTE_RGB, 1, cv2.LINE_AA)
+    touching = set(world.get("contacts") or [])
+    for actor in world.get("actors") or []:
+        rx, ry = actor["rel"][0], actor["rel"][1]
+        dyaw = actor["yaw"] - ego["yaw"]
+        c, s = math.cos(dyaw), math.sin(dyaw)
+        half = np.array([[1, 1], [1, -1], [-1, -1], [-1, 1]]) * [actor["length"] / 2, actor["width"] / 2]
+        corners = half @ np.array([[c, s], [-s, c]]) + [rx, ry]
+        color = CONTACT_RGB if actor["id"] in touching else (
+            ACTOR_RGB if str(actor["type"]).startswith(("vehicle.", "walker.")) else STATIC_RGB
+        )  # fmt: skip
+        pts = to_px(corners)
+        cv2.polylines(panel, [pts.reshape(-1, 1, 2)], True, color, 2, cv2.LINE_AA)
+        centre = to_px(np.array([[rx, ry]]))[0]
+        speed = float(actor.get("speed") or 0.0)
+        if speed > 0.1:
+            tip = to_px(np.array([[rx + speed * c, ry + speed * s]]))[0]
+            cv2.arrowedLine(
+                panel, tuple(int(v) for v in centre), tuple(int(v) for v in tip), color, 1, cv2.LINE_AA, 0, 0.2
+            )
+        cv2.putText(
+            panel, str(actor["id"]), (int(centre[0]) + 6, int(centre[1]) - 6), _FONT, 0.35, color, 1, cv2.LINE_AA
+        )
+
+
+def _draw_legend(panel: np.ndarray, with_world: bool) -> None:
+    """One swatch and label per marker, bottom-left (the world's entries only when the tick has a world record)."""
+    items = LEGEND if with_world else LEGEND[:4]
+    height = panel.shape[0]
+    line_h = 11
+    top = height - line_h * len(items) - 4
+    for i, (label, color) in enumerate(items):
+        y = top + i * line_h + 8
+        cv2.rectangle(panel, (4, y - 6), (12, y), color, -1)
+        cv2.putText(panel, label, (16, y), _FONT, 0.3, TEXT_RGB, 1, cv2.LINE_AA)
+
+
+def contact_banner(world: dict | None) -> str | None:
+    """The banner line of a tick whose world record has an actor touching the ego (None otherwise)."""
+    if not world or not world.get("contacts"):
+        return None
+    who = {a["id"]: a["type"] for a in world.get("actors") or []}
+    names = ", ".join(f"{who.get(i, '?')} id {i}" for i in world["contacts"])
+    return f"COLLISION: ego touching {names}"
+
+
+def draw_banner(image: np.ndarray, text: str) -> None:
+    """A red band with ``text`` across the bottom of the camera image, in place."""
+    height, width = image.shape[:2]
+    band_h = max(14, height // 12)
+    image[height - band_h :] = (image[height - band_h :] * 0.3 + np.array(ALERT_RGB) * 0.7).astype(np.uint8)
+    scale = max(0.3, band_h / 30)
+    cv2.putText(image, text, (4, height - band_h // 4), _FONT, scale, TEXT_RGB, 1, cv2.LINE_AA)
 
 
 def compose_frame(
@@ -186,6 +281,9 @@ def compose_frame(
         image = np.zeros((video_height, cam_w, 3), np.uint8)
     draw_plan_on_camera(image, camera, record.path, record.waypoints, record.target_points)
     draw_text_block(image, record)
+    banner = record.banner or contact_banner(record.world)
+    if banner:
+        draw_banner(image, banner)
     if panel_width <= 0:
         return image
     panel = draw_bev_panel(record, video_height, round_up(panel_width, 16), bev_range_m)

@@ -1,4 +1,4 @@
-"""Per-route debug recording: ``video.mp4`` (annotated camera + bird's-eye panel) and ``ticks.jsonl``.
+"""Per-route debug recording: ``video.mp4`` (annotated camera + bird's-eye panel), ``ticks.jsonl`` and ``world.jsonl``.
 
 Driven by one ``Recorder.record(TickRecord)`` call per tick, warm-up and failed ticks included, so the JSONL has
 exactly one line per tick, written and flushed in the tick. The video is composed and encoded off the tick's
@@ -6,7 +6,9 @@ critical path, by the writer thread ``automot-video`` fed through a bounded queu
 ``record`` never blocks on it (except for the first frame, encoded in its tick because it starts ffmpeg); when the
 queue is full the frame is dropped and counted (``video_frames_dropped`` in ``summary.jsonl``), so the video has one
 frame per tick unless the summary says otherwise. ``close()`` drains the queue, finalises the video and writes
-``summary.jsonl`` (one JSON object on one line). A SIGKILL leaves the frames the encoder already received (ffmpeg
+``summary.jsonl`` (one JSON object on one line). ``world.jsonl`` (agent/world_record.py, ``recorder.world_jsonl``) holds
+the actors and lanes around the ego per tick from a debug-only world source, never from the model's inputs; the
+video's bird's-eye panel draws them. A SIGKILL leaves the frames the encoder already received (ffmpeg
 finalises the file when its pipe closes); the queued ones are lost. Not ``*.json``: the recorder often writes next
 to a run's results.json, and Bench2Drive's merge_route_json.py reads every ``*.json`` there as a results file.
 """
@@ -25,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from automot.agent.config import RecorderConfig
-from automot.agent.overlay import compose_frame
+from automot.agent.overlay import compose_frame, contact_banner
 from automot.agent.rigs import SensorSpec
+from automot.agent.world_record import WORLD_NAME, WorldLog
 from automot.runtime.types import RuntimeOutput
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 VIDEO_NAME = "video.mp4"
 TICKS_NAME = "ticks.jsonl"
 SUMMARY_NAME = "summary.jsonl"  # never *.json: see the module docstring
+BANNER_TICKS = 20  # a contact's banner stays on the video this many ticks after the last touching tick
 
 
 @dataclass(kw_only=True)
@@ -71,6 +75,11 @@ class TickRecord:
     warmup: bool = False
     error: str | None = None
     ego_pose: tuple[float, float, float] | None = None  # estimated world x, y (m) and yaw (rad)
+    # Debug-only ground truth around the ego (a world.jsonl tick line) and the static map header; set by the
+    # recorder for the video, never written to ticks.jsonl, never seen by the model.
+    world: dict[str, Any] | None = None
+    world_map: dict[str, Any] | None = None
+    banner: str | None = None  # a line drawn across the frame (replay / re-drive videos: an infraction nearby)
 
     def with_output(self, output: RuntimeOutput) -> TickRecord:
         """Copy the runtime's fields into this record (returns self for chaining)."""
@@ -151,6 +160,9 @@ class Recorder:
         self.video_error: str | None = None  # the writer thread's failure, if any (video stops, driving goes on)
         self._writer = None
         self._ticks_file = None
+        self.world_log = WorldLog(self.out_dir, self.config.world_radius_m) if self.config.world_jsonl else None
+        self._banner: str | None = None
+        self._banner_until = -1
         self._closed = False
         self._queue: queue.Queue[TickRecord | None] = queue.Queue(maxsize=max(1, int(self.config.video_queue)))
         self._thread: threading.Thread | None = None
@@ -166,6 +178,14 @@ class Recorder:
             self._ticks_file.write(json.dumps(rec.to_json(), allow_nan=False) + "\n")
             self._ticks_file.flush()  # a crashed route still leaves every finished tick on disk
             self.ticks_written += 1
+        if self.world_log is not None:
+            rec.world = self.world_log.record(rec.frame, rec.sim_time)
+            rec.world_map = self.world_log.map
+            banner = contact_banner(rec.world)
+            if banner:  # kept on the frames of the next second too, so a one-tick contact stays readable
+                self._banner, self._banner_until = banner, rec.frame + BANNER_TICKS
+            if rec.banner is None and self._banner and rec.frame <= self._banner_until:
+                rec.banner = self._banner
         if self.config.video and self.video_error is None:
             if self._thread is None:
                 # The first frame (a warm-up tick in a route) is encoded here: it starts ffmpeg, which takes long
@@ -234,6 +254,8 @@ class Recorder:
         finally:
             if self._ticks_file is not None:
                 self._ticks_file.close()
+            if self.world_log is not None:
+                self.world_log.close()
             body = {
                 "ticks": self.ticks_written,
                 "video_frames": self.frames_written,
@@ -241,6 +263,8 @@ class Recorder:
                 "video_error": self.video_error,
                 "video": VIDEO_NAME if self.frames_written else None,
                 "ticks_jsonl": TICKS_NAME if self.ticks_written else None,
+                "world_jsonl": WORLD_NAME if self.world_log is not None and self.world_log.lines else None,
+                "world_jsonl_error": None if self.world_log is None else self.world_log.error,
                 **(summary or {}),
             }
             self.summary_path.write_text(json.dumps(body, default=str) + "\n", encoding="utf-8")

@@ -10,7 +10,9 @@ viewer can be added beside it from the same reader. Two timelines, ``tick`` (seq
 * ``bev/...`` -- a bird's-eye view centred on the ego, forward up, metres (display u = right, v = -forward):
   ``bev/ego`` (box), ``bev/route`` (the target points the agent was given, i.e. the route as it saw it, within
   ``BEV_RANGE_M``), ``bev/driven`` (the trajectory so far), ``bev/path``, ``bev/waypoints``, ``bev/targets``;
-  ``map/driven`` (static) and ``map/ego`` in world metres. Other actors are not in the run files;
+  ``map/driven`` (static) and ``map/ego`` in world metres; with a ``world.jsonl`` the other actors, lanes and the
+  route too (``bev/actors``, ``bev/actor_velocity``, ``bev/lanes``, ``bev/route_line``, ``map/actors``,
+  ``world/actors`` Boxes3D: debugging/rerun_world.py);
 * ``scalars/<name>`` -- speed, target_speed (implied by the first two waypoints, 0.5 s apart), steer, throttle,
   brake, fast_step_ms, refresh_ms (of the snapshot used), snapshot_age_ticks, snapshot_age_s;
 * ``events`` -- TextLog: decision changes, reasoning text, safe stops, refresh overruns, input flags, errors and the
@@ -195,6 +197,14 @@ def export_run(run: Run, rec: Any, image_every: int = 1) -> dict[str, int]:
         if inf.tick is not None:
             infractions.setdefault(inf.tick, []).append(f"INFRACTION {inf.kind}: {inf.message}")
 
+    from automot.agent.world_record import read_world
+    from automot.debugging.collision_story import find_world_log
+    from automot.debugging.rerun_world import log_world_tick
+
+    world_path = find_world_log(Path(run.folder), run.ticks_path)
+    world_map, world = read_world(world_path) if world_path is not None else (None, {})
+    counts["actors"] = 0
+
     last_decision, n_ego = None, 0
     for t in ticks:
         tick = int(t["frame"])
@@ -221,6 +231,8 @@ def export_run(run: Run, rec: Any, image_every: int = 1) -> dict[str, int]:
                 rec.log(f"scalars/{name}", rr.Scalars(float(value)))
         counts["ticks"] += 1
 
+        if int(t["frame"]) in world:
+            counts["actors"] += log_world_tick(rec, rr, world[int(t["frame"])], world_map)
         ego = t.get("ego")
         rec.log("bev/ego", rr.LineStrips2D([_bev(EGO_BOX)], colors=[(20, 20, 20)], radii=0.15))
         if path is not None:

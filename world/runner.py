@@ -27,6 +27,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from automot.agent import world_record
 from automot.clikit import InterruptFlag, deferred_interrupts
 from automot.config import save_yaml
 from automot.errors import Interrupted, RunFailed
@@ -38,6 +39,7 @@ from automot.world.routes import RouteSpec, load_route
 from automot.world.scoring import INTERRUPTED, RouteScorer, build_results, default_save_name, route_number
 from automot.world.sensors import SensorConfigurationInvalid, SensorSuite
 from automot.world.sim import EmbeddedWorld
+from automot.world.world_log import EmbeddedSource
 
 AGENT_CONFIG = "agent_config.yaml"  # the agent's resolved config, written next to results.json
 EXPERT_AGENT = str(Path(__file__).resolve().with_name("expert_agent.py"))
@@ -125,6 +127,7 @@ def run_route(
     route_id = route_number(spec.name)
     save_name = default_save_name(f"RouteScenario_{route_id}_rep0", town, spec.name)
     set_world(world)
+    world_record.set_source(EmbeddedSource(world))  # the recorder's debug-only world.jsonl (never the model's)
     try:
         gps_plan, world_plan = build_global_plan(world.path.points, world.path.options, spec.lat_ref, spec.lon_ref)
         agent = load_agent_class(agent_path)(host, port, debug)
@@ -153,6 +156,7 @@ def run_route(
             except Exception as exc:  # a failing destroy() must not hide the route result
                 error = error or exc
         set_world(None)
+        world_record.set_source(None)
         world.close()
     interrupted = error is None and interrupt.requested and scorer.failure == INTERRUPTED
     if failure:

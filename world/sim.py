@@ -134,6 +134,7 @@ class EmbeddedWorld:
         self._prev_velocity = self._velocity()
         self._accel = np.zeros(2)
         self._yaw_rate = 0.0
+        self._number_actors()
 
     def _spawn_ego(self) -> EgoVehicle:
         lane = self.network.get_lane(self.spec.legs[0].lane)
@@ -189,6 +190,7 @@ class EmbeddedWorld:
             self.env._spawn_vehicle(spawn_probability=self.env.config["spawn_probability"])
         self._run_streams()
         self._clear_wrecks()
+        self._number_actors()
         velocity = self._velocity()
         self._accel = (velocity - self._prev_velocity) / self.dt
         self._prev_velocity = velocity
@@ -257,6 +259,14 @@ class EmbeddedWorld:
                 continue
             out.append(self._actor(obj))
         return out
+
+    def _number_actors(self) -> None:
+        """Give every new object its id in spawn order, so ids never depend on who asked first (the scorer, the
+        debug world log or the expert)."""
+        for obj in [*self.road.vehicles, *self.road.objects]:
+            if obj is not self.ego and not hasattr(obj, "_automot_id"):
+                obj._automot_id = self._next_id
+                self._next_id += 1
 
     def _actor(self, obj) -> Actor:
         if not hasattr(obj, "_automot_id"):
