@@ -31,7 +31,7 @@ def test_bench_tiny_writes_every_contract_key(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "-m", "automot.cli", "bench", "--preset", "tiny", "--iters", "2", "--warmup", "1"]
     cmd += ["--agent-ticks", "0"]  # the whole-agent runs have their own test (tests/world/test_tick_bench.py)
-    proc = subprocess.run([*cmd, "--json", "--json-out", str(out)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([*cmd, "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert json.loads(proc.stdout) == result  # the same JSON is printed to stdout
