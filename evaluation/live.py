@@ -163,7 +163,7 @@ class LiveReport:
             ("DS so far", f"{_fmt_ci(so_far['DS'])} over the {len(done_rows)} routes done (95 % bootstrap CI)", None),
         ]
         if not finished:
-            write_report(self.out, live=live)
+            write_report(self.out, live=live, media=False)
         write_summary_json(self.out, merged, state)
         writer = self._tb()
         if writer is not None:

@@ -399,9 +399,12 @@ def _header_html(header: Sequence) -> list[str]:
     return ['<ul id="header">' + "".join(items) + "</ul>"]
 
 
-def write_report(out_dir: str | os.PathLike, live: Sequence[tuple[str, str, str | None]] = ()) -> dict[str, Any]:
+def write_report(
+    out_dir: str | os.PathLike, live: Sequence[tuple[str, str, str | None]] = (), media: bool = True
+) -> dict[str, Any]:
     """Write ``report.md``, ``report.html`` and the PNG plots from ``DIR/merged.json``; return their paths and
-    the summary (``{"markdown", "html", "plots", "summary"}``)."""
+    the summary (``{"markdown", "html", "plots", "summary", "triage"}``). ``media``: cut the triage's stills and
+    clips (the live report leaves them to the final one)."""
     out = Path(out_dir)
     merged = merge_mod.load_merged(out)
     summary = merged["summary"]
@@ -410,12 +413,18 @@ def write_report(out_dir: str | os.PathLike, live: Sequence[tuple[str, str, str 
     if plot_note:
         notes.append(plot_note)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    from automot.evaluation import triage as triage_mod
     from automot.evaluation.identity import header_lines
 
     header = [*live, *header_lines(out)]  # ``live``: the progress lines while the evaluation runs
-    md = atomic_write_text(out / REPORT_MD, _markdown(summary, plots, out, notes, header))
-    page = atomic_write_text(out / REPORT_HTML, _html(summary, plots, notes, stamp, header))
-    return {"markdown": md, "html": page, "plots": dict(plots), "summary": summary}
+    tri = triage_mod.triage(out, summary, merged.get("routes_xml"), media=media)
+    md = atomic_write_text(
+        out / REPORT_MD, _markdown(summary, plots, out, notes, header) + triage_mod.triage_markdown(tri)
+    )
+    page_text = _html(summary, plots, notes, stamp, header)
+    page_text = page_text.replace("</body></html>", triage_mod.triage_html(tri, out) + "</body></html>")
+    page = atomic_write_text(out / REPORT_HTML, page_text)
+    return {"markdown": md, "html": page, "plots": dict(plots), "summary": summary, "triage": tri}
 
 
 def _route_ids_in(out: Path) -> list[str]:

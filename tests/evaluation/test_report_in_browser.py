@@ -88,8 +88,16 @@ def test_report_in_chromium(browser, report_fixture, tmp_path):
 
     # every image decoded by the browser
     images = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.id, i.complete, i.naturalWidth])")
-    assert {i[0] for i in images} == {"plot-abilities", "plot-ds_hist", "plot-infractions"}
+    assert {i[0] for i in images if i[0].startswith("plot-")} == {"plot-abilities", "plot-ds_hist", "plot-infractions"}
     assert all(complete and width > 0 for _, complete, width in images), images
+    # failure triage: a still of the first infraction for the penalised routes with a video (103, 104, 105;
+    # the fixture's 1 s videos end before the infraction's tick, so the still is their last frame), and a clip
+    assert {i[0] for i in images if i[0].startswith("still-")} == {"still-103", "still-104", "still-105"}
+    clips = page.eval_on_selector_all("a.clip", "as => as.map(a => a.href)")
+    assert len(clips) == 3
+    for href in clips:
+        target = Path(unquote(urlparse(href).path))
+        assert target.is_file() and target.stat().st_size > 0 and out.resolve() in target.resolve().parents, href
 
     # every video link resolves (relative to the page) to an existing file inside the evaluation folder
     links = page.eval_on_selector_all("a.video", "as => as.map(a => a.href)")
