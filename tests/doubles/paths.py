@@ -15,6 +15,9 @@ SHARED = Path(os.environ.get("AUTOMOT_SHARED") or REPO.parent / "shared").resolv
 THIRD_PARTY = SHARED / "third_party"
 B2D_ROUTES = SHARED / "data" / "bench2drive"
 HOW_TO_GET = (
-    "set AUTOMOT_SHARED to a folder holding third_party/ (leaderboard-2.0, scenario_runner-2.0, bench2drive, "
-    "carla_pythonapi) and data/bench2drive/ (the official route files), default ../shared next to the repository"
+    "set AUTOMOT_SHARED to a folder (default ../shared next to the repository) holding third_party/leaderboard-2.0 "
+    "and third_party/scenario_runner-2.0 (carla-simulator/leaderboard and carla-simulator/scenario_runner, branch "
+    "leaderboard-2.0), third_party/bench2drive/{leaderboard,scenario_runner} (Thinklab-SJTU/Bench2Drive 0.0.4), "
+    "third_party/carla_pythonapi/agents (CARLA 0.9.15's PythonAPI/carla/agents) and data/bench2drive/ (Bench2Drive's "
+    "leaderboard/data/*.xml route files)"
 )
