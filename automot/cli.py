@@ -43,8 +43,9 @@ Set {DEBUG_ENV}=1 to see the Python traceback as well."""
 
 def build_parser() -> argparse.ArgumentParser:
     from automot import __version__
+    from automot.clivocab import CommandParser
 
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="automot",
         description="AutoMoT driving VLA tools",
         epilog=EPILOG,
@@ -61,6 +62,25 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.register(sub)
     return parser
+
+
+def parse_command_line(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that options no parser knew are reported by the sub-command's own
+    parser (``automot drive: error: unrecognized arguments: --seeds 0-2``), not by the top one: argparse lets each
+    sub-parser pass unknown options up, and the top parser would name no command."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        owner = getattr(args, "command_parser", None) or parser
+        owner.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
+def command_name(args: argparse.Namespace) -> str | None:
+    """The (sub-)command the parsed ``args`` run, as error lines name it: ``drive``, ``eval report``."""
+    owner = getattr(args, "command_parser", None)
+    if owner is None:
+        return getattr(args, "command", None)
+    return owner.prog.split(" ", 1)[1] if " " in owner.prog else None
 
 
 def one_line(message: object) -> str:
@@ -111,12 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _sigterm_interrupts():
             parser = build_parser()
-            args = parser.parse_args(argv)  # a bad command line exits 2 (ExitCode.USAGE) with argparse's usage
+            args = parse_command_line(parser, argv)  # a bad command line: one line, exit 2 (ExitCode.USAGE)
             func = getattr(args, "func", None)
             if func is None:
                 parser.print_help(sys.stderr)
                 return int(ExitCode.USAGE)
-            command = args.command
+            command = command_name(args)
             return int(func(args) or ExitCode.OK)
     except AutoMoTError as exc:
         if _debug():

@@ -16,6 +16,27 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from automot.clivocab import (
+    CHECKPOINT_HELP,
+    DEFAULT_WORLD,
+    SEED,
+    WORLDS,
+    CommandParser,
+    DeprecatedAlias,
+    Number,
+    add_checkpoint,
+    add_deprecated_alias,
+    add_json,
+    add_json_out,
+    add_seeds,
+    add_set,
+    add_ticks,
+    add_world,
+    checkpoint_override,
+    integer,
+    real,
+    seed_list,
+)
 from automot.errors import (
     AutoMoTError,
     CheckFailed,
@@ -52,7 +73,12 @@ def add_command(
     func: Callable[[argparse.Namespace], int | None],
     description: str | None = None,
 ) -> argparse.ArgumentParser:
-    """Add subcommand ``name`` whose handler is ``func(args)``; the description defaults to the help line."""
+    """Add subcommand ``name`` whose handler is ``func(args)``; the description defaults to the help line.
+
+    The parser is also stored as ``args.command_parser`` (a nested sub-command's replaces its parent's), so that
+    `automot.cli.main` reports options no parser knew through the sub-command's own parser, and names the
+    sub-command (``automot data doctor: error: ...``) in every error line.
+    """
     parser = sub.add_parser(
         name,
         help=help,
@@ -60,8 +86,14 @@ def add_command(
         epilog=EXIT_CODES_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.set_defaults(func=func)
+    parser.set_defaults(func=func, command_parser=parser)
     return parser
+
+
+def add_subcommands(parser: argparse.ArgumentParser, dest: str, metavar: str) -> argparse._SubParsersAction:
+    """Sub-commands of a command (``automot eval report``, ``automot data doctor``), each added with
+    :func:`add_command`; without one the command's own ``func`` runs."""
+    return parser.add_subparsers(dest=dest, metavar=metavar, parser_class=CommandParser)
 
 
 def add_model_source(
@@ -70,14 +102,14 @@ def add_model_source(
     preset_default: str | None = None,
     required: bool = False,
     preset_help: str = "model preset (tiny, small, automot-4b) or a model config YAML",
-    checkpoint_help: str = "checkpoint directory (config.yaml + model.safetensors)",
+    checkpoint_help: str = "",
 ) -> None:
     """The mutually exclusive ``--preset NAME`` / ``--checkpoint DIR`` pair that names the model a command uses."""
     group = parser.add_mutually_exclusive_group(required=required)
     if preset_default is not None:
         preset_help = f"{preset_help} (default: {preset_default})"
     group.add_argument("--preset", default=preset_default, help=preset_help)
-    group.add_argument("--checkpoint", metavar="DIR", default=None, help=checkpoint_help)
+    add_checkpoint(group, checkpoint_help)
 
 
 def add_out(parser: argparse.ArgumentParser, help: str = "output folder", *, required: bool = False) -> None:
@@ -277,6 +309,26 @@ def error_for(code: ExitCode, message: str) -> AutoMoTError:
 
 
 __all__ = [
+    "CHECKPOINT_HELP",
+    "DEFAULT_WORLD",
+    "SEED",
+    "WORLDS",
+    "CommandParser",
+    "DeprecatedAlias",
+    "Number",
+    "add_checkpoint",
+    "checkpoint_override",
+    "add_deprecated_alias",
+    "add_json",
+    "add_json_out",
+    "add_seeds",
+    "add_set",
+    "add_subcommands",
+    "add_ticks",
+    "add_world",
+    "integer",
+    "real",
+    "seed_list",
     "EXIT_CODES_EPILOG",
     "AutoMoTError",
     "CheckFailed",

@@ -18,8 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         func=_cmd_inspect,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a drive --out folder or an eval folder (routes/<id>/)")
-    p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
-    p.add_argument("--before", type=int, default=5, help="ticks shown before each infraction (default 5)")
+    clikit.add_json(p, "print one JSON document instead of text")
+    p.add_argument("--before", type=clikit.integer(0), default=5, help="ticks shown before each infraction (default 5)")
 
     p = clikit.add_command(
         subparsers,
@@ -34,11 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder with inputs/ (drive --record-inputs)")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--checkpoint", metavar="DIR", help="another checkpoint (the run's agent config otherwise)")
+    clikit.add_checkpoint(src, "replay with this model instead of the run's own (a comparison)")
     src.add_argument("--config", metavar="AGENT.yaml", help="another agent config (model + runtime sections used)")
-    p.add_argument("--ticks", metavar="A:B", help="replay ticks A <= tick < B only (default: every recorded tick)")
+    p.add_argument("--tick-range", metavar="A:B", help="replay ticks A <= tick < B only (default: every recorded tick)")
     p.add_argument("--mode", help="runtime mode (default: the run's; sync is deterministic)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
+    clikit.add_device(p)
     p.add_argument("--no-video", action="store_true", help="comparison: skip the side-by-side video")
     clikit.add_out(p, "output folder for replay.json", required=True)
     clikit.add_overwrite(p)
@@ -51,15 +51,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a drive --out folder (or one route folder of an eval)")
     out = p.add_mutually_exclusive_group(required=True)
-    out.add_argument("--save", metavar="RUN.rrd", help="write the recording to this file")
+    out.add_argument("--save", metavar="FILE.rrd", help="write the recording to this file (a file, not a folder)")
     out.add_argument("--spawn", action="store_true", help="open the Rerun viewer and stream the run into it")
-    p.add_argument("--image-every", type=int, default=1, help="log every n-th camera image only (default 1)")
+    p.add_argument(
+        "--image-every", type=clikit.integer(1), default=1, help="log every n-th camera image only, >= 1 (default 1)"
+    )
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from automot.debugging.inspect import inspect_main
 
-    clikit.require(args.before >= 0, f"--before {args.before}: must be >= 0")
     return inspect_main(args.run_dir, as_json=args.json, before=args.before)
 
 

@@ -8,7 +8,7 @@ times. With the run's own checkpoint and a deterministic mode (``sync``) the out
 changes, the controls both outputs give through the same controllers (fed the recorded speed and position), and
 ``DIR2/compare.mp4`` (recorded | replayed path drawn on the same frames).
 
-``--ticks A:B`` starts at the first recorded tick >= A with a fresh runtime (its first snapshot is computed there,
+``--tick-range A:B`` starts at the first recorded tick >= A with a fresh runtime (its first snapshot is computed there,
 so the first ticks of a window that starts mid-run may differ from the run until the refresh cadence lines up).
 """
 
@@ -159,9 +159,10 @@ def parse_ticks(value: str | None) -> tuple[int | None, int | None]:
         first = int(a) if a.strip() else None
         stop = int(b) if b.strip() else None
     except ValueError:
-        raise clikit.UsageError(f"--ticks {value!r}: expected A:B with integers (either may be empty)") from None
-    clikit.require(sep == ":", f"--ticks {value!r}: expected A:B")
-    clikit.require(first is None or stop is None or first < stop, f"--ticks {value!r}: A must be < B")
+        message = f"--tick-range {value!r}: expected A:B with integers (either may be empty)"
+        raise clikit.UsageError(message) from None
+    clikit.require(sep == ":", f"--tick-range {value!r}: expected A:B")
+    clikit.require(first is None or stop is None or first < stop, f"--tick-range {value!r}: A must be < B")
     return first, stop
 
 
@@ -468,7 +469,7 @@ def _write_video(path: Path, frames: list[tuple[int, np.ndarray, dict, dict]], c
 
 
 def replay_main(args: argparse.Namespace) -> int:
-    ticks = parse_ticks(args.ticks)
+    ticks = parse_ticks(args.tick_range)
     check_device(args.device)  # no CUDA: exit 3 before anything is read or written
     inputs = [p for p in (args.run_dir, args.checkpoint, args.config) if p]
     out = clikit.prepare_out(args.out, args.overwrite, source=inputs)  # a refusal below leaves no folder (cli.main)

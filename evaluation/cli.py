@@ -3,10 +3,10 @@ over seeds) on a local Ray instance or a Ray cluster, with crash recovery, resum
 
 ::
 
-    automot eval --routes ROUTES.xml --agent-config CFG.yaml --out DIR [--world carla|embedded] [--flavour ...]
+    automot eval --world carla --routes ROUTES.xml --agent-config CFG.yaml --out DIR [--flavour ...]
                  [--gpus 0,1,2,3 | --ray-address ADDR] [--workers-per-gpu K] [--carla-root PATH | --carla-image IMG]
                  [--routes-subset IDS] [--repetitions N] [--max-retries 3] [--route-timeout S] [--resume]
-                 [--seeds 0-4 (embedded)]
+    automot eval --routes all|NAMES --seeds 0-4 --out DIR [--ticks N] [--workers K]   (--world embedded, the default)
     automot eval report DIR
 
 Each route ends up in ``DIR/routes/<route_id>/`` (complete or absent, automot.evaluation.records); re-running
@@ -33,6 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_AGENT = "agent/automot_agent.py"
 DEFAULT_EMBEDDED_CONFIG = "leaderboard_configs/demo_tiny.yaml"
 EVAL_FILE = "eval.json"  # the routes this DIR evaluates (checked when re-running into it)
+SECONDS = clikit.real(0, lo_open=True)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,68 +45,59 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.split("::")[0].strip(),
     )
     p.add_argument(
-        "action", nargs="*", metavar="report DIR", help="`report DIR`: (re)compute the merge, metrics and report"
+        "--routes", help="'all' / comma-separated route names (embedded), or a leaderboard route XML (carla)"
     )
-    p.add_argument("--routes", help="leaderboard route XML (carla), or 'all' / comma-separated names (embedded)")
     p.add_argument("--agent-config", metavar="CFG.yaml", help="agent config (embedded default: demo_tiny.yaml)")
     p.add_argument("--agent", default=DEFAULT_AGENT, help=f"agent file (default: {DEFAULT_AGENT})")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a field of the agent config (repeatable, dotted keys, e.g. --set runtime.latency_ticks=3); "
-        "validated like the file; the merged config is saved as DIR/agent_config.yaml and used by every route",
+    clikit.add_set(
+        p,
+        "override a field of the agent config (e.g. --set runtime.latency_ticks=3); the merged config is saved as "
+        "DIR/agent_config.yaml and used by every route",
     )
+    clikit.add_checkpoint(p, "evaluate this model instead of the agent config's model.checkpoint")
     clikit.add_out(p, "evaluation folder (re-running into it resumes)")
-    p.add_argument("--world", choices=("carla", "embedded"), default="carla", help="simulator (default: carla)")
+    clikit.add_world(p)
     p.add_argument("--flavour", choices=("leaderboard", "bench2drive"), help="evaluator flavour (default: detected)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--gpus", help="GPU ids on this node, e.g. 0,1,2,3 (default: 0)")
     where.add_argument("--ray-address", metavar="ADDR", help="an existing Ray cluster (one worker per GPU slot)")
-    p.add_argument("--workers-per-gpu", type=int, default=1, metavar="K", help="simulators per GPU (default: 1)")
+    p.add_argument(
+        "--workers-per-gpu", type=clikit.integer(1), default=1, metavar="K", help="simulators per GPU (default: 1)"
+    )
     sim = p.add_mutually_exclusive_group()
     sim.add_argument("--carla-root", metavar="PATH", help="CARLA 0.9.15 folder with CarlaUE4.sh (default: CARLA_ROOT)")
     sim.add_argument("--carla-image", metavar="IMAGE", help="run the server in a container, e.g. carlasim/carla:0.9.15")
     p.add_argument("--routes-subset", metavar="IDS", help="route ids, e.g. 1711,1773 or 1711-1790")
-    p.add_argument("--repetitions", type=int, help="repetitions per route (evaluator default 1)")
-    p.add_argument("--max-retries", type=int, default=3, help="retries of a crashed / hung route (default: 3)")
-    p.add_argument("--route-timeout", type=float, default=7200.0, metavar="S", help="watchdog per route attempt")
+    p.add_argument("--repetitions", type=clikit.integer(1), help="repetitions per route (evaluator default 1)")
+    p.add_argument(
+        "--max-retries", type=clikit.integer(0), default=3, help="retries of a crashed / hung route (default: 3)"
+    )
+    p.add_argument("--route-timeout", type=SECONDS, default=7200.0, metavar="S", help="watchdog per route attempt, > 0")
     p.add_argument("--resume", action="store_true", help="continue the eval in --out (re-running into it does too)")
-    p.add_argument("--seeds", default="0", help="embedded: seeds, e.g. 0-4 or 0,3 (default: 0)")
-    p.add_argument("--ticks", type=int, help="embedded: tick limit per route (default: the route's)")
-    p.add_argument("--workers", type=int, help="embedded: routes at once (default: the cluster's CPUs)")
+    clikit.add_seeds(p, "embedded: seeds, e.g. 0-4 or 0,3")
+    clikit.add_ticks(p, "embedded: tick limit per route (default: the route's)")
+    p.add_argument("--workers", type=clikit.integer(1), help="embedded: routes at once (default: the cluster's CPUs)")
     p.add_argument("--leaderboard-root", help="folder holding the leaderboard package (default: LEADERBOARD_ROOT)")
     p.add_argument("--scenario-runner-root", help="folder holding srunner (default: SCENARIO_RUNNER_ROOT)")
-    p.add_argument("--progress-every", type=float, default=30.0, metavar="S", help="progress line period (s)")
+    p.add_argument("--progress-every", type=SECONDS, default=30.0, metavar="S", help="progress line period (s), > 0")
     # Testing / unusual servers: a server command template and an evaluator command replacing the real ones.
     p.add_argument("--simulator-command", help=argparse.SUPPRESS)
     p.add_argument("--evaluator-command", help=argparse.SUPPRESS)
     p.add_argument("--probe", choices=("carla", "tcp"), default="carla", help=argparse.SUPPRESS)
-    p.add_argument("--simulator-start-timeout", type=float, default=180.0, help=argparse.SUPPRESS)
+    p.add_argument("--simulator-start-timeout", type=SECONDS, default=180.0, help=argparse.SUPPRESS)
+    # `automot eval SUBCOMMAND ...`: each sub-command is a parser of its own (its errors name it).
+    sub = clikit.add_subcommands(p, "eval_command", "[SUBCOMMAND]")
+    report = clikit.add_command(
+        sub,
+        "report",
+        help="`automot eval report DIR`: (re)compute the merge, metrics and report of an eval folder",
+        func=_cmd_report,
+    )
+    report.add_argument("dir", metavar="DIR", help="an `automot eval` --out folder")
 
 
 def _resolve(path: str) -> str:
     return path if Path(path).exists() or not (REPO_ROOT / path).exists() else str(REPO_ROOT / path)
-
-
-def parse_seeds(text: str) -> list[int]:
-    seeds: list[int] = []
-    for part in (p.strip() for p in str(text).split(",")):
-        if not part:
-            continue
-        try:
-            if "-" in part:
-                a, b = (int(x) for x in part.split("-", 1))
-                clikit.require(a <= b, f"--seeds {text}: empty range {part}")
-                seeds += list(range(a, b + 1))
-            else:
-                seeds.append(int(part))
-        except ValueError:
-            raise UsageError(f"--seeds {text}: not a list of seeds like 0-4 or 0,3") from None
-    clikit.require(seeds and all(0 <= s < 2**32 for s in seeds), f"--seeds {text}: seeds must be 0 .. 2**32-1")
-    return sorted(set(seeds), key=seeds.index)
 
 
 def build_jobs(args: argparse.Namespace):
@@ -114,13 +106,26 @@ def build_jobs(args: argparse.Namespace):
     if args.world == "embedded":
         from automot.world.routes import list_routes, load_route
 
+        clikit.require(
+            not (args.routes.endswith(".xml") or Path(args.routes).is_file()),
+            f"--routes {args.routes}: a route file is for --world carla (the default world, embedded, takes 'all' "
+            "or route names)",
+        )
         names = list_routes() if args.routes == "all" else clikit.split_list(args.routes, "--routes", list_routes())
-        seeds = parse_seeds(args.seeds)
+        seeds = args.seeds
         jobs = []
         for name in names:
             limit = float(args.ticks or load_route(name).tick_limit)
             jobs += [Job(f"{name}_seed{s}", name, limit, s) for s in seeds]
         return jobs
+    if not Path(args.routes).is_file() and not args.routes.endswith(".xml"):
+        from automot.world.routes import list_routes
+
+        names = list_routes() if args.routes == "all" else args.routes.split(",")
+        clikit.require(
+            not set(names) <= set(list_routes()),
+            f"--routes {args.routes}: embedded route names; pass --world embedded (--world carla takes a route XML)",
+        )
     routes = read_route_file(clikit.require_file(args.routes, "--routes"))
     chosen = set(select_subset([r for r, _ in routes], args.routes_subset))
     return [Job(rid, rid, length) for rid, length in routes if rid in chosen]
@@ -256,9 +261,9 @@ def finish(out: Path, job_ids: list[str], routes_xml: str | None = None, repetit
     return merged
 
 
-def _cmd_report(folder: str) -> int:
-    out = Path(folder)
-    clikit.require(out.is_dir(), f"eval report {out}: not a folder")
+def _cmd_report(args: argparse.Namespace) -> int:
+    out = Path(args.dir)
+    clikit.require(out.is_dir(), f"DIR {out}: not a folder")
     try:
         from automot.evaluation.report import report_main
     except ImportError:
@@ -267,19 +272,10 @@ def _cmd_report(folder: str) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    if args.action:
-        clikit.require(
-            args.action[0] == "report" and len(args.action) == 2,
-            f"eval: unknown arguments {' '.join(args.action)}; use `automot eval report DIR` or the --routes form",
-        )
-        return _cmd_report(args.action[1])
-    clikit.require(args.routes, "--routes is required (a route XML, or 'all' with --world embedded)")
+    clikit.require(args.routes, "--routes is required ('all' or route names, or a route XML with --world carla)")
     clikit.require(args.out, "--out is required")
-    clikit.require(args.max_retries >= 0, f"--max-retries {args.max_retries}: must be >= 0")
-    clikit.require(args.route_timeout > 0, f"--route-timeout {args.route_timeout}: must be > 0")
-    clikit.require(args.workers_per_gpu >= 1, f"--workers-per-gpu {args.workers_per_gpu}: must be >= 1")
-    clikit.require(args.ticks is None or args.ticks >= 1, f"--ticks {args.ticks}: must be >= 1")
-    clikit.require(args.workers is None or args.workers >= 1, f"--workers {args.workers}: must be >= 1")
+    if args.checkpoint:  # the model folder every route drives with: the agent config's model.checkpoint, overridden
+        args.overrides = [clikit.checkpoint_override(args.checkpoint), *args.overrides]
     if args.world == "carla":
         clikit.require(args.ticks is None, "--ticks: embedded world only")
     jobs = build_jobs(args)

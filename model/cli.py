@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         sub, "model", help="print parameter counts and layer layout of a preset or checkpoint", func=_run
     )
     clikit.add_model_source(p, preset_default="tiny")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    clikit.add_json(p)
 
 
 def _run(args: argparse.Namespace) -> int:

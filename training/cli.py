@@ -23,10 +23,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--config", help="training config YAML (default with --resume: the checkpoint's own)")
     train.add_argument("--resume", help="checkpoint directory, or a run directory (its latest checkpoint)")
-    train.add_argument("--output-dir", help="override output_dir of the config")
-    train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (with a checkpoint)")
+    clikit.add_out(train, "run folder (checkpoints, scalars.jsonl, final/); default: the config's output_dir")
+    clikit.add_deprecated_alias(train, "--output-dir", "--out", dest="out", metavar="DIR")
+    clikit.add_set(
+        train, "override one field of the training config (e.g. --set optim.lr=1e-4 --set data.batch_size=2)"
+    )
+    train.add_argument(
+        "--max-steps", type=clikit.integer(1), help="stop after this many optimizer steps, >= 1 (with a checkpoint)"
+    )
     clikit.add_overwrite(
-        train, "train into an existing, non-empty output_dir (without --resume), replacing the files a run writes"
+        train, "train into an existing, non-empty --out (without --resume), replacing the files a run writes"
     )
     clikit.add_no_progress(train)
     dry = train.add_argument_group("memory estimate (training/memory.py; nothing is trained)")
@@ -34,9 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--dry-run", action="store_true", help="print the per-rank GPU memory estimate for FSDP full fine-tuning"
     )
     dry.add_argument("--preset", help="model preset for --dry-run (default: the config's model.preset)")
-    dry.add_argument("--world-size", type=int, default=1, help="number of GPUs (FSDP ranks) for --dry-run")
-    dry.add_argument("--micro-batch", type=int, default=None, help="micro-batch per rank (default: config or 1)")
-    dry.add_argument("--json", action="store_true", help="--dry-run: print the estimate as JSON")
+    dry.add_argument(
+        "--world-size", type=clikit.integer(1), default=1, help="number of GPUs (FSDP ranks) for --dry-run"
+    )
+    dry.add_argument(
+        "--micro-batch", type=clikit.integer(1), default=None, help="micro-batch per rank (default: config or 1)"
+    )
+    clikit.add_json(dry, "--dry-run: print the estimate as JSON")
 
     collect = clikit.add_command(
         subparsers,
@@ -45,19 +55,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         func=_collect,
         description="Writes the dataset format documented in training/data/automot_format.py.",
     )
-    collect.add_argument("--world", default="embedded", choices=["embedded"], help="simulator (only 'embedded')")
+    clikit.add_world(collect, choices=("embedded",))
     collect.add_argument("--routes", required=True, help="comma-separated route names, or 'all'")
-    collect.add_argument("--episodes", type=int, default=1, help="episodes per route (different traffic seeds)")
+    collect.add_argument(
+        "--episodes", type=clikit.integer(1), default=1, help="episodes per route (different traffic seeds)"
+    )
     clikit.add_out(collect, "dataset root directory", required=True)
     collect.add_argument("--rig", default="automot-front", help="agent sensor rig whose cameras are recorded")
     collect.add_argument("--image-size", help="WIDTHxHEIGHT for the rig cameras (default: the rig's size)")
-    collect.add_argument("--seed", type=int, default=0, help="added to each route's seed")
-    collect.add_argument("--frame-every", type=int, default=5, help="store a frame every N ticks")
-    collect.add_argument("--sample-every", type=int, default=10, help="a training sample every N ticks")
+    collect.add_argument("--seed", type=clikit.SEED, default=0, help="added to each route's seed, 0 .. 2**32-1")
+    collect.add_argument("--frame-every", type=clikit.integer(1), default=5, help="store a frame every N ticks")
+    collect.add_argument("--sample-every", type=clikit.integer(1), default=10, help="a training sample every N ticks")
     collect.add_argument("--image-format", default="jpg", choices=["jpg", "png"])
     collect.add_argument("--no-qa", action="store_true", help="no scene question/answer pairs")
-    collect.add_argument("--min-score", type=float, default=0.0, help="drop episodes with a lower expert DS")
-    collect.add_argument("--max-ticks", type=int, help="cap on ticks per episode (default: the route's limit)")
+    collect.add_argument(
+        "--min-score", type=clikit.real(0, 100), default=0.0, help="drop episodes with a lower expert DS (0..100)"
+    )
+    clikit.add_ticks(collect, "cap on ticks per episode, >= 1 (default: the route's limit)")
+    clikit.add_deprecated_alias(collect, "--max-ticks", "--ticks", dest="ticks", type=clikit.integer(1), metavar="N")
+    clikit.add_set(collect, "override one field of the collect options (saved as collect_config.yaml, e.g. qa=false)")
     clikit.add_overwrite(
         collect, "delete an existing dataset at --out first (only a dataset root with meta.json is ever deleted)"
     )
@@ -65,18 +81,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _dry_run(args: argparse.Namespace) -> int:
+    from automot.config import read_yaml_mapping
     from automot.model.config import PRESETS
     from automot.training.config import TrainConfig
-    from automot.training.memory import format_estimate, memory_estimate
+    from automot.training.memory import format_estimate, memory_estimate, trainable_for
 
-    cfg = TrainConfig.load_yaml(clikit.require_file(args.config, "--config")) if args.config else None
+    cfg = (
+        _with_overrides(TrainConfig.load_yaml(clikit.require_file(args.config, "--config")), args)
+        if args.config
+        else None
+    )
+    clikit.require(cfg is not None or not args.overrides, "--set: needs a --config to override")
     preset = args.preset or (cfg.model.preset if cfg else None)
+    ckpt_config = Path(cfg.model.checkpoint) / "config.yaml" if cfg and cfg.model.checkpoint else None
+    if not args.preset and ckpt_config is not None and ckpt_config.is_file():
+        preset = read_yaml_mapping(ckpt_config, "model config").get("name", preset)  # the converted layout
     clikit.require(preset, "--dry-run needs --preset (or a --config whose model.preset is set)")
     clikit.require(preset in PRESETS, f"--preset {preset!r}: unknown (presets: {', '.join(PRESETS)})")
     clikit.require(args.world_size >= 1, f"--world-size: must be >= 1, got {args.world_size}")
     micro = args.micro_batch or (cfg.data.batch_size if cfg else 1)
     clikit.require(micro >= 1, f"--micro-batch: must be >= 1, got {micro}")
-    est = memory_estimate(preset, args.world_size, micro)
+    est = memory_estimate(preset, args.world_size, micro, trainable_for(cfg.stages) if cfg else "all")
     print(json.dumps(est, indent=2) if args.json else format_estimate(est))
     return 0
 
@@ -97,9 +122,9 @@ def _train(args: argparse.Namespace) -> int:
         except FileNotFoundError as exc:
             raise clikit.UsageError(str(exc)) from exc
         config = clikit.require_file(config, "--resume")
-    cfg = TrainConfig.load_yaml(config)  # ConfigError exits 2 through automot.cli
-    if args.output_dir:
-        cfg.output_dir = args.output_dir
+    cfg = _with_overrides(TrainConfig.load_yaml(config), args)  # ConfigError exits 2 through automot.cli
+    if args.out:
+        cfg.output_dir = args.out
     if args.no_progress:
         cfg.log.progress = False
     data_roots = [*cfg.data.train, *cfg.data.val]
@@ -112,7 +137,7 @@ def _train(args: argparse.Namespace) -> int:
         cfg.output_dir,
         overwrite=args.overwrite or bool(args.resume),
         source=data_roots,
-        what="output_dir",
+        what="--out" if args.out else "output_dir",
         create=False,  # the Trainer creates it once the data and model are known to be good
     )
     from automot.training.distributed import shutdown
@@ -133,6 +158,16 @@ def _train(args: argparse.Namespace) -> int:
         final = str(result["final_dir"]) if result["final_dir"] else None
         print(json.dumps({"final_dir": final, "global_step": result["global_step"], **last}))
     return 0
+
+
+def _with_overrides(cfg, args: argparse.Namespace):
+    """``cfg`` with the ``--set KEY=VALUE`` overrides applied and validated like the file (ConfigError, exit 2)."""
+    if not args.overrides:
+        return cfg
+    from automot.config import apply_overrides
+    from automot.training.config import TrainConfig
+
+    return TrainConfig.from_dict(apply_overrides(cfg.to_dict(), args.overrides), source="--set")
 
 
 def check_datasets(cfg) -> None:
@@ -157,7 +192,7 @@ def check_datasets(cfg) -> None:
 
 
 def _collect(args: argparse.Namespace) -> int:
-    from automot.training.collect import CollectOptions, collect
+    from automot.training.collect import collect
 
     if args.routes == "all":
         from automot.world.routes import list_routes
@@ -166,11 +201,8 @@ def _collect(args: argparse.Namespace) -> int:
     else:
         routes = clikit.split_list(args.routes, "--routes")
     size = clikit.parse_size(args.image_size, "--image-size") if args.image_size else None
-    # --out: not a file, writable, and either new, empty, or a dataset to add episodes to (or --overwrite).
-    from automot.training.data.automot_format import META
-
-    clikit.prepare_out(args.out, args.overwrite, accept_existing=lambda p: (p / META).is_file())
-    opts = CollectOptions(
+    opts = _collect_options(
+        args,
         routes=routes,
         episodes=args.episodes,
         out=args.out,
@@ -182,10 +214,14 @@ def _collect(args: argparse.Namespace) -> int:
         image_format=args.image_format,
         qa=not args.no_qa,
         min_score=args.min_score,
-        max_ticks=args.max_ticks,
+        max_ticks=args.ticks,
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )
+    # --out: not a file, writable, and either new, empty, or a dataset to add episodes to (or --overwrite).
+    from automot.training.data.automot_format import META
+
+    clikit.prepare_out(args.out, args.overwrite, accept_existing=lambda p: (p / META).is_file())
     # UsageError (bad --routes, --episodes, ...) and DatasetError exit 2, RunFailed (every episode crashed; the
     # summary is written) exits 5, through automot.cli.
     summary = collect(opts)
@@ -201,3 +237,22 @@ def _collect(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+# Set by their own options (--out is checked by prepare_out, --overwrite and --no-progress are how this run runs).
+_COLLECT_COMMAND_LINE_ONLY = ("out", "overwrite", "progress")
+
+
+def _collect_options(args: argparse.Namespace, **fields):
+    """The CollectOptions of the command line, with ``--set KEY=VALUE`` applied and type-checked (exit 2)."""
+    from automot import config as typed_config
+    from automot.training.collect import CollectOptions
+
+    opts = CollectOptions(**fields)
+    if not args.overrides:
+        return opts
+    for item in args.overrides:
+        key = item.partition("=")[0].strip()
+        clikit.require(key not in _COLLECT_COMMAND_LINE_ONLY, f"--set {key}: set it with --{key.replace('_', '-')}")
+    data = typed_config.apply_overrides(typed_config.to_dict(opts), args.overrides)
+    return typed_config.from_dict(CollectOptions, data, source="--set")

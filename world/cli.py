@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import subprocess
 import tempfile
@@ -40,6 +41,7 @@ from automot.world.evaluator import EvaluatorRun
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_AGENT = "agent/automot_agent.py"
 DEFAULT_CONFIG = "leaderboard_configs/demo_tiny.yaml"  # the committed CPU-trained demo model
+PORT = clikit.integer(1, 65535)
 # What one embedded drive writes into --out (with agent_config.yaml); --overwrite replaces this set as a whole.
 DRIVE_OUTPUTS = ("results.json", "ticks.jsonl", "video.mp4", "summary.jsonl")
 INPUTS_DIR = "inputs"  # --record-inputs (agent/input_recorder.py): replaced as a whole too, recorded or not
@@ -54,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         func=_cmd_drive,
         description="Run a leaderboard agent on a route and score it like the CARLA leaderboard (results.json).",
     )
-    p.add_argument("--world", choices=("embedded", "carla"), default="embedded", help="simulator (default: embedded)")
+    clikit.add_world(p)
     p.add_argument("--route", help="embedded route name (see --list-routes)")
     p.add_argument("--list-routes", action="store_true", help="list the embedded routes and exit")
     clikit.add_out(p, "output folder (default: runs/drive/<route>)")
@@ -66,19 +68,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="AGENT.yaml",
         help=f"agent config passed to setup() (default: {DEFAULT_CONFIG})",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one agent-config field, repeatable: dotted KEY into the --config YAML, VALUE parsed as YAML "
-        "(e.g. --set runtime.mode=pipelined --set runtime.latency_ticks=3); validated like the file",
+    clikit.add_set(
+        p,
+        "override one field of the --config agent YAML (e.g. --set runtime.mode=pipelined --set "
+        "runtime.latency_ticks=3)",
     )
+    clikit.add_checkpoint(p, "drive with this model instead of the --config's model.checkpoint (both worlds)")
     p.add_argument("--agent", default=DEFAULT_AGENT, help=f"agent file, or 'expert' (default: {DEFAULT_AGENT})")
-    p.add_argument("--ticks", type=int, help="tick limit, >= 1 (embedded; default: the route's)")
+    clikit.add_ticks(p, "tick limit, >= 1 (embedded; default: the route's)")
     p.add_argument(
-        "--seed", type=int, help="traffic / sensor-noise seed, 0 .. 2**32-1 (embedded; default: the route's)"
+        "--seed", type=clikit.SEED, help="traffic / sensor-noise seed, 0 .. 2**32-1 (embedded; default: the route's)"
     )
     p.add_argument(
         "--record-inputs",
@@ -88,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     clikit.add_overwrite(
         p,
         "embedded: replace the run in a non-empty --out, atomically when the new route ends (a crashed or "
-        "interrupted run leaves the old one); carla: start over even if --checkpoint holds results",
+        "interrupted run leaves the old one); carla: start over even if --results-file holds results",
     )
     clikit.add_no_progress(p)
     carla = p.add_argument_group(
@@ -98,19 +97,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     carla.add_argument("--routes", metavar="XML", help="leaderboard route file")
     carla.add_argument("--routes-subset", metavar="IDS", help="route ids to run, e.g. 1711,1773 or 1711-1790")
-    carla.add_argument("--repetitions", type=int, help="repetitions per route (evaluator default 1)")
-    carla.add_argument("--resume", action="store_true", help="continue the run recorded in --checkpoint (carla only)")
-    carla.add_argument("--checkpoint", metavar="JSON", help="results file (default: OUT/results.json)")
-    carla.add_argument("--timeout", type=float, help="CARLA client / agent timeout in seconds")
-    carla.add_argument("--record", metavar="DIR", help="CARLA recorder logs into DIR (on the server)")
-    carla.add_argument("--debug", type=int, help="evaluator debug level")
-    carla.add_argument("--host", default="localhost")
-    carla.add_argument("--port", type=int, default=2000)
+    carla.add_argument("--repetitions", type=clikit.integer(1), help="repetitions per route (evaluator default 1)")
+    carla.add_argument("--resume", action="store_true", help="continue the run recorded in --results-file (carla only)")
     carla.add_argument(
-        "--tm-port", "--traffic-manager-port", dest="tm_port", type=int, default=8000, help="traffic manager port"
+        "--results-file",
+        metavar="JSON",
+        help="the evaluator's results file, passed as its own --checkpoint (default: OUT/results.json)",
     )
-    carla.add_argument("--tm-seed", "--traffic-manager-seed", dest="tm_seed", type=int, help="traffic manager seed")
-    carla.add_argument("--gpu-rank", type=int, help="Bench2Drive only: GPU its CarlaUE4.sh runs on (default 0)")
+    carla.add_argument(
+        "--timeout", type=clikit.real(0, lo_open=True), help="CARLA client / agent timeout in seconds, > 0"
+    )
+    carla.add_argument("--record", metavar="DIR", help="CARLA recorder logs into DIR (on the server)")
+    carla.add_argument("--debug", type=clikit.integer(0), help="evaluator debug level, >= 0")
+    carla.add_argument("--host", default="localhost")
+    carla.add_argument("--port", type=PORT, default=2000, help="CARLA RPC port (default: %(default)s)")
+    carla.add_argument(
+        "--tm-port", "--traffic-manager-port", dest="tm_port", type=PORT, default=8000, help="traffic manager port"
+    )
+    carla.add_argument(
+        "--tm-seed", "--traffic-manager-seed", dest="tm_seed", type=clikit.SEED, help="traffic manager seed"
+    )
+    carla.add_argument(
+        "--gpu-rank", type=clikit.integer(0), help="Bench2Drive only: GPU its CarlaUE4.sh runs on (default 0)"
+    )
     carla.add_argument("--leaderboard-root", help="folder holding the leaderboard package (default: LEADERBOARD_ROOT)")
     carla.add_argument("--scenario-runner-root", help="folder holding srunner (default: SCENARIO_RUNNER_ROOT)")
 
@@ -127,6 +136,9 @@ def _cmd_drive(args: argparse.Namespace) -> int:
         for name in list_routes():
             print(f"{name:20s} {load_route(name).description}")
         return 0
+    if args.checkpoint:  # the model folder drives: the agent config's model.checkpoint, overridden
+        clikit.require(args.agent != "expert", "--checkpoint: the expert agent drives without a model")
+        args.overrides = [clikit.checkpoint_override(args.checkpoint), *args.overrides]
     if not args.overrides:
         return _drive_carla(args) if args.world == "carla" else _drive_embedded(args)
     clikit.require(args.agent != "expert", "--set: the expert agent has no config to override")
@@ -298,8 +310,6 @@ def _drive_embedded(args: argparse.Namespace) -> int:
 
 def _pipeline_note(summary: Path) -> str | None:
     """One line on the pipelined runtime's waits from the recorder's summary.jsonl (None: not pipelined / absent)."""
-    import json
-
     try:
         stats = json.loads(summary.read_text().splitlines()[0]).get("runtime_stats") or {}
     except (OSError, ValueError, IndexError):
@@ -330,7 +340,8 @@ def missing_carla_modules() -> list[str]:
 
 def evaluator_run(args: argparse.Namespace, out: Path) -> EvaluatorRun:
     """The evaluator options of ``automot drive --world carla`` (paths absolute: the fork runs in another folder)."""
-    checkpoint = Path(args.checkpoint) if getattr(args, "checkpoint", None) else out / "results.json"
+    results = getattr(args, "results_file", None)
+    checkpoint = Path(results) if results else out / "results.json"
     return EvaluatorRun(
         routes=str(Path(args.routes).resolve()) if Path(args.routes).exists() else str(args.routes),
         agent=str(Path(_resolve(args.agent)).resolve()),

@@ -185,7 +185,7 @@ def check_run(install: EvaluatorInstall, run: EvaluatorRun, overwrite: bool = Fa
     if checkpoint.is_file() and checkpoint.stat().st_size > 0 and not run.resume and not overwrite:
         raise UsageError(
             f"{checkpoint} already holds results and the evaluator would truncate it: pass --resume to continue "
-            "that run, --overwrite to start over, or another --checkpoint / --out"
+            "that run, --overwrite to start over, or another --results-file / --out"
         )
     if run.resume and checkpoint.is_file():
         try:

@@ -419,7 +419,7 @@ def test_collect_bad_out(tmp_path, capsys):
     other.mkdir()
     (other / "thesis.tex").write_text("years of work")
     before = tree_hashes(tmp_path)
-    base = ["collect", "--routes", "merge", "--max-ticks", "5", "--no-progress", "--out"]
+    base = ["collect", "--routes", "merge", "--ticks", "5", "--no-progress", "--out"]
     assert "is a file" in run_error([*base, str(afile)], capsys, "collect", ExitCode.USAGE)
     assert "--overwrite" in run_error([*base, str(other)], capsys, "collect", ExitCode.USAGE)
     assert "not a dataset root" in run_error([*base, str(other), "--overwrite"], capsys, "collect", ExitCode.USAGE)
@@ -447,7 +447,7 @@ def test_collect_where_every_episode_crashed_exits_5_with_the_summary(tmp_path, 
     agent.write_text(CRASHING_AGENT)
     monkeypatch.setattr(collect_mod, "AGENT_FILE", str(agent))
     out = tmp_path / "ds"
-    argv = ["collect", "--routes", "merge", "--episodes", "2", "--max-ticks", "5", "--no-progress", "--out", str(out)]
+    argv = ["collect", "--routes", "merge", "--episodes", "2", "--ticks", "5", "--no-progress", "--out", str(out)]
     line = run_error(argv, capsys, "collect", ExitCode.RUN_FAILED)
     assert "every episode crashed (2)" in line and "sensor rig exploded" in line
     summary = json.loads((out / "collect_summary.json").read_text())
@@ -461,7 +461,7 @@ def test_collect_never_touches_an_existing_episode(tmp_path, capsys):
     out = tmp_path / "ds"
     collect(CollectOptions(routes=["merge"], out=str(out), image_size=(32, 16), max_ticks=80, progress=False))
     before = tree_hashes(out)
-    argv = ["collect", "--routes", "merge", "--image-size", "32x16", "--max-ticks", "80", "--no-progress"]
+    argv = ["collect", "--routes", "merge", "--image-size", "32x16", "--ticks", "80", "--no-progress"]
     line = run_error([*argv, "--out", str(out)], capsys, "collect", ExitCode.USAGE)
     assert "already holds episode" in line and "--seed" in line
     assert tree_hashes(out) == before

@@ -71,6 +71,7 @@ def eval_argv(routes: Path, out: Path, *extra: str) -> list[str]:
     sim = f"{py} {STANDINS / 'fake_simulator.py'} -carla-rpc-port={{rpc_port}} -carla-streaming-port={{streaming_port}}"
     return [
         "eval",
+        "--world", "carla",
         "--routes", str(routes),
         "--agent-config", str(REPO / "leaderboard_configs" / "demo_tiny.yaml"),
         "--out", str(out),
@@ -123,14 +124,26 @@ def test_cli_layout_and_route_files(tmp_path, capsys, monkeypatch):
         main(["eval", "--help"])
     assert exc.value.code == 0
     assert "report DIR" in capsys.readouterr().out
-    assert main(["eval", "frobnicate", "x"]) == 2
+    with pytest.raises(SystemExit) as exc:  # an unknown sub-command: eval's own parser, one line
+        main(["eval", "frobnicate", "x"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.startswith("automot eval: error: argument [SUBCOMMAND]: invalid choice")
     assert main(["eval", "report", str(tmp_path / "none")]) == 2
-    assert "not a folder" in capsys.readouterr().err
+    assert capsys.readouterr().err == f"automot eval report: error: DIR {tmp_path / 'none'}: not a folder\n"
+    with pytest.raises(SystemExit) as exc:  # one DIR only: the report sub-command's own parser says so
+        main(["eval", "report", str(tmp_path), str(tmp_path / "b")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"automot eval report: error: unrecognized arguments: {tmp_path / 'b'}")
+    assert len(err.splitlines()) == 1
+    # --routes all names the embedded routes: with --world carla the error says which world takes them
+    assert main(["eval", "--world", "carla", "--routes", "all", "--out", str(tmp_path / "o")]) == 2
+    assert "pass --world embedded" in capsys.readouterr().err and not (tmp_path / "o").exists()
     assert main(["eval", "--out", str(tmp_path / "o")]) == 2  # --routes missing
     routes = write_routes(tmp_path / "r.xml")
     # no CARLA server given: exit 3, and nothing written (every check comes before the output folder)
     cfg = str(REPO / "leaderboard_configs" / "demo_tiny.yaml")
-    argv = ["eval", "--routes", str(routes), "--agent-config", cfg, "--out", str(tmp_path / "o")]
+    argv = ["eval", "--world", "carla", "--routes", str(routes), "--agent-config", cfg, "--out", str(tmp_path / "o")]
     assert main(argv) == 3 and not (tmp_path / "o").exists()
     parsed = read_route_file(routes)
     assert [r for r, _ in parsed] == ROUTE_IDS

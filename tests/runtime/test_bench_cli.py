@@ -31,7 +31,7 @@ def test_bench_tiny_writes_every_contract_key(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "-m", "automot.cli", "bench", "--preset", "tiny", "--iters", "2", "--warmup", "1"]
     cmd += ["--agent-ticks", "0"]  # the whole-agent runs have their own test (tests/world/test_tick_bench.py)
-    proc = subprocess.run([*cmd, "--json", str(out)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([*cmd, "--json", "--json-out", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert json.loads(proc.stdout) == result  # the same JSON is printed to stdout
@@ -89,7 +89,10 @@ def test_bench_from_a_checkpoint(tmp_path):
     ckpt = save_pretrained(build_model("tiny", seed=2), tmp_path / "ckpt")
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "-m", "automot.cli", "bench", "--checkpoint", str(ckpt), "--iters", "2", "--warmup", "1"]
-    proc = subprocess.run([*cmd, "--dtype", "float32", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    cmd += ["--dtype", "float32", "--json-out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert result["preset"] == "tiny" and "loading" in proc.stderr
+    # without --json, stdout holds the scalar results as text lines (the JSON document only with --json)
+    assert "preset: tiny" in proc.stdout.splitlines() and f"device: {result['device']}" in proc.stdout.splitlines()

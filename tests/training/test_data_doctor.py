@@ -90,7 +90,7 @@ def test_doctor_cli_json_and_exit_code(tmp_path, capsys):
     assert printed["frames"] == 80 and printed["routes"] == 2
     assert all(set(e) >= {"file", "field", "message"} and e["file"] for e in printed["errors"])
     assert json.loads(out.read_text()) == printed  # the report file holds the same
-    assert captured.err.startswith("automot data: error: ") and len(captured.err.splitlines()) == 1
+    assert captured.err.startswith("automot data doctor: error: ") and len(captured.err.splitlines()) == 1
     # a threshold above the error count passes
     code = main(["data", "doctor", str(root), "--report", str(out), "--max-errors", "100"])
     assert code == 0 and "routes" in capsys.readouterr().out

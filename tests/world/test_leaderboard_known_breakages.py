@@ -339,7 +339,7 @@ def test_drive_carla_detects_the_fork_runs_it_from_its_root_and_passes_options(t
     assert automot_main(_drive_args(tmp_path)) == 3 and not calls  # CARLA_ROOT unset
     monkeypatch.setenv("CARLA_ROOT", str(eh.fake_carla_root(tmp_path)))
     extra = ["--routes-subset", "1711,1773", "--repetitions", "2", "--timeout", "600", "--record", str(tmp_path)]
-    extra += ["--debug", "1", "--tm-seed", "3", "--gpu-rank", "2", "--checkpoint", str(tmp_path / "ck.json")]
+    extra += ["--debug", "1", "--tm-seed", "3", "--gpu-rank", "2", "--results-file", str(tmp_path / "ck.json")]
     assert automot_main(_drive_args(tmp_path, *extra)) == 0
     ((cmd, kw),) = calls
     assert cmd[1] == str(lb / "leaderboard" / "leaderboard_evaluator.py")
@@ -354,10 +354,10 @@ def test_drive_carla_detects_the_fork_runs_it_from_its_root_and_passes_options(t
     # A re-run never truncates earlier results unless asked: --resume continues, --overwrite starts over.
     (tmp_path / "ck.json").write_text('{"_checkpoint": {"records": []}}')
     calls.clear()
-    assert automot_main(_drive_args(tmp_path, "--checkpoint", str(tmp_path / "ck.json"))) == 2 and not calls
-    assert automot_main(_drive_args(tmp_path, "--checkpoint", str(tmp_path / "ck.json"), "--resume")) == 0
+    assert automot_main(_drive_args(tmp_path, "--results-file", str(tmp_path / "ck.json"))) == 2 and not calls
+    assert automot_main(_drive_args(tmp_path, "--results-file", str(tmp_path / "ck.json"), "--resume")) == 0
     assert calls[-1][0][-4:] == ["--resume", "1", "--gpu-rank", "0"]
-    assert automot_main(_drive_args(tmp_path, "--checkpoint", str(tmp_path / "ck.json"), "--overwrite")) == 0
+    assert automot_main(_drive_args(tmp_path, "--results-file", str(tmp_path / "ck.json"), "--overwrite")) == 0
 
 
 @needs_upstream

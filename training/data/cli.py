@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="dataset tools: `automot data doctor DIR` validates a dataset folder",
         func=_data_help,
     )
-    data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    data_sub = clikit.add_subcommands(data, "data_command", "DATA_COMMAND")
     data.set_defaults(_data_parser=data)
     doctor = clikit.add_command(
         data_sub,
@@ -39,11 +39,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     doctor.add_argument(
         "--format", choices=["automot", "bench2drive", "pdm_lite"], help="dataset layout (default: detected)"
     )
-    doctor.add_argument("--json", action="store_true", help="print the JSON report instead of the summary")
+    clikit.add_json(doctor, "print the JSON report instead of the summary")
     doctor.add_argument(
         "--report", help="also write the JSON report to this file (never inside DIR; default: no file is written)"
     )
-    doctor.add_argument("--max-errors", type=int, default=0, help="errors tolerated before exiting 4 (default 0)")
+    doctor.add_argument(
+        "--max-errors", type=clikit.integer(0), default=0, help="errors tolerated before exiting 4 (default 0)"
+    )
     doctor.add_argument("--fast", action="store_true", help="only the fast checks `automot train` runs at start-up")
     doctor.add_argument("--camera", help="automot format: camera whose frames are checked (default: the first)")
     from automot.training.bev_cache_cli import register_bev_cache
