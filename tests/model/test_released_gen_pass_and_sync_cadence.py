@@ -42,12 +42,12 @@ from automot.runtime.types import DrivingObservation, DrivingState
 GROUPS = (4, 3, 8, 20, 6)  # scene, 2 target points + speed, decision, route, waypoints
 
 
-def _audit_config() -> AutoMoTConfig:
+def _released_ratio_config() -> AutoMoTConfig:
     text = _qwen3_text(
         vocab=384, hidden=160, inter=192, layers=2, heads=8, kv=2, head_dim=32, section=[6, 5, 5], theta=5e6
     )
     return AutoMoTConfig(
-        name="audit-released-ratio",
+        name="released-ratio",
         understanding=UnderstandingConfig(
             text=text,
             vision=_qwen3_vision(depth=2, hidden=32, inter=64, heads=2, out=160, deepstack=[0, 1]),
@@ -119,8 +119,8 @@ def _reference(fp64, w, keys, values, p, tp, speed, scene, layers=2, hq=8, hkv=2
 
 
 @pytest.fixture(scope="module")
-def audit(fp64_reference):
-    model = build_model(_audit_config(), seed=3)
+def gen_pass(fp64_reference):
+    model = build_model(_released_ratio_config(), seed=3)
     g = torch.Generator().manual_seed(0)
     s, p = 9, 41
     keys, values = torch.randn(2, 1, 2, s, 32, generator=g), torch.randn(2, 1, 2, s, 32, generator=g)
@@ -138,8 +138,8 @@ def audit(fp64_reference):
     return model, out, ref
 
 
-def test_full_gen_pass_matches_fp64_spec_reference(audit):
-    model, out, (hid, _route, wps, logits) = audit
+def test_full_gen_pass_matches_fp64_spec_reference(gen_pass):
+    model, out, (hid, _route, wps, logits) = gen_pass
     assert model.layouts[1].head_dim * 2 > model.layouts[0].head_dim  # real-real rotate-half pairs, like 80 > 64
     assert tuple(model.action_groups.bincount().tolist()) == GROUPS
     assert float((out.hidden[0].double() - hid).abs().max()) < 1e-4
@@ -148,8 +148,8 @@ def test_full_gen_pass_matches_fp64_spec_reference(audit):
     assert float((out.waypoints[0].double() - wps.cumsum(0)).abs().max()) < 1e-5  # traj: cumsum over the 6 points
 
 
-def test_route_decodes_like_released_route_head(audit):
-    _model, out, (_hid, route, _wps, _logits) = audit
+def test_route_decodes_like_released_route_head(gen_pass):
+    _model, out, (_hid, route, _wps, _logits) = gen_pass
     released = route.cumsum(-1)  # route_i = (a_i, a_i + b_i), as kv_cache_inference and training compute it
     assert float((out.path[0].double() - released).abs().max()) < 1e-5
 
