@@ -312,7 +312,7 @@ XODR = (
 def test_traffic_signs_partial_credit_with_a_real_carla_map(tmp_path, monkeypatch):
     """carla_junction_index on an OpenDRIVE map through the carla client's Map and the CARLA PythonAPI's
     GlobalRoutePlanner (no server): the first junction waypoint of the 1 m densified route sits at x = 50."""
-    pytest.importorskip("carla")
+    pytest.importorskip("carla", reason="the CARLA client is an optional extra: pip install -e .[carla]")
     api = THIRD_PARTY / "carla_pythonapi"
     if not (api / "agents" / "navigation" / "global_route_planner.py").is_file():
         pytest.skip(f"CARLA PythonAPI agents not found under {api}: {HOW_TO_GET}")
