@@ -53,7 +53,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=20, help="timed calls per item (default: 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls first (default: 3)")
     p.add_argument("--time-budget-s", type=float, default=420.0, help="skip sections after this (default: 420)")
-    p.add_argument("--out", default="acceptance.json", help="JSON output file (default: acceptance.json)")
+    # --json-out: a JSON file, as in `automot bench` (README, "One CLI vocabulary"); --out is the old name.
+    p.add_argument(
+        "--json-out", "--out", dest="out", default="acceptance.json", metavar="PATH",
+        help="JSON output file (default: acceptance.json)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     unknown = sorted(set(engines) - set(ENGINES))
@@ -67,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not (args.device == "cpu" or args.device == "cuda" or args.device.startswith("cuda:")):
         p.error(f"--device {args.device!r}: expected cpu, cuda or cuda:N")
     if Path(args.out).is_dir():
-        p.error(f"--out {args.out}: is a folder, not a file name")
+        p.error(f"--json-out {args.out}: is a folder, not a file name")
     return args
 
 
