@@ -82,7 +82,7 @@ def test_the_checker_catches_what_it_is_for():
     assert OUTSIDE.search("leaderboard-interface.md §4") and not OUTSIDE.search("docs/leaderboard-agent-interface.md")
     assert not OUTSIDE.search("docs/bench2drive-metrics.md §4")
     assert not OUTSIDE.search("[bench2drive-metrics.md §4](bench2drive-metrics.md#4-penalties)")  # a docs/ link
-    # split in two so that a grep for stale flat test paths ("tests/test_") does not find this deliberate one
+    # split in two so that a grep for stale flat test paths (tests/ then test_) does not find this deliberate one
     m = REPO_PATH.search("audited by tests/" + "test_model_released_names.py.")
     assert m and not (REPO / m.group(1)).exists()
     assert REPO_PATH.search("the released Automot/evaluation/inference.py") is None
