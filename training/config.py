@@ -206,11 +206,17 @@ class TrainConfig:
         choice("data.format", self.data.format, FORMATS)
         choice("optim.schedule", self.optim.schedule, SCHEDULES)
         m = self.model
+        # With ``checkpoint`` the preset only names the layout ``--dry-run`` plans for (the checkpoint's own
+        # config.yaml is what training builds).
         sources = [n for n in ("preset", "config", "init_from", "checkpoint") if getattr(m, n)]
+        if m.checkpoint and "preset" in sources:
+            sources.remove("preset")
         if len(sources) != 1:
             out.append(f"model: set exactly one of preset / config / init_from / checkpoint, got {sources or 'none'}")
         if (m.init_from or m.checkpoint) and m.overrides:
-            out.append("model.overrides: not allowed with model.init_from / checkpoint (the checkpoint fixes the shape)")
+            out.append(
+                "model.overrides: not allowed with model.init_from / checkpoint (the checkpoint fixes the shape)"
+            )
         if not self.data.train:
             out.append("data.train: at least one dataset directory is required")
         if self.num_threads is not None:

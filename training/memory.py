@@ -23,6 +23,12 @@ P_root in the root unit and P_unit in the largest layer unit (all counts from th
                 + 4 B n_dec vocab x 2           decision logits fp32 and their gradient
 
 B is the micro-batch per rank (gradient accumulation does not change the peak). Gigabytes are 1e9 bytes.
+
+``trainable="action"`` (stages that train only outside ``understanding.*``: ``action``, ``refiner``
+end-to-end -- the released recipe's trainable part): every parameter is still an fp32 shard and gathered in bf16,
+but gradients and AdamW states exist only for the P_t trainable ones (``grads = 4 P_t / N + 2 (P_root,t +
+P_unit,t)``, ``optimizer = 8 P_t / N``; P_root,t / P_unit,t: the trainable part of the root / largest unit).
+``fits``: whether ``total`` plus ``OVERHEAD_GB`` (CUDA context, allocator fragmentation) stays within 80 GB / 40 GB.
 Not counted: the CUDA context and allocator fragmentation (typically 1-3 GB), dataloader pinned memory, VQA
 logits over the whole prompt (``loss.vqa``: add 8 B T vocab bytes).
 """
@@ -33,6 +39,8 @@ import functools
 from dataclasses import dataclass
 
 GB = 1e9
+OVERHEAD_GB = 3.0  # CUDA context + allocator fragmentation (the top of the 1-3 GB range; counted for "fits")
+CARDS_GB = (80, 40)
 
 
 @dataclass(frozen=True)
@@ -41,29 +49,49 @@ class ParamCounts:
     root: int  # outside the layer units
     unit: int  # the largest FSDP layer unit (one MoT layer)
     layers: int  # MoT layers
+    trainable: int = 0  # with trainable="action": the parameters outside understanding.* (else = total)
+    root_trainable: int = 0
+    unit_trainable: int = 0
 
 
 @functools.lru_cache(maxsize=8)
-def param_counts(preset: str) -> ParamCounts:
+def param_counts(preset: str, trainable: str = "all") -> ParamCounts:
     """Parameter counts of a preset, from the module tree built on the meta device (no memory)."""
     from automot.model import build_model
     from automot.training.fsdp import layer_units
 
     model = build_model(preset, device="meta")
-    total = sum(p.numel() for p in model.parameters())
+    names = {id(p): n for n, p in model.named_parameters()}
+
+    def count(params, only_trainable: bool) -> int:
+        keep = (
+            (lambda p: trainable == "all" or not names[id(p)].startswith("understanding.")) if only_trainable else None
+        )
+        return sum(p.numel() for p in params if keep is None or keep(p))
+
+    total, total_t = count(model.parameters(), False), count(model.parameters(), True)
     units = layer_units(model)
-    sizes = [sum(p.numel() for m in group for p in m.parameters()) for group in units]
-    return ParamCounts(total, total - sum(sizes), max(sizes), model.config.num_layers)
+    sizes = [count([p for m in group for p in m.parameters()], False) for group in units]
+    sizes_t = [count([p for m in group for p in m.parameters()], True) for group in units]
+    root, root_t = total - sum(sizes), total_t - sum(sizes_t)
+    return ParamCounts(total, root, max(sizes), model.config.num_layers, total_t, root_t, max(sizes_t))
 
 
-def memory_estimate(preset: str, world_size: int, micro_batch: int = 1) -> dict:
+def trainable_for(stages) -> str:
+    """``"action"`` when every stage trains only outside ``understanding.*`` (action / refiner stages), else ``"all"``."""
+    return "action" if all(st.name in ("action", "refiner") for st in stages) else "all"
+
+
+def memory_estimate(preset: str, world_size: int, micro_batch: int = 1, trainable: str = "all") -> dict:
     """The per-rank estimate (GB) and the inputs it was computed from (see the module docstring)."""
     from automot.model.config import get_config
 
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size}")
+    if trainable not in ("all", "action"):
+        raise ValueError(f"trainable must be 'all' or 'action', got {trainable!r}")
     cfg = get_config(preset)
-    counts = param_counts(preset)
+    counts = param_counts(preset, trainable)
     n, b = world_size, micro_batch
     text, vision = cfg.understanding.text, cfg.understanding.vision
     big_h, big_i, hq = text["hidden_size"], text["intermediate_size"], text["num_attention_heads"]
@@ -77,8 +105,9 @@ def memory_estimate(preset: str, world_size: int, micro_batch: int = 1) -> dict:
     )
     p, root, unit = counts.total, counts.root, counts.unit
     params = 4 * p / n + 2 * (root + 2 * unit)
-    grads = 4 * p / n + 2 * (root + unit)
-    optimizer = 8 * p / n
+    p_t, root_t, unit_t = counts.trainable, counts.root_trainable, counts.unit_trainable
+    grads = 4 * p_t / n + 2 * (root_t + unit_t)
+    optimizer = 8 * p_t / n
     stored = 2 * b * (counts.layers * (t * big_h + a * h) + vision["depth"] * patches * vision["hidden_size"])
     layer = 2 * b * (t * (8 * big_h + 3 * big_i) + a * (8 * h + 3 * i)) + 2 * b * hq * (t + a) ** 2 * 2
     logits = 4 * b * cfg.tokens.num_decision_tokens * vocab * 2
@@ -91,13 +120,17 @@ def memory_estimate(preset: str, world_size: int, micro_batch: int = 1) -> dict:
         "micro_batch": b,
         "precision": "bf16 compute, fp32 sharded params / grads / AdamW states",
         "activation_checkpointing": True,
+        "trainable": trainable,
         "parameters": p,
+        "parameters_trainable": p_t,
         "parameters_root_unit": root,
         "parameters_largest_layer_unit": unit,
         "prefix_tokens": t,
         "action_tokens": a,
         "vision_patches": patches,
         "per_rank_gb": {k: round(v / GB, 3) for k, v in parts.items()},
+        "overhead_gb": OVERHEAD_GB,
+        "fits": {f"{c}GB": parts["total"] / GB + OVERHEAD_GB <= c for c in CARDS_GB},
     }
 
 
@@ -109,5 +142,8 @@ def format_estimate(est: dict) -> str:
             f"micro-batch {est['micro_batch']} per rank, {est['precision']}, activation checkpointing",
             *(f"  {k:<12}{g[k]:8.2f} GB" for k in ("params", "grads", "optimizer", "activations")),
             f"  {'total':<12}{g['total']:8.2f} GB per rank (plus CUDA context / fragmentation, ~1-3 GB)",
+            f"  trains {est['trainable']} ({est['parameters_trainable'] / 1e9:.2f} B); fits with "
+            f"{est['overhead_gb']:.0f} GB overhead: "
+            + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in est["fits"].items()),
         ]
     )
