@@ -43,16 +43,15 @@ from automot.agent.inputs import FrameHistory, InputError, SensorFrame, describe
 from automot.agent.recorder import Recorder, TickRecord
 from automot.agent.rigs import GNSS, Rig, get_rig, validate_sensors
 from automot.agent.route_planner import RoutePlanner
-from automot.agent.runtime_factory import build_runtime, check_runtime
+from automot.agent.runtime_factory import RuntimeFactory, build_runtime, check_runtime
 from automot.agent.scene_inputs import SceneInputBuilder, default_bev_config
 from automot.agent.state_estimation import Control, EgoState, StateEstimator, build_estimator
 from automot.geometry import world_to_ego
-from automot.runtime.types import DrivingObservation, DrivingState, RuntimeOutput
+from automot.runtime.types import DrivingObservation, DrivingRuntime, DrivingState, RuntimeOutput
 
 # Fixed name: this file is imported as ``automot_agent`` by the evaluator and as ``agent.automot_agent`` by tests.
 log = logging.getLogger("automot.agent.automot_agent")
 
-RuntimeFactory = Callable[[AgentConfig], Any]
 SIM_DT = 0.05  # leaderboard tick (20 Hz), used when a timestamp is unusable
 
 
@@ -111,7 +110,7 @@ class AutoMoTAgent(AutonomousAgent):
         self.config = AgentConfig()
         self.save_name = ""
         self.rig: Rig | None = None
-        self.runtime: Any = None
+        self.runtime: DrivingRuntime | None = None
         self.recorder: Recorder | None = None
         self.b2d: Bench2DriveWriter | None = None
         self.controller: DrivingController | None = None

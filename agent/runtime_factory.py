@@ -1,53 +1,50 @@
-"""Builds the dual-rate runtime for the agent, importing ``model``/``runtime`` (and torch) only when needed.
+"""Builds the agent's dual-rate runtime: the model from the config's ``model`` section, the runtime from its
+``runtime`` section (the runtime's own ``RuntimeConfig``), by direct imports an editor can follow.
 
-The agent talks to its runtime through four methods (see ``RUNTIME_METHODS``)::
+The agent talks to its runtime through the ``DrivingRuntime`` protocol (runtime/types.py)::
 
     runtime.submit(obs: DrivingObservation, sim_time: float, frame: int) -> None   # runtime decides on refresh
     runtime.step(state: DrivingState, sim_time: float, frame: int) -> RuntimeOutput
     runtime.stats() -> dict
     runtime.close() -> None
 
-Tests and embedding worlds can hand ``AutoMoTAgent`` any factory ``(AgentConfig) -> object`` with those methods.
+Tests and embedding worlds can hand ``AutoMoTAgent`` any ``RuntimeFactory`` ``(AgentConfig) -> DrivingRuntime``.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from automot.agent.config import AgentConfig, ModelConfig
 from automot.errors import EnvironmentProblem
+from automot.model import build_model, load_pretrained
+from automot.runtime.runtime import AutoMoTRuntime
+from automot.runtime.types import DrivingRuntime
 
 log = logging.getLogger(__name__)
 
 RUNTIME_METHODS = ("submit", "step", "stats", "close")
+RuntimeFactory = Callable[[AgentConfig], DrivingRuntime]
 
 # The leaderboard builds a new agent per route; keeping the last model avoids reloading weights 220 times.
 _model_cache: dict[tuple, Any] = {}
 
 
 class RuntimeUnavailableError(EnvironmentProblem):
-    """The ``model``/``runtime`` packages (or the configured model) cannot be used."""
+    """The configured model cannot be loaded in this environment (a missing optional package)."""
 
 
-def check_runtime(obj: Any) -> Any:
-    """Return ``obj`` if it has the four runtime methods; raise TypeError naming the missing ones."""
+def check_runtime(obj: object) -> DrivingRuntime:
+    """Return ``obj`` if it has the four runtime methods (an injected factory's result is checked at run time,
+    where the type checker cannot); raise TypeError naming the missing ones."""
     missing = [name for name in RUNTIME_METHODS if not callable(getattr(obj, name, None))]
     if missing:
         raise TypeError(f"runtime object {type(obj).__name__} lacks method(s) {', '.join(missing)}")
-    return obj
-
-
-def _import(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise RuntimeUnavailableError(
-            f"cannot import the '{name}' package ({exc}); install the project (pip install -e .) or put its root "
-            "on PYTHONPATH"
-        ) from exc
+    return typing.cast(DrivingRuntime, obj)
 
 
 def resolve_device(device: str) -> str:
@@ -78,7 +75,6 @@ def load_model(cfg: ModelConfig, device: str, cache: bool = True) -> Any:
     key = (cfg.preset, cfg.checkpoint, device, cfg.dtype, cfg.refiner, cfg.ema)
     if cache and key in _model_cache:
         return _model_cache[key]
-    model_pkg = _import("automot.model")
     if cfg.refiner and not cfg.checkpoint:
         raise ValueError("model.refiner: true needs model.checkpoint (the refiner is saved with a trained checkpoint)")
     released = released_layout(cfg.checkpoint)
@@ -90,49 +86,28 @@ def load_model(cfg: ModelConfig, device: str, cache: bool = True) -> Any:
     if released is not None:
         if cfg.refiner:
             raise ValueError("model.refiner: true is not available for the released AutoMoT checkpoint")
-        loader = _import("automot.model.released")
+        try:  # only for the released layouts (safetensors, the BEV encoder)
+            from automot.model.released import load_converted, load_released
+        except ImportError as exc:
+            raise RuntimeUnavailableError(f"cannot load the released AutoMoT layout: {exc}") from exc
         if released == "converted":
-            net = loader.load_converted(cfg.checkpoint, device=device, dtype=cfg.dtype)
+            net = load_converted(cfg.checkpoint, device=device, dtype=cfg.dtype)
         else:
-            net = loader.load_released(cfg.checkpoint, device=device, dtype=cfg.dtype, preset=cfg.preset, ema=cfg.ema)
+            net = load_released(cfg.checkpoint, device=device, dtype=cfg.dtype, preset=cfg.preset, ema=cfg.ema)
     elif cfg.checkpoint:
-        net = model_pkg.load_pretrained(cfg.checkpoint, device=device, dtype=cfg.dtype, refiner=cfg.refiner)
+        net = load_pretrained(cfg.checkpoint, device=device, dtype=cfg.dtype, refiner=cfg.refiner)
     else:
         log.warning("model.checkpoint is not set: preset %r with random weights (demo only)", cfg.preset)
-        net = model_pkg.build_model(cfg.preset, device=device, dtype=cfg.dtype)
+        net = build_model(cfg.preset, device=device, dtype=cfg.dtype)
     if cache:
         _model_cache.clear()  # one model at a time: a second full-size model would not fit next to the first
         _model_cache[key] = net
     return net
 
 
-def build_runtime(cfg: AgentConfig) -> Any:
-    """Build the real runtime from the ``model`` and ``runtime`` config sections.
-
-    Calls ``runtime.build_runtime(net, mode=, engine=, device=, sync_every=, refresh_every=, latency_ticks=,
-    max_snapshot_age_s=,
-    refresh_timeout_s=, **options)``
-    where ``net`` comes from :func:`load_model` and ``options`` are further ``runtime.RuntimeConfig`` fields.
-    """
-    runtime_pkg = _import("automot.runtime")
-    factory = getattr(runtime_pkg, "build_runtime", None)
-    if not callable(factory):
-        raise RuntimeUnavailableError(
-            f"'automot.runtime' ({getattr(runtime_pkg, '__file__', '?')}) has no build_runtime()"
-        )
+def build_runtime(cfg: AgentConfig) -> AutoMoTRuntime:
+    """The real runtime for ``cfg``: the model from the ``model`` section (:func:`load_model`), scheduled as the
+    ``runtime`` section (the runtime's own RuntimeConfig, passed as is)."""
     device = resolve_device(cfg.model.device)
     net = load_model(cfg.model, device, cache=cfg.model.cache)
-    rc = cfg.runtime
-    runtime = factory(
-        net,
-        mode=rc.mode,
-        engine=rc.engine,
-        device=device,
-        sync_every=rc.sync_every,
-        refresh_every=rc.refresh_every,
-        latency_ticks=rc.latency_ticks,
-        max_snapshot_age_s=rc.max_snapshot_age_s,
-        refresh_timeout_s=rc.refresh_timeout_s,
-        **rc.options,
-    )
-    return check_runtime(runtime)
+    return AutoMoTRuntime(net, cfg.runtime)

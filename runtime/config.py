@@ -1,13 +1,33 @@
-"""Typed configuration of the dual-rate runtime (one dataclass, validated on construction)."""
+"""Typed configuration of the dual-rate runtime: the project's one ``RuntimeConfig`` (validated on construction).
+
+The agent YAML's ``runtime:`` section is this dataclass (agent/config.py holds it as ``AgentConfig.runtime``), so the
+runtime, the agent, ``automot drive --set`` and the benches share one set of names, types and checks. Torch-free:
+``automot --help`` and the config loader import it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from dataclasses import dataclass
+from typing import Literal
 
-MODES = ("async", "sync", "blocking", "pipelined")
-ENGINES = ("torch", "torch-compile", "onnxruntime", "tensorrt")
+from automot.config import describe_value
+
+Mode = Literal["async", "sync", "blocking", "pipelined"]
+Engine = Literal["torch", "torch-compile", "onnxruntime", "tensorrt"]
+TrtPrecision = Literal["fp16", "bf16", "fp32"]
+MODES: tuple[str, ...] = typing.get_args(Mode)
+ENGINES: tuple[str, ...] = typing.get_args(Engine)
+
+
+class InvalidRuntimeConfig(ValueError):
+    """A RuntimeConfig value out of range; ``problems`` holds one ``field: rule, got value`` line per field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(f"RuntimeConfig.{p}" for p in problems))
+        self.problems = problems
 
 
 def available_cores() -> int:
@@ -44,11 +64,11 @@ class RuntimeConfig:
     Snapshot ages are measured in simulation ticks / seconds; ``None`` disables a limit.
     """
 
-    mode: str = "async"
+    mode: Mode = "async"
     sync_every: int = 2
     refresh_every: int = 2  # pipelined: a refresh starts on every frame with frame % refresh_every == 0
     latency_ticks: int = 0  # pipelined: K, a refresh started at frame t is published exactly at frame t + K
-    engine: str = "torch"
+    engine: Engine = "torch"
     max_snapshot_age_s: float | None = 1.0
     max_snapshot_age_ticks: int | None = 20
     capacity: int | None = None  # KV slots per buffer; None -> model.config.max_prefix_tokens
@@ -67,7 +87,7 @@ class RuntimeConfig:
     engine_file: str | None = None  # prebuilt .onnx (onnxruntime) or .engine/.onnx (tensorrt); None -> export now
     scene_engine_file: str | None = None  # prebuilt bev_encoder.onnx / .engine for those engines; None -> export now
     compile_backend: str = "inductor"  # torch.compile backend for engine="torch-compile"
-    trt_precision: str = "fp16"
+    trt_precision: TrtPrecision = "fp16"
     stats_window: int = 10_000  # samples kept per latency series
     # Released quirk (OscarHuangWind/AutoMoT evaluation/inference.py, kv_cache_inference): every action pass appends
     # its positions to the cached context, so the k-th pass on the same prefix places its action tokens at
@@ -76,41 +96,39 @@ class RuntimeConfig:
     reused_prefix_position_shifts: int = 0
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"RuntimeConfig.mode: expected one of {MODES}, got {self.mode!r}")
-        if self.engine not in ENGINES:
-            raise ValueError(f"RuntimeConfig.engine: expected one of {ENGINES}, got {self.engine!r}")
-        if self.sync_every < 1:
-            raise ValueError(f"RuntimeConfig.sync_every must be >= 1, got {self.sync_every}")
+        problems = self.problems()
+        if problems:
+            raise InvalidRuntimeConfig(problems)
+
+    def problems(self) -> list[str]:
+        """Every out-of-range value as ``field: must be RULE, got VALUE`` (the agent config prefixes ``runtime.``)."""
+        out: list[str] = []
+
+        def need(ok: bool, name: str, rule: str) -> None:
+            if not ok:
+                out.append(f"{name}: must be {rule}, got {describe_value(getattr(self, name))}")
+
+        # Literal fields built in code (not through the YAML loader, which checks the type) are checked here too.
+        need(self.mode in MODES, "mode", f"one of {MODES}")
+        need(self.engine in ENGINES, "engine", f"one of {ENGINES}")
+        need(self.trt_precision in typing.get_args(TrtPrecision), "trt_precision", "fp16, bf16 or fp32")
+        for name in ("sync_every", "refresh_every", "max_new_tokens"):
+            need(getattr(self, name) >= 1, name, ">= 1")
         for name in ("threads_fast", "threads_slow", "capacity"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"RuntimeConfig.{name} must be >= 1 or None, got {value}")
-        if self.refresh_every < 1:
-            raise ValueError(f"RuntimeConfig.refresh_every must be >= 1, got {self.refresh_every}")
-        if self.latency_ticks < 0:
-            raise ValueError(f"RuntimeConfig.latency_ticks must be >= 0, got {self.latency_ticks}")
-        if (
-            self.mode == "pipelined"
-            and self.max_snapshot_age_ticks is not None
-            and self.latency_ticks + self.refresh_every - 1 > self.max_snapshot_age_ticks
-        ):
-            raise ValueError(
-                f"RuntimeConfig: pipelined snapshots reach an age of latency_ticks + refresh_every - 1 = "
-                f"{self.latency_ticks + self.refresh_every - 1} ticks, over max_snapshot_age_ticks="
-                f"{self.max_snapshot_age_ticks}: every such tick would be a safe stop"
-            )
-        if self.reused_prefix_position_shifts < 0:
-            raise ValueError(
-                f"RuntimeConfig.reused_prefix_position_shifts must be >= 0, got {self.reused_prefix_position_shifts}"
-            )
+            need(getattr(self, name) is None or getattr(self, name) >= 1, name, ">= 1 or None")
+        need(self.latency_ticks >= 0, "latency_ticks", ">= 0")
+        need(self.reused_prefix_position_shifts >= 0, "reused_prefix_position_shifts", ">= 0")
         for name in ("first_snapshot_timeout_s", "close_timeout_s"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"RuntimeConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.refresh_timeout_s is not None and not self.refresh_timeout_s > 0:
-            raise ValueError(f"RuntimeConfig.refresh_timeout_s must be > 0 or None, got {self.refresh_timeout_s}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"RuntimeConfig.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+            need(getattr(self, name) >= 0, name, ">= 0")
+        for name in ("refresh_timeout_s", "max_snapshot_age_s"):
+            need(getattr(self, name) is None or getattr(self, name) > 0, name, "> 0 or None")
+        age = self.latency_ticks + self.refresh_every - 1
+        if self.mode == "pipelined" and self.max_snapshot_age_ticks is not None and age > self.max_snapshot_age_ticks:
+            out.append(
+                f"latency_ticks: pipelined snapshots reach an age of latency_ticks + refresh_every - 1 = {age} ticks, "
+                f"over max_snapshot_age_ticks={self.max_snapshot_age_ticks}: every such tick would be a safe stop"
+            )
+        return out
 
     def resolved_threads(self) -> tuple[int, int]:
         """(fast, slow) intra-op thread counts.

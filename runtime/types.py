@@ -6,6 +6,7 @@ Frames are ego-frame metres with CARLA's convention: x forward, y to the right.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -83,3 +84,24 @@ class RuntimeOutput:
             safe_stop_reason=reason,
             extras={"frame": frame, "sim_time": sim_time},
         )
+
+
+class DrivingRuntime(Protocol):
+    """What the agent calls on its runtime, once per tick: ``submit`` then ``step`` (runtime/runtime.py
+    ``AutoMoTRuntime`` is the real one; tests and worlds may inject any object with these methods).
+
+    Optional, read with ``getattr`` by the agent: ``needs_scene_inputs`` (bool) and ``scene_config`` (the attached
+    BEV encoder's config) when the model's scene tokens come from raw camera/LiDAR inputs.
+    """
+
+    def submit(self, observation: DrivingObservation, sim_time: float, frame: int) -> None:
+        """Hand the newest frames to the slow path; the runtime's mode decides whether and when it refreshes."""
+        ...
+
+    def step(self, state: DrivingState, sim_time: float, frame: int) -> RuntimeOutput:
+        """The fast path on the newest published snapshot (or a flagged safe stop)."""
+        ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...

@@ -154,27 +154,12 @@ def overridden_agent_config(path: str, overrides: list[str], folder: Path) -> st
     Any problem raises one ConfigError line naming the key (exit 2) before anything runs."""
     from automot.agent.config import agent_config_from_dict, config_to_dict, load_agent_config, save_agent_config
     from automot.config import apply_overrides
-    from automot.errors import ConfigError
 
     clikit.require_file(path, "--config")
     data = apply_overrides(config_to_dict(load_agent_config(path)), overrides)
+    # The runtime section is the runtime's own RuntimeConfig: its checks (e.g. latency_ticks against
+    # max_snapshot_age_ticks) run here, as when the runtime is built.
     cfg = agent_config_from_dict(data, source="--set")
-    rc = cfg.runtime
-    from automot.runtime.config import RuntimeConfig
-
-    try:  # what the runtime itself checks when it is built (e.g. latency_ticks against max_snapshot_age_ticks)
-        RuntimeConfig.from_options(
-            mode=rc.mode,
-            engine=rc.engine,
-            sync_every=rc.sync_every,
-            refresh_every=rc.refresh_every,
-            latency_ticks=rc.latency_ticks,
-            max_snapshot_age_s=rc.max_snapshot_age_s,
-            refresh_timeout_s=rc.refresh_timeout_s,
-            **rc.options,
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"--set: runtime: {exc}") from None
     return str(save_agent_config(cfg, folder / "agent_config.yaml"))
 
 

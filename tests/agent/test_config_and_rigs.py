@@ -60,11 +60,39 @@ def test_released_profile_loads_with_the_spec_constants():
 
 def test_values_are_typed():
     cfg = agent_config_from_dict(
-        {"image_size": [320, 160], "control": {"lateral": {"kp": 2}}, "runtime": {"options": {"x": 1}}}
+        {"image_size": [320, 160], "control": {"lateral": {"kp": 2}}, "runtime": {"options": {"threads_fast": 3}}}
     )
     assert cfg.image_size == (320, 160)
     assert isinstance(cfg.control.lateral.kp, float) and cfg.control.lateral.kp == 2.0
-    assert cfg.runtime.options == {"x": 1}
+    # The earlier untyped runtime.options keys are the runtime's own typed fields now.
+    assert cfg.runtime.threads_fast == 3 and cfg.runtime.resolved_threads()[0] == 3
+    # --set runtime.options.X on a saved config (every field flat): the options entry wins
+    both = agent_config_from_dict(
+        {"runtime": {"max_snapshot_age_ticks": 20, "options": {"max_snapshot_age_ticks": None}}}
+    )
+    assert both.runtime.max_snapshot_age_ticks is None
+
+
+@pytest.mark.parametrize(
+    ("runtime", "path", "rule"),
+    [
+        ({"options": {"x": 1}}, "runtime.options.x", "unknown field"),
+        ({"options": {"threads_fast": "two"}}, "runtime.threads_fast", "expected int or null"),
+        ({"options": {"threads_fast": 0}}, "runtime.threads_fast", "must be >= 1 or None"),
+        ({"max_snapshot_age_s": 0}, "runtime.max_snapshot_age_s", "must be > 0 or None"),
+    ],
+)
+def test_runtime_options_are_the_runtime_config_fields(runtime, path, rule):
+    with pytest.raises(ConfigError) as info:
+        agent_config_from_dict({"runtime": runtime}, "test.yaml")
+    line = next(p for p in info.value.problems if p.startswith(path + ":"))
+    assert rule in line
+
+
+def test_one_runtime_config_class():
+    from automot.runtime.config import RuntimeConfig as RuntimeSide
+
+    assert AgentConfig().runtime == RuntimeSide() and type(AgentConfig().runtime) is RuntimeSide
 
 
 def test_unknown_field_names_its_path_and_suggests():

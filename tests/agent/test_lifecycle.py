@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from automot.agent.automot_agent import AutoMoTAgent, get_entry_point
-from automot.agent.config import AgentConfig, agent_config_from_dict
-from automot.agent.runtime_factory import RuntimeUnavailableError, build_runtime
+from automot.agent.config import agent_config_from_dict
+from automot.agent.runtime_factory import build_runtime
 from automot.runtime.types import RuntimeOutput
 
 
@@ -266,14 +266,8 @@ def test_setup_errors_are_raised(tmp_path, agent_kit):
     assert agent_kit.is_full_brake(before_setup.run_step({}, 0.0))
 
 
-def test_factory_errors_and_config_reaches_the_runtime(monkeypatch):
-    import automot.runtime as runtime_pkg
+def test_config_reaches_the_runtime(monkeypatch):
     from automot.agent import runtime_factory
-
-    monkeypatch.setattr(runtime_pkg, "build_runtime", None)
-    with pytest.raises(RuntimeUnavailableError, match="no build_runtime"):
-        build_runtime(AgentConfig())
-    monkeypatch.undo()
 
     # The real factory on the tiny preset: the agent's model / runtime sections must end up in the runtime it builds.
     monkeypatch.setattr(runtime_factory, "_model_cache", {})

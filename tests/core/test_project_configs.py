@@ -105,7 +105,7 @@ def test_agent_config_round_trip(tmp_path):
     cfg = agent_config_from_dict(
         {
             "image_size": [320, 160],
-            "runtime": {"mode": "sync", "sync_every": 3, "options": {"x": 1}},
+            "runtime": {"mode": "sync", "sync_every": 3, "options": {"threads_fast": 1}},
             "gnss": {"lat_ref": 1.5, "lon_ref": 2.5},
             "history": {"offsets": [3, 0]},
             "control": {"escape": {"enabled": True, "steer": -0.5}},
