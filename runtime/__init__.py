@@ -9,14 +9,23 @@ Public API::
         out = rt.step(DrivingState(target_points, speed), sim_time, frame)   # RuntimeOutput
         rt.stats()
 
-Names are resolved lazily (PEP 562) so ``import runtime.cli`` -- done by ``automot --help`` -- does not pull in
-torch.
+The project's own code imports the modules directly (``from automot.runtime.runtime import AutoMoTRuntime``); the
+names below are a convenience for scripts and tests. They are resolved lazily (PEP 562) so that importing a
+torch-free submodule (``automot.runtime.config``, read by the agent config loader) does not pull in torch; the
+``TYPE_CHECKING`` block gives editors and type checkers the same names statically.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from automot.runtime.buffers import DoubleBufferedKV, SnapshotMeta, SnapshotView
+    from automot.runtime.config import ENGINES, MODES, RuntimeConfig
+    from automot.runtime.engines import MissingDependencyError, create_engine
+    from automot.runtime.runtime import AutoMoTRuntime, build_runtime
+    from automot.runtime.types import DrivingObservation, DrivingRuntime, DrivingState, RuntimeOutput
 
 _EXPORTS = {
     "AutoMoTRuntime": "automot.runtime.runtime",
@@ -30,11 +39,27 @@ _EXPORTS = {
     "MissingDependencyError": "automot.runtime.engines",
     "create_engine": "automot.runtime.engines",
     "DrivingObservation": "automot.runtime.types",
+    "DrivingRuntime": "automot.runtime.types",
     "DrivingState": "automot.runtime.types",
     "RuntimeOutput": "automot.runtime.types",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ENGINES",
+    "MODES",
+    "AutoMoTRuntime",
+    "DoubleBufferedKV",
+    "DrivingObservation",
+    "DrivingRuntime",
+    "DrivingState",
+    "MissingDependencyError",
+    "RuntimeConfig",
+    "RuntimeOutput",
+    "SnapshotMeta",
+    "SnapshotView",
+    "build_runtime",
+    "create_engine",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -11,13 +11,13 @@ import torch
 log = logging.getLogger(__name__)
 
 
-def _set_torch_threads(n: int) -> None:
+def set_torch_threads(n: int) -> None:
     # Only when different: at::set_num_threads also resizes a shared pthreadpool, which is not free.
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
 
 
-def _lower_thread_priority(increment: int) -> None:
+def lower_thread_priority(increment: int) -> None:
     """Raise the calling thread's nice value (Linux: setpriority on a thread id affects that thread only).
 
     Under CPU contention the kernel then runs the fast path first; OpenMP threads the worker spawns inherit it.

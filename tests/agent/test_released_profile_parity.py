@@ -48,7 +48,7 @@ class _Spy:
     def __init__(self, rt) -> None:
         self.refreshes: list[tuple[int, list[int], np.ndarray]] = []
         self.positions: list[int] = []
-        refresh, engine = rt._refresh, rt.engine
+        refresh, engine = rt.core.refresh, rt.core.engine
 
         def spy_refresh(obs, sim_time, frame):
             frames = [int(np.asarray(im)[0, 0, 0]) for im in obs.images]
@@ -63,8 +63,8 @@ class _Spy:
                 self.positions.append(int(next_position.reshape(-1)[0]))
                 return engine(keys, values, pad_mask, next_position, *rest)
 
-        rt._refresh = spy_refresh
-        rt.engine = Engine()
+        rt.core.refresh = spy_refresh
+        rt.core.engine = Engine()
 
 
 def _released_profile_agent(kit, tmp_path, model) -> tuple[AutoMoTAgent, dict]:
@@ -81,15 +81,7 @@ def _released_profile_agent(kit, tmp_path, model) -> tuple[AutoMoTAgent, dict]:
     holder: dict = {}
 
     def factory(cfg):
-        rc = cfg.runtime
-        rt = build_runtime(
-            model,
-            mode=rc.mode,
-            engine=rc.engine,
-            sync_every=rc.sync_every,
-            max_snapshot_age_s=rc.max_snapshot_age_s,
-            **rc.options,
-        )
+        rt = build_runtime(model, config=cfg.runtime)  # the profile's runtime section as is
         holder["spy"] = _Spy(rt)
         return rt
 

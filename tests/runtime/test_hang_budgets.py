@@ -188,7 +188,7 @@ def test_close_with_a_refresh_that_never_returns(tiny_model, hang, mode, caplog)
     rt = build_runtime(tiny_model, mode=mode, **_opts(close_timeout_s=BUDGET))
     rt.submit(_obs(tiny_model), 0.0, 0)
     assert gate.entered.wait(30)
-    threads = [rt._thread]  # this runtime's worker (other tests may leave unclosed runtimes' workers around)
+    threads = [rt.scheduler.thread]  # this runtime's worker (other tests may leave unclosed runtimes' workers around)
     assert threads[0] in _slow_threads() and threads[0].daemon  # cannot block interpreter exit
     with caplog.at_level(logging.ERROR, logger="automot.runtime.runtime"):
         rt.close()  # bounded by close_timeout_s, reported, not raised
@@ -204,7 +204,7 @@ def test_close_with_a_refresh_that_never_returns(tiny_model, hang, mode, caplog)
 def test_late_refresh_never_publishes_an_older_snapshot(tiny_model):
     with build_runtime(tiny_model, mode="sync", **_opts(first_snapshot_timeout_s=HEALTHY)) as rt:
         rt.submit(_obs(tiny_model), 5 * DT, 5)
-        rt._refresh(_obs(tiny_model, 1), 3 * DT, 3)  # what a refresh of an older frame finishing late would do
+        rt.core.refresh(_obs(tiny_model, 1), 3 * DT, 3)  # what a refresh of an older frame finishing late would do
         assert rt.snapshot_version == 1 and rt.stats()["discarded_refreshes"] == 1
         assert rt.step(STATE, 5 * DT, 5).snapshot_frame == 5
 
@@ -213,6 +213,6 @@ def test_budget_options_are_validated(tiny_model):
     with pytest.raises(ValueError, match="refresh_timeout_s"):
         build_runtime(tiny_model, mode="sync", refresh_timeout_s=0)
     with build_runtime(tiny_model, mode="sync", refresh_timeout_s=None) as rt:  # no budget: inline, no thread
-        assert rt._thread is None
+        assert rt.scheduler.thread is None
         rt.submit(_obs(tiny_model), 0.0, 0)
         assert not rt.step(STATE, 0.0, 0).safe_stop
