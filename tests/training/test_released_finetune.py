@@ -78,6 +78,33 @@ def test_trains_the_released_layout_from_either_bev_path(prepared, tmp_path, dro
     assert val["num_samples"] == 2 and math.isfinite(val["wp_l2_3s"])
 
 
+def test_automot_train_on_the_mix_logs_validation_trajectory_metrics(prepared, tmp_path):
+    """`automot train` (the CLI) on a mix of both BEV paths; validation on the val JSONL reaches TensorBoard."""
+    import yaml
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from automot.cli import main
+
+    root, ckpt, train, val = _dataset(prepared, tmp_path, drop=fx.ROUTES[:1])
+    cfg = fx.train_config(root, ckpt, tmp_path / "out", train, val)
+    cfg["log"]["tensorboard"] = True
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--config", str(path), "--no-progress"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "out" / "logs" / "scalars.jsonl").read_text().splitlines()]
+    val_rows = [r for r in rows if r["tag"] == "val"]
+    assert len(val_rows) == 1
+    metrics = json.loads((tmp_path / "out" / "val_metrics.json").read_text())[-1]
+    assert metrics["num_samples"] == 2  # the val JSONL's rows with a 3 s future (frames 8 and 10 of its route)
+    events = EventAccumulator(str(tmp_path / "out" / "logs" / "tensorboard"))
+    events.Reload()
+    for key in ("wp_l2_1s", "wp_l2_2s", "wp_l2_3s", "path_l2", "decision_exact"):
+        (event,) = events.Scalars(f"val/{key}")
+        assert event.value == pytest.approx(metrics[key], rel=1e-6), key
+    # the 3 s error of a model that barely trained is at least the 1 s error (errors grow with the horizon)
+    assert metrics["wp_l2_3s"] >= metrics["wp_l2_1s"] > 0
+
+
 def test_rows_with_neither_bev_path_are_skipped_and_counted(prepared, tmp_path):
     root, ckpt, train, val = _dataset(prepared, tmp_path, drop=fx.ROUTES[:1])
     for npy in (root / fx.ROUTES[0] / "bev_encoder_lidar_bev").glob("*.npy"):
