@@ -126,3 +126,19 @@ def test_sigkill_leaves_complete_or_absent_files_and_rerun_completes_the_rest(pr
     assert {r: files[r].stat().st_mtime_ns for r in present} == stamps
     for p in files.values():
         assert len(load_route_features(p).frame_nums) == fx.FRAMES
+
+
+def test_sample_lists_pick_the_rows_current_frames(prepared, tmp_path):
+    from automot.training.bev_cache import run_cache
+
+    src, ckpt = prepared
+    root = tmp_path / "data"
+    shutil.copytree(src, root)
+    lists = [
+        str(root / "pdm_lite_2hz_2tp_train_bev_encoder.jsonl"),
+        str(root / "pdm_lite_2hz_2tp_val_bev_encoder.jsonl"),
+    ]
+    summary = run_cache(root, ckpt, batch_size=2, sample_lists=lists, progress=False)
+    assert summary["written"] == len(fx.ROUTES) and summary["frames"] == len(fx.ROUTES) * len(fx.CURRENT)
+    for path in _files(root).values():  # the rows' bev_encoder_feature_frame ids, not their history frames
+        assert load_route_features(path).frame_nums == [f"{f:04d}" for f in fx.CURRENT]
