@@ -42,12 +42,14 @@ def open_folder(
     checkpoint: str | None,
     argv: list[str],
     saved_config: bool,
+    now: dict[str, Any] | None = None,
 ) -> tuple[list[str], dict[str, Any]]:
     """Check that this run may go into ``out`` and write ``eval.json``; returns (every job id of the folder, old
     ones first, then this run's new ones; the record fields to store in every new route's record.json).
 
     ``saved_config``: the run's config is already ``DIR/agent_config.yaml`` (``--set``); otherwise a copy of the
-    loaded config is saved there for the report's link."""
+    loaded config is saved there for the report's link. ``now``: the run's identity when already computed (from
+    the ``--set`` config validated in a temporary folder, before anything is written into ``out``)."""
     before = read_eval_file(out) or {}
     old_ids = [str(j) for j in before.get("job_ids") or []]
     if before and before.get("world") != world:
@@ -60,7 +62,7 @@ def open_folder(
             f"--out {out}: evaluates the route file {before.get('routes')}, not {routes}; choose another --out "
             "(--routes-subset / --seeds may extend it)"
         )
-    now = ident_mod.identity(agent_config, checkpoint, argv)
+    now = now or ident_mod.identity(agent_config, checkpoint, argv)
     recorded = [r for r in (records.read_record(out, j) for j in old_ids or job_ids) if r]
     ident_mod.check_same_identity(out, before.get("identity"), now, recorded)
     all_ids = old_ids + [j for j in job_ids if j not in set(old_ids)]

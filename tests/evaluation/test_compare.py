@@ -126,3 +126,25 @@ def test_written_files_follow_the_contract(tmp_path):
     md = written["markdown"].read_text()
     assert "Verdict" in md and "-13.75" in md
     assert written["html"].read_text().startswith("<!DOCTYPE html>")
+
+
+def test_command_line_prints_json_and_refuses_different_routes(tmp_path, capsys):
+    from automot.cli import main
+
+    a, b = _pair(tmp_path, [50, 60, 70, 80], [40, 40, 40, 85])
+    assert main(["eval", "compare", str(a), str(b), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["delta"]["DS"]["mean"] == pytest.approx(-13.75) and data["delta"]["DS"]["p_value"] == 0.25
+    assert main(["eval", "compare", str(a), str(b), "--out", str(tmp_path / "C")]) == 0
+    printed = capsys.readouterr().out
+    assert "verdict: " in printed and (tmp_path / "C" / "compare.html").is_file()
+    shutil.rmtree(b / "routes" / "104_seed0")
+    assert main(["eval", "report", str(b)]) == 0  # B's merge now lacks route 104 (missing, scored 0)
+    capsys.readouterr()
+    other = F.build(tmp_path, "D", {("101", 0): (10.0, True)}, F.route_xml(tmp_path, ["101"], "d.xml"))
+    assert main(["eval", "compare", str(a), str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("automot eval compare: error: ") and "--intersect" in err and len(err.splitlines()) == 1
+    assert main(["eval", "compare", str(a), str(other), "--intersect", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["routes"] == 1
+    assert main(["eval", "compare", str(a), str(tmp_path / "nowhere")]) == 2

@@ -88,6 +88,14 @@ def write(path, route, rec, entry_status="Finished"):
     os.replace(tmp, path)
 
 
+def _planned(key):
+    path = os.environ.get("AUTOMOT_FAKE_FAULTS")
+    if not path or not os.path.exists(path):
+        return False
+    with open(path) as fh:
+        return key in json.load(fh)
+
+
 def main():
     log_pid()
     p = argparse.ArgumentParser()
@@ -99,13 +107,19 @@ def main():
     p.add_argument("--traffic-manager-port", type=int, default=8000)
     args = p.parse_args()
     route = args.routes_subset
-    action = action_for(route)
+    argv_log = os.environ.get("AUTOMOT_FAKE_ARGVLOG")
+    if argv_log:  # the seed tests read the command lines back
+        with open(argv_log, "a") as fh:
+            fh.write(json.dumps(sys.argv[1:]) + "\n")
+    seed = args.traffic_manager_seed
+    # faults per (route, seed) job when the plan names "<route>_seed<k>", else per route
+    action = action_for(f"{route}_seed{seed}" if seed is not None and _planned(f"{route}_seed{seed}") else route)
     # the server must answer, as the real evaluator's first carla.Client call
     try:
         socket.create_connection(("127.0.0.1", args.port), timeout=2).close()
     except OSError:
         sys.exit(4)
-    h = zlib.crc32(route.encode())
+    h = zlib.crc32(route.encode() + (b"" if seed is None else f"/{seed}".encode()))  # the seed changes the score
     score_route = float(40 + h % 61)
     penalty = [1.0, 0.7, 0.6, 0.5][h % 4]
     status = "Completed" if score_route == 100 and penalty == 1.0 else "Failed"
