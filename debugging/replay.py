@@ -18,7 +18,6 @@ import argparse
 import copy
 import json
 import math
-import os
 import typing
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -342,7 +341,8 @@ def run_replay(
         raise
     controls = _Controls(cfg.control)
     per_tick: list[dict[str, Any]] = []
-    frames_for_video: list[tuple[int, np.ndarray, dict, dict]] = []
+    frames_for_video: list[tuple] = []
+    logged_ticks = {int(t["frame"]): t for t in run.ticks if t.get("frame") is not None}
     last_image: np.ndarray | None = None
     max_path = max_wp = 0.0
     decision_changes = safe_stop_changes = control_changes = 0
@@ -387,7 +387,9 @@ def run_replay(
                     control_changes += differs
                     row.update(recorded_control=c_rec, replayed_control=c_rep, controls_differ=differs)
                     if video and last_image is not None:
-                        frames_for_video.append((event.tick, last_image, rec, rep))
+                        frames_for_video.append(
+                            (event.tick, last_image, rec, rep, logged_ticks.get(event.tick), c_rep)
+                        )
             per_tick.append(row)
         stats = dict(runtime.stats())
     finally:
@@ -433,39 +435,11 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def _write_video(path: Path, frames: list[tuple[int, np.ndarray, dict, dict]], cfg: Any) -> None:
-    """recorded (left) | replayed (right): the same camera frame, each side with its own path and waypoints."""
-    import imageio.v2 as imageio
+def _write_video(path: Path, frames: list[tuple], cfg: Any) -> None:
+    """recorded (left) | replayed (right), each header with the tick's real time, speed and control."""
+    from automot.debugging.compare_video import write_compare_video
 
-    from automot.agent.overlay import compose_frame
-    from automot.agent.recorder import TickRecord
-    from automot.agent.rigs import get_rig
-
-    rig = get_rig(cfg.rig, cfg.image_size)
-    camera = rig.get(rig.primary_camera)
-    height = 256
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")  # ffmpeg picks the container from the suffix
-    try:
-        writer = imageio.get_writer(
-            str(tmp), format="FFMPEG", mode="I", fps=cfg.recorder.fps, codec="libx264", pixelformat="yuv420p",
-            macro_block_size=16, ffmpeg_log_level="error", output_params=["-preset", "veryfast"],
-        )  # fmt: skip
-        try:
-            for tick, image, rec, rep in frames:
-                sides = []
-                for label, out in (("recorded", rec), ("replayed", rep)):
-                    record = TickRecord(
-                        frame=tick, sim_time=0.0, speed=0.0, steer=0.0, throttle=0.0, brake=0.0,
-                        control_mode=label, image=image, path=np.asarray(out["path"]),
-                        waypoints=np.asarray(out["waypoints"]), decision=f"{label}: {out['decision']}",
-                    )  # fmt: skip
-                    sides.append(compose_frame(record, camera, height, 0, cfg.recorder.bev_range_m))
-                writer.append_data(np.concatenate(sides, axis=1))
-        finally:
-            writer.close()
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_compare_video(path, frames, cfg)
 
 
 def replay_main(args: argparse.Namespace) -> int:

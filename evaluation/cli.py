@@ -97,6 +97,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--carla-client-version", help=argparse.SUPPRESS)  # tests: the client version to compare
     clikit.add_ticks(p, "embedded: tick limit per route (default: the route's)")
     p.add_argument("--workers", type=clikit.integer(1), help="embedded: routes at once (default: the cluster's CPUs)")
+    p.add_argument(
+        "--record-inputs",
+        action="store_true",
+        help="record what the model is given each tick into each route's inputs/ for `automot replay` "
+        "(AUTOMOT_RECORD_INPUTS=1, as drive --record-inputs)",
+    )
     p.add_argument("--leaderboard-root", help="folder holding the leaderboard package (default: LEADERBOARD_ROOT)")
     p.add_argument("--scenario-runner-root", help="folder holding srunner (default: SCENARIO_RUNNER_ROOT)")
     p.add_argument("--progress-every", type=SECONDS, default=30.0, metavar="S", help="progress line period (s), > 0")
@@ -192,7 +198,10 @@ def build_config(args: argparse.Namespace, out: Path):
         flavour={"leaderboard": "leaderboard-2.0", "bench2drive": "bench2drive", None: None}[args.flavour],
         # Ray workers do not see this process's environment: the AUTOMOT_* settings (e.g. the port-lock folder,
         # AUTOMOT_DEBUG) travel with the config to the workers and the evaluators they start.
-        env={k: v for k, v in os.environ.items() if k.startswith("AUTOMOT_")},
+        env={
+            **{k: v for k, v in os.environ.items() if k.startswith("AUTOMOT_")},
+            **({"AUTOMOT_RECORD_INPUTS": "1"} if getattr(args, "record_inputs", False) else {}),
+        },
     )
     if args.world == "embedded":
         config = _resolve(args.agent_config or DEFAULT_EMBEDDED_CONFIG)

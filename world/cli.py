@@ -43,7 +43,7 @@ DEFAULT_AGENT = "agent/automot_agent.py"
 DEFAULT_CONFIG = "leaderboard_configs/demo_tiny.yaml"  # the committed CPU-trained demo model
 PORT = clikit.integer(1, 65535)
 # What one embedded drive writes into --out (with agent_config.yaml); --overwrite replaces this set as a whole.
-DRIVE_OUTPUTS = ("results.json", "ticks.jsonl", "video.mp4", "summary.jsonl")
+DRIVE_OUTPUTS = ("results.json", "ticks.jsonl", "video.mp4", "summary.jsonl", "world.jsonl")
 INPUTS_DIR = "inputs"  # --record-inputs (agent/input_recorder.py): replaced as a whole too, recorded or not
 
 

@@ -115,7 +115,8 @@ def run_route(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     world = EmbeddedWorld(spec, seed=seed)
-    scorer = RouteScorer(world.path, world.dt, tick_limit)
+    # A --ticks cap replaces the route's limit and stops the route ("Stopped - tick limit"), never a timeout.
+    scorer = RouteScorer(world.path, world.dt, tick_limit, limit_is_cap=ticks is not None)
     town = f"embedded/{spec.env_id}"
     icons: list[str] = []
     t0 = time.monotonic()
@@ -164,6 +165,7 @@ def run_route(
     if interrupted:
         entry_status = "Started"  # the leaderboard's status of an entry that did not finish its routes
     record = scorer.record(spec.name, town, world.time, time.monotonic() - t0, route_id=route_id, save_name=save_name)
+    record["meta"]["command"] = reproduce_command(spec, seed, ticks, agent_path, agent_config, out, resolved_config)
     results = build_results([record], icons, entry_status=entry_status)
     if dataclasses.is_dataclass(resolved_config) and not isinstance(resolved_config, type):
         save_yaml(resolved_config, out / AGENT_CONFIG)
@@ -182,6 +184,34 @@ def run_route(
             f"{failure}: {type(error).__name__}: {error} (results in {out / 'results.json'})", results
         ) from error
     return results
+
+
+def reproduce_command(
+    spec: RouteSpec, seed: int, ticks: int | None, agent_path: Any, agent_config: str, out: Path, resolved: Any
+) -> str:
+    """The ``automot drive`` line that drives this route again the same way (same route, seed, cap and agent).
+
+    With a resolved agent config it points at ``OUT/agent_config.yaml`` (written below, ``--set`` overrides and a
+    ``--checkpoint`` included); otherwise at the config string the agent was given."""
+    import shlex
+
+    from automot.world.routes import list_routes, routes_dir
+
+    shipped = spec.name in list_routes() and (not spec.source or Path(spec.source).parent == routes_dir())
+    route = spec.name if shipped else spec.source or spec.name
+    parts = ["automot", "drive", "--world", "embedded", "--route", route, "--seed", str(seed)]
+    if ticks is not None:
+        parts += ["--ticks", str(int(ticks))]
+    if Path(agent_path).resolve() == Path(EXPERT_AGENT).resolve():
+        parts += ["--agent", "expert"]
+    else:
+        parts += ["--agent", str(Path(agent_path).resolve())]
+        # drive --overwrite runs in OUT/.staged.XXXX.tmp/ and moves its files into OUT when the route ends
+        final = out.parent if out.name.startswith(".staged.") else out
+        config = str((final / AGENT_CONFIG).resolve()) if dataclasses.is_dataclass(resolved) else agent_config
+        if config:
+            parts += ["--config", config.split("+")[0]]
+    return shlex.join(parts)
 
 
 def _check_track(agent: Any) -> None:

@@ -10,6 +10,9 @@ Per tick, ``RouteScorer.step`` applies the LB2 criteria to the ego's state:
   * route deviation (> 30 m from the path), agent blocked (< 0.1 m/s for 180 s) and timeout (tick limit) end the
     route as "Failed - Agent deviated from the route" / "Failed - Agent got blocked" / "Failed - Agent timed out".
   * a run stopped by SIGINT / SIGTERM ends between ticks as "Failed - interrupted" (``RouteScorer.interrupt``).
+  * a user's tick cap (``limit_is_cap``, ``automot drive --ticks N``, which replaces the route's own tick limit) ends
+    the route as "Stopped - tick limit": not a timeout (no ``route_timeout`` entry), DS = the RC reached x the
+    penalties so far, and like every unfinished route it is no success.
   * min speed: every 1/20 of the route (and at the end past 95 %), one ``min_speed_infractions`` entry
     "Average speed is P% of the surrounding traffic's one", P = mean ego speed / mean traffic speed over that
     stretch x 100 (100 without traffic), as MinimumSpeedRouteTest writes it; no penalty (Bench2Drive's 'unused').
@@ -30,6 +33,7 @@ from automot.world.leaderboard_record import INFRACTION_KEYS, PENALTY, global_re
 from automot.world.route_path import RoutePath
 
 INTERRUPTED = "interrupted"  # RouteScorer.failure of a stopped run: status "Failed - interrupted"
+TICK_LIMIT = "tick limit"  # RouteScorer.failure of a route stopped by the user's cap: status "Stopped - tick limit"
 
 
 @dataclass(frozen=True)
@@ -67,10 +71,18 @@ def _at(x: float, y: float) -> str:
 class RouteScorer:
     """Accumulates infractions and progress over one route; ``done`` turns True when the route ends."""
 
-    def __init__(self, path: RoutePath, dt: float, tick_limit: int, params: ScoringParams = ScoringParams()) -> None:
+    def __init__(
+        self,
+        path: RoutePath,
+        dt: float,
+        tick_limit: int,
+        params: ScoringParams = ScoringParams(),
+        limit_is_cap: bool = False,
+    ) -> None:
         self.path = path
         self.dt = dt
         self.tick_limit = tick_limit
+        self.limit_is_cap = limit_is_cap  # a user's cap: reaching it stops the route, it does not time it out
         self.params = params
         self.infractions: dict[str, list[str]] = {k: [] for k in INFRACTION_KEYS}
         self.penalty = 1.0
@@ -150,7 +162,10 @@ class RouteScorer:
             self.completed = True
             return
         if self.ticks >= self.tick_limit:
-            self.timeout()
+            if self.limit_is_cap:
+                self.failure = TICK_LIMIT
+            else:
+                self.timeout()
 
     def timeout(self) -> None:
         """End the route as timed out (tick limit reached)."""
@@ -229,6 +244,8 @@ class RouteScorer:
         """LB2 status string."""
         if self.completed:
             return "Completed" if any(self.infractions.values()) else "Perfect"
+        if self.failure == TICK_LIMIT:
+            return "Stopped - tick limit"
         return f"Failed - {self.failure}" if self.failure else "Failed"
 
     def record(

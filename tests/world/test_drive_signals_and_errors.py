@@ -196,7 +196,7 @@ def test_overwrite_replaces_the_whole_run(tmp_path, finished_run):
     assert res.returncode == 0, res.stderr
     assert sorted(p.name for p in out.iterdir()) == ["results.json"]
     results = json.loads((out / "results.json").read_text())
-    assert results["_checkpoint"]["records"][0]["status"] == "Failed - Agent timed out"
+    assert results["_checkpoint"]["records"][0]["status"] == "Stopped - tick limit"
 
     res = _run(tmp_path, "--out", "done", "--ticks", "15", "--overwrite")  # and back to the model agent
     assert res.returncode == 0, res.stderr
@@ -301,8 +301,8 @@ def test_second_process_on_the_same_out_is_refused(tmp_path):
     _, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
     assert _check_streams(out) == 60
-    assert json.loads((out / "results.json").read_text())["_checkpoint"]["records"][0]["status"].startswith(
-        "Failed - Agent timed out"
+    assert json.loads((out / "results.json").read_text())["_checkpoint"]["records"][0]["status"] == (
+        "Stopped - tick limit"
     )
     _no_leftovers(out)
 

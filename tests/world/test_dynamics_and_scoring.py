@@ -135,6 +135,15 @@ def test_partial_route_times_out_with_fractional_rc():
     assert scorer.scores()["score_composed"] == pytest.approx(40.0, abs=0.5)
 
 
+def test_a_users_tick_cap_stops_the_route_without_a_timeout():
+    scorer = RouteScorer(_straight(), DT, tick_limit=150, limit_is_cap=True)
+    _run(scorer, np.linspace(0.0, 40.0, 100))
+    _run(scorer, [40.0] * 200, speed=0.0)
+    assert scorer.ticks == 150 and scorer.status() == "Stopped - tick limit"
+    assert scorer.infractions["route_timeout"] == [] and scorer.penalty == 1.0
+    assert scorer.scores()["score_composed"] == pytest.approx(40.0, abs=0.5)  # DS = RC reached x penalties
+
+
 def test_vehicle_collisions_penalise_once_per_actor():
     scorer = RouteScorer(_straight(), DT, tick_limit=1000)
     car = Contact(id=7, type_id="vehicle.highway_env.idmvehicle")

@@ -104,7 +104,8 @@ def test_lifecycle_order_and_input_data(tmp_path):
     assert [s[2]["CAM"][0] for s in steps[:3]] == [0, 1, 2]  # frame numbers
     on_disk = json.loads((tmp_path / "out" / "results.json").read_text())
     assert on_disk == json.loads(json.dumps(results))
-    assert on_disk["_checkpoint"]["records"][0]["status"] == "Failed - Agent timed out"
+    assert on_disk["_checkpoint"]["records"][0]["status"] == "Stopped - tick limit"  # the ticks cap, no timeout
+    assert on_disk["_checkpoint"]["records"][0]["infractions"]["route_timeout"] == []
     assert on_disk["sensors"] == ["carla_camera", "carla_lidar", "carla_imu", "carla_gnss", "carla_speedometer"]
     assert 0.0 < on_disk["score_route"] < 5.0
 
@@ -186,7 +187,7 @@ def test_cli_drives_the_expert(tmp_path, capsys, monkeypatch):
     )
     assert code == 0
     out = capsys.readouterr().out
-    assert "driving score" in out and "Failed - Agent timed out" in out
+    assert "driving score" in out and "Stopped - tick limit" in out
     assert (tmp_path / "results.json").is_file()
     import os
 
