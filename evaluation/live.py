@@ -131,8 +131,10 @@ class LiveReport:
         return self._writer
 
     def __call__(self, summary: Mapping[str, Any] | None, prog: Any) -> dict[str, Any]:
+        from automot.evaluation.metric_info import write_missing
         from automot.evaluation.report import format_duration, write_report
 
+        write_missing(self.out, self.job_ids)  # embedded routes: metric_info.json from world.jsonl (smoothness)
         merged = merge_mod.merge_eval(self.out, self.job_ids, routes_xml=self.routes_xml, repetitions=self.repetitions)
         done_rows = [r for r in merged.get("routes") or [] if not r.get("missing")]
         so_far = {
