@@ -58,7 +58,9 @@ setup(
         "train": ["peft", "tensorboard"],
         # CARLA client + what the real leaderboard_evaluator (leaderboard 2.0 / Bench2Drive fork) and scenario_runner
         # import, from their requirements.txt files (tests/world/test_leaderboard_known_breakages.py imports the real evaluator with this).
-        # The official client is 0.9.16; Bench2Drive servers are 0.9.15 (leaderboard_configs/BENCH2DRIVE.md).
+        # The official client is 0.9.16; Bench2Drive servers are 0.9.15 (leaderboard_configs/BENCH2DRIVE.md). PyPI has
+        # no 0.9.15 wheel for Python 3.10+ (only 0.9.16 and 0.9.5), so 0.9.16 stays; `automot eval` compares client and
+        # server versions before the first route (README: Simulator hygiene) and names the matching-client route.
         # Left out on purpose: numpy==1.18.4 / Shapely==1.7.1 / networkx==2.2 / xmlschema==1.0.18 (no Python 3.10+
         # wheels; current releases work), opencv-python (the same cv2 as our opencv-python-headless; never install
         # both), pygame (only the human agent; it would overwrite highway-env's pygame-ce), matplotlib (metrics tools).
