@@ -47,6 +47,9 @@ class ModelConfig:
     # Released folder only: read ema.safetensors (the original's USE_EMA_WEIGHTS=1). Missing file = error here;
     # the original silently fell back to model.safetensors.
     ema: bool = False
+    # Decision text from the meta-action vocabulary (model/decision_vocab.py): None = on for our checkpoints and
+    # presets, off for the released / converted AutoMoT checkpoint (its original decoding, parity first).
+    decision_vocabulary: bool | None = None
 
 
 @dataclass

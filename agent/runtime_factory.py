@@ -110,4 +110,6 @@ def build_runtime(cfg: AgentConfig) -> AutoMoTRuntime:
     ``runtime`` section (the runtime's own RuntimeConfig, passed as is)."""
     device = resolve_device(cfg.model.device)
     net = load_model(cfg.model, device, cache=cfg.model.cache)
+    vocab = cfg.model.decision_vocabulary
+    net.constrain_decisions = released_layout(cfg.model.checkpoint) is None if vocab is None else bool(vocab)
     return AutoMoTRuntime(net, cfg.runtime)

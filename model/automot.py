@@ -10,6 +10,7 @@ Verbs read like the algorithm:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +31,10 @@ LayerRunner = Callable[[int, torch.Tensor, torch.Tensor, list, torch.Tensor], tu
 
 class AutoMoTModel(nn.Module):
     """The whole VLA. ``tokenizer`` / ``image_processor`` are attached for prompting and decision decoding."""
+
+    # Decision text from the meta-action vocabulary (model/decision_vocab.py) instead of the raw per-position
+    # argmax; agent/runtime_factory.py turns it off for the released checkpoint unless configured.
+    constrain_decisions: bool = True
 
     def __init__(self, config: AutoMoTConfig, vlm: nn.Module | None = None) -> None:
         super().__init__()
@@ -339,7 +344,12 @@ class AutoMoTModel(nn.Module):
 
     # ------------------------------------------------------------------ decoding and prompting
     def decode_decision(self, decision_logits: torch.Tensor) -> list[str]:
-        """Argmax per decision position (no autoregression), keep the <|im_start|>..<|im_end|> span, decode."""
+        """The best meta-action sentence (``constrain_decisions``, model/decision_vocab.py), else the argmax per
+        decision position (no autoregression), keep the <|im_start|>..<|im_end|> span, decode."""
+        if self.constrain_decisions and self.tokenizer is not None:
+            vocab = self._decision_vocabulary(int(decision_logits.shape[1]))
+            if vocab is not None:
+                return vocab.decode(decision_logits)
         ids = decision_logits.argmax(-1).tolist()
         if self.tokenizer is None:
             return [" ".join(map(str, row)) for row in ids]
@@ -352,6 +362,21 @@ class AutoMoTModel(nn.Module):
                 row = row[: row.index(end_id)] if end_id in row else row
             texts.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
         return texts
+
+    def _decision_vocabulary(self, positions: int) -> Any:
+        """The vocabulary for ``positions`` decision positions (built once), None when the tokenizer cannot spell
+        the decision targets (no ChatML markers)."""
+        cached = self.__dict__.get("_decision_vocab")
+        if cached is not None and cached[0] is self.tokenizer and cached[1] == positions:
+            return cached[2]
+        from automot.model.decision_vocab import DecisionVocabulary
+
+        try:
+            vocab = DecisionVocabulary(self.tokenizer, positions)
+        except (ValueError, TypeError, KeyError):
+            vocab = None
+        self.__dict__["_decision_vocab"] = (self.tokenizer, positions, vocab)
+        return vocab
 
     def prompt_builder(self) -> PromptBuilder:
         if self.tokenizer is None or self.image_processor is None:

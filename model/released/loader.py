@@ -70,7 +70,10 @@ class ReleasedParts:
 
 def _meta_model(cfg: AutoMoTConfig) -> AutoMoTModel:
     with torch.device("meta"):
-        return AutoMoTModel(cfg).eval()
+        model = AutoMoTModel(cfg).eval()
+    # The released decision text is the raw per-position argmax (parity); vocabulary decoding only when configured.
+    model.constrain_decisions = False
+    return model
 
 
 def _meta_bev(bev_cfg: BEVConfig) -> BEVEncoder:

@@ -1,0 +1,85 @@
+"""Decision text constrained to the meta-action vocabulary (the decision head's own training targets).
+
+The decision head predicts one token per decision position, independently (no autoregression); the argmax per
+position can spell a sentence that was never a target (``dccelerate,,,,``). The head is trained on
+``<|im_start|> "a, b, c" <|im_end|>`` with ``a, b, c`` meta-actions (now, +1 s, +2 s) from :data:`DECISIONS`,
+truncated to the positions there are (training/data/torch_dataset.py ``decision_targets``). Constrained decoding
+scores every such target sequence by the sum of its tokens' log-probabilities over the positions it supervises and
+returns the best one's text. Truncation can leave later slots undetermined (8 positions hold ``keep, de``): the
+text is then the slots every sentence of that token sequence shares (``keep, decelerate``), so every comma-separated
+part is a vocabulary string.
+
+The released checkpoint's decoding (model/released/prompt.py) is not changed by this.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import torch
+
+# The meta-actions (training/data/schema.py DECISIONS holds the same tuple for the datasets; a test keeps them equal).
+DECISIONS = (
+    "keep",
+    "accelerate",
+    "decelerate",
+    "stop",
+    "turn left",
+    "turn right",
+    "change lane left",
+    "change lane right",
+)
+SLOTS = 3  # now, +1 s, +2 s
+
+
+class DecisionVocabulary:
+    """Every decision target sequence of a tokenizer and a number of decision positions, and its text."""
+
+    def __init__(self, tokenizer: Any, num_positions: int, decisions: tuple[str, ...] = DECISIONS) -> None:
+        if num_positions < 3:
+            raise ValueError(f"a decision vocabulary needs at least 3 positions, got {num_positions}")
+        start = tokenizer.convert_tokens_to_ids("<|im_start|>")
+        end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        groups: dict[tuple[int, ...], list[tuple[str, ...]]] = {}
+        for combo in itertools.product(decisions, repeat=SLOTS):
+            content = tokenizer.encode(", ".join(combo), add_special_tokens=False)[: num_positions - 2]
+            groups.setdefault((start, *content, end), []).append(combo)
+        self.num_positions = num_positions
+        self.sequences = list(groups)
+        self.texts = [", ".join(_shared_slots(combos)) for combos in groups.values()]
+        ids = torch.zeros(len(groups), num_positions, dtype=torch.long)
+        mask = torch.zeros(len(groups), num_positions, dtype=torch.bool)
+        for i, seq in enumerate(self.sequences):
+            ids[i, : len(seq)] = torch.tensor(seq)
+            mask[i, : len(seq)] = True
+        self.ids, self.mask = ids, mask
+
+    def scores(self, decision_logits: torch.Tensor) -> torch.Tensor:
+        """[B, C] summed log-probabilities of each candidate sequence."""
+        logp = torch.log_softmax(decision_logits.detach().float(), dim=-1)  # [B, N, V]
+        ids, mask = self.ids.to(logp.device), self.mask.to(logp.device)
+        n = min(logp.shape[1], self.num_positions)
+        picked = logp[:, torch.arange(n, device=logp.device)[None, :], ids[:, :n]]  # [B, C, n]
+        return (picked * mask[None, :, :n]).sum(-1)
+
+    def decode(self, decision_logits: torch.Tensor) -> list[str]:
+        """The best vocabulary text for each batch row."""
+        best = self.scores(decision_logits).argmax(-1).tolist()
+        return [self.texts[i] for i in best]
+
+
+def _shared_slots(combos: list[tuple[str, ...]]) -> list[str]:
+    """The leading slots all ``combos`` agree on (all of them for a single, untruncated sentence)."""
+    out = []
+    for slot in zip(*combos):
+        if len(set(slot)) != 1:
+            break
+        out.append(slot[0])
+    return out
+
+
+def is_vocabulary_text(text: str, decisions: tuple[str, ...] = DECISIONS) -> bool:
+    """True when ``text`` is 1..3 comma-separated meta-actions."""
+    parts = [p.strip() for p in str(text).split(",")]
+    return 1 <= len(parts) <= SLOTS and all(p in decisions for p in parts)
