@@ -109,6 +109,28 @@ def _abilities_of_rows(xml: str | None) -> dict[str, list[str]] | None:
     return {r.id: M.abilities_of(r.scenario_type) for r in M.parse_routes_xml(xml)}
 
 
+def _regression_triage(per_route: Sequence[Mapping[str, Any]], xml: str | None, rows_b: Mapping) -> dict[str, Any]:
+    """The jobs B lost DS on, grouped by B's first infraction and by the route's scenario type: jobs and DS lost
+    (sum of -ΔDS / paired jobs: the points of the mean ΔDS each group accounts for)."""
+    types = {r.id: r.scenario_type for r in M.parse_routes_xml(xml)} if xml and Path(xml).is_file() else {}
+    n = max(1, len(per_route))
+    groups: dict[str, dict[str, list[float]]] = {"by_first_infraction_b": {}, "by_scenario": {}}
+    for r in per_route:
+        if r["delta_ds"] >= 0:
+            continue
+        scenario = types.get(M.xml_route_id({"route_id": r.get("record")})) or r["route_id"]
+        first = r.get("first_infraction_b") or "no infraction"
+        groups["by_first_infraction_b"].setdefault(first, []).append(-r["delta_ds"])
+        groups["by_scenario"].setdefault(str(scenario), []).append(-r["delta_ds"])
+    return {
+        key: sorted(
+            ({"group": g, "jobs": len(v), "ds_lost": sum(v) / n} for g, v in found.items()),
+            key=lambda x: (-x["ds_lost"], x["group"]),
+        )
+        for key, found in groups.items()
+    }
+
+
 def _verdict(d: Mapping[str, Any]) -> str:
     ci = d.get("ci95")
     if not ci or d.get("mean") is None:
@@ -184,6 +206,7 @@ def compare_folders(
             }
         )
     per_route.sort(key=lambda r: (r["delta_ds"], r["route_id"], -1 if r["seed"] is None else r["seed"]))
+    triage = _regression_triage(per_route, a["xml"] or b["xml"], b["rows"])
     delta = {"DS": _delta(ds, resamples), "SR": _delta(sr, resamples), "RC": _delta(rc, resamples)}
     delta["abilities"] = {name: _delta(p, resamples) for name, p in ability_pairs.items()}
     from automot.evaluation.report import counts_per_km  # one unit, counts per km, as in the report
@@ -212,6 +235,7 @@ def compare_folders(
         "infractions_per_km": {k: {"a": per_km_a.get(k, 0), "b": per_km_b.get(k, 0)} for k in M.INFRACTION_KEYS},
         "method": method,
         "verdict": _verdict(delta["DS"]),
+        "triage": triage,
         "left_out": left_out,
         "notes": notes,
     }

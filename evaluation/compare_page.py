@@ -61,6 +61,9 @@ def _md(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+_TRIAGE = (("by_first_infraction_b", "B's first infraction"), ("by_scenario", "scenario type"))
+
+
 def compare_markdown(result: Mapping[str, Any]) -> str:
     lines = [
         "# Evaluation comparison (B minus A)",
@@ -86,6 +89,10 @@ def compare_markdown(result: Mapping[str, Any]) -> str:
     lines += [f"- failure → success ({len(flips['to_success'])}): {', '.join(flips['to_success']) or '-'}"]
     if result.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {_md(n)}" for n in result["notes"]]
+    for key, label in _TRIAGE:
+        if result.get("triage", {}).get(key):
+            lines += ["", f"## Regressions by {label}", "", f"| {label} | jobs | DS lost |", "|---|---:|---:|"]
+            lines += [f"| {_md(g['group'])} | {g['jobs']} | {g['ds_lost']:.2f} |" for g in result["triage"][key]]
     lines += ["", "## Infractions per km", "", "| infraction | A | B |", "|---|---:|---:|"]
     lines += [f"| {k} | {v['a']} | {v['b']} |" for k, v in result["infractions_per_km"].items()]
     lines += [
@@ -174,6 +181,16 @@ def compare_html(result: Mapping[str, Any]) -> str:
     )
     if result.get("notes"):
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in result["notes"]) + "</ul>")
+    for key, label in _TRIAGE:
+        if result.get("triage", {}).get(key):
+            parts.append(f'<h2>Regressions by {e(label)}</h2><table id="triage-{key}"><tr><th>{e(label)}</th>')
+            parts.append("<th>jobs</th><th>DS lost</th></tr>")
+            for g in result["triage"][key]:
+                parts.append(
+                    f'<tr><td>{e(str(g["group"]))}</td><td class="num">{g["jobs"]}</td>'
+                    f'<td class="num">{g["ds_lost"]:.2f}</td></tr>'
+                )
+            parts.append("</table>")
     parts.append('<h2>Per job (biggest regressions first)</h2><table id="jobs"><tr><th>job</th><th>DS A</th>')
     parts.append("<th>DS B</th><th>ΔDS</th><th>success A → B</th><th>first infraction A / B</th><th>videos</th></tr>")
     for r in result["per_route"]:

@@ -47,6 +47,16 @@ def test_mean_and_exact_sign_flip_p_value_by_hand(tmp_path):
     # per ability: the fixture's scenario types put route 101 (ParkedObstacle) in Overtaking, 102 (HardBreakRoute)
     # in Emergency_Brake; no success changed on either
     assert res["delta"]["abilities"]["Overtaking"]["mean"] == 0.0
+    # regressions triage: DS lost = -ΔDS / 4 paired jobs per group; 103 (SignalizedJunctionLeftTurn) failed in B
+    # with vehicle_blocked (-30 -> 7.5), 101 and 102 (ParkedObstacle -10, HardBreakRoute -20) have no infraction
+    tri = res["triage"]
+    assert tri["by_first_infraction_b"] == [
+        {"group": "no infraction", "jobs": 2, "ds_lost": 7.5},
+        {"group": "vehicle_blocked", "jobs": 1, "ds_lost": 7.5},
+    ]
+    assert [(g["group"], g["ds_lost"]) for g in tri["by_scenario"]] == [
+        ("SignalizedJunctionLeftTurn", 7.5), ("HardBreakRoute", 5.0), ("ParkedObstacle", 2.5)
+    ]  # fmt: skip
 
 
 def test_bootstrap_interval_resamples_routes_with_their_seeds(tmp_path):
