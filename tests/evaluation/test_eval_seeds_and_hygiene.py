@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -146,7 +148,30 @@ def test_version_mismatch_is_refused_before_any_route(env, capsys):
 @pytest.mark.parametrize(("every", "servers"), [("1", 3), ("0", 1)])
 def test_restart_server_every(env, every, servers):
     tmp, xml = env
-    assert main(argv(xml, tmp / "eval", "--restart-server-every", every, gpus="0")) == 0
+    out = tmp / "eval"
+    seen: list[tuple[str, int, bool]] = []  # the live files as a reader sees them while the routes run
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            try:
+                state = json.loads((out / "summary.json").read_text())
+                live = "running: " in (out / "report.md").read_text()
+                seen.append((state["state"], state["done"], live))
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.02)
+
+    reader = threading.Thread(target=watch, daemon=True)
+    reader.start()
+    try:
+        assert main(argv(xml, out, "--restart-server-every", every, gpus="0")) == 0
+    finally:
+        stop.set()
+        reader.join()
+    # between two routes the live summary and report said "running" with 1 or 2 of the 3 routes done
+    assert any(state == "running" and 0 < done < 3 and live for state, done, live in seen), seen[-5:]
+    assert json.loads((out / "summary.json").read_text())["state"] == "finished"
     # the stand-in's launcher and its "binary" each log their pid: two lines per server started
     pids = [line.split()[0] for line in (tmp / "pids.log").read_text().splitlines() if line.endswith("simulator")]
     assert len(set(pids)) == 2 * servers
