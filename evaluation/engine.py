@@ -77,8 +77,6 @@ def _summary(job: Job, results: dict, attempts: int, reasons: list[str], failed:
         "failure_reason": reasons[-1] if failed and reasons else None,
         "attempt_errors": reasons,
         "wall_s": round(time.monotonic() - t0, 3),
-        # the automot drive line that reproduces the route (embedded world; world/runner.py reproduce_command)
-        "command": ((recs[0].get("meta") or {}).get("command") if recs else None),
         **extra,
     }
 
@@ -289,6 +287,7 @@ def run_jobs(
     lost: dict[str, int] = {}  # attempts a job lost with a killed worker
     summaries: list[dict] = []
     inflight: dict[Any, tuple[int, Job]] = {}
+    started: dict[Any, float] = {}  # embedded: when each task was handed out (the route watchdog)
     actors: dict[int, Any] = {}
 
     if cfg.world == "embedded":
@@ -350,12 +349,23 @@ def run_jobs(
             while free and queue:
                 slot = free.pop(0)
                 job = queue.popleft()
-                inflight[submit(slot, job)] = (slot, job)
+                ref = submit(slot, job)
+                inflight[ref], started[ref] = (slot, job), time.monotonic()
             prog.running = len(inflight)
             if changed or time.monotonic() - last >= progress_every:
                 say(prog.line())
                 last, changed = time.monotonic(), False
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=min(progress_every, 5.0))
+            wait_s = min(progress_every, 5.0, max(cfg.route_timeout / 4, 0.5))
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=wait_s)
+            if cfg.world == "embedded":  # the watchdog a CARLA route has in run_evaluator, for in-process routes
+                now = time.monotonic()
+                for ref in [r for r in inflight if r not in ready and now - started[r] > cfg.route_timeout]:
+                    slot, job = inflight.pop(ref)
+                    ray.cancel(ref, force=True)  # kills the worker process the route runs in (a new one replaces it)
+                    why = f"route hung: killed by the watchdog after {cfg.route_timeout:g} s"
+                    say(f"eval: route {job.job_id}: {why}")
+                    free.append(slot)
+                    record_lost(job, why)
             for ref in ready:
                 slot, job = inflight.pop(ref)
                 try:

@@ -51,7 +51,44 @@ def route_dir(out: str | os.PathLike, job_id: str) -> Path:
 
 
 def is_complete(out: str | os.PathLike, job_id: str) -> bool:
-    return (route_dir(out, job_id) / RECORD).is_file()
+    """The route folder exists and its record.json and results.json can be read (see :func:`unreadable`)."""
+    folder = route_dir(out, job_id)
+    return (folder / RECORD).is_file() and unreadable(folder) is None
+
+
+def unreadable(folder: Path) -> str | None:
+    """Why a committed route folder cannot be counted (a file cut or overwritten after the commit), or None."""
+    import json
+
+    for name, key in ((RECORD, None), (RESULTS, "_checkpoint")):
+        path = folder / name
+        if name == RESULTS and not path.exists():
+            continue  # some evaluators name their results file otherwise: record.json is the commit mark
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:  # ValueError: bad JSON, or bytes that are not UTF-8
+            return f"{path}: cannot be read ({type(exc).__name__})"
+        if not isinstance(data, dict) or (key is not None and not isinstance(data.get(key), dict)):
+            return f"{path}: not a {'record' if key is None else 'leaderboard results file'}"
+    return None
+
+
+def set_aside_unreadable(out: str | os.PathLike, job_ids: list[str]) -> list[tuple[str, str]]:
+    """Move each route folder of ``job_ids`` that has a record.json but cannot be read to a hidden
+    ``DIR/routes/.unreadable.<job_id>.N/`` (kept for a look, never counted), so the route runs again; returns
+    (job_id, why) for each."""
+    moved = []
+    for job_id in job_ids:
+        folder = route_dir(out, job_id)
+        why = unreadable(folder) if (folder / RECORD).is_file() else None
+        if why is None:
+            continue
+        n = 0
+        while (aside := folder.parent / f".unreadable.{job_id}.{n}").exists():
+            n += 1
+        os.rename(folder, aside)
+        moved.append((job_id, why))
+    return moved
 
 
 def read_record(out: str | os.PathLike, job_id: str) -> dict[str, Any] | None:
