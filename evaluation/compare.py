@@ -262,11 +262,16 @@ def add_arguments(p: Any) -> None:
     """The options of ``automot eval compare A B`` (on an argparse parser)."""
     p.add_argument("a", metavar="A", help="baseline evaluation folder (with merged.json)")
     p.add_argument("b", metavar="B", help="evaluation folder compared with A (differences are B minus A)")
-    p.add_argument("--out", metavar="C", help="write C/compare.json, C/compare.md and C/compare.html")
-    p.add_argument("--json", action="store_true", help="print compare.json on stdout")
+    from automot import clikit  # the shared option vocabulary (README, "One CLI vocabulary")
+
+    clikit.add_out(p, "write DIR/compare.json, DIR/compare.md and DIR/compare.html")
+    clikit.add_json(p, "print compare.json on stdout")
     p.add_argument("--intersect", action="store_true", help="compare only the jobs both folders have")
     p.add_argument(
-        "--resamples", type=int, default=stats.RESAMPLES, help=f"bootstrap resamples (default {stats.RESAMPLES})"
+        "--resamples",
+        type=clikit.integer(100),
+        default=stats.RESAMPLES,
+        help=f"bootstrap resamples, >= 100 (default {stats.RESAMPLES})",
     )
 
 
