@@ -305,6 +305,8 @@ class AutoMoTAgent(AutonomousAgent):
         if speed < 0.0:  # rolling backwards (the speedometer is signed): the model and controllers expect >= 0
             flags.append(self._flag("speed", f"negative speed {speed:.6g} m/s: used 0"))
             speed = 0.0
+        if sensors.compass_problem is not None:  # ignored like a bad GNSS fix: the heading falls back below
+            flags.append(self._flag("compass", sensors.compass_problem))
         fallback = self._last_compass if self.config.compass_nan == "last_valid" else 0.0
         measured_yaw = compass_to_yaw(sensors.compass, fallback)
         if math.isfinite(sensors.compass):

@@ -49,6 +49,9 @@ class SensorFrame:
     # Why ``gps`` is unusable this tick (complex, non-finite or out-of-range value; ``gps`` is then NaN), else None.
     # The agent flags it in the tick record and keeps its pose estimate instead of braking on one bad fix.
     gps_problem: str | None = None
+    # Why the IMU compass is unusable this tick (non-finite, or outside [-2 pi, 2 pi]: no heading is); ``imu[6]`` is
+    # then NaN, so the heading falls back like on CARLA's NaN frames. Flagged by the agent, like a bad GNSS fix.
+    compass_problem: str | None = None
 
     @property
     def compass(self) -> float:
@@ -119,11 +122,24 @@ def decode_gnss(spec: SensorSpec, data: object) -> np.ndarray:
 
 
 def decode_imu(spec: SensorSpec, data: object) -> np.ndarray:
-    """[acc xyz, gyro xyz, compass]; only the compass may be NaN (first frames, guarded downstream)."""
+    """[acc xyz, gyro xyz, compass]; the compass is checked by :func:`check_compass`, not here."""
     imu = _vector(spec.id, data, 7, "[acc_x, acc_y, acc_z, gyro_x, gyro_y, gyro_z, compass]")
-    if not np.all(np.isfinite(imu[:6])) or np.isinf(imu[6]):
+    if not np.all(np.isfinite(imu[:6])):
         raise InputError(spec.id, "finite accelerometer/gyroscope values", f"{imu.tolist()}")
     return imu
+
+
+COMPASS_LIMIT = 2.0 * math.pi  # radians: a heading is within one turn either way of north (0)
+
+
+def check_compass(imu: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """``imu`` with a compass that cannot be a heading (NaN, inf, |value| > 2 pi) set to NaN, and why (else None)."""
+    value = float(imu[6])
+    if math.isfinite(value) and abs(value) <= COMPASS_LIMIT:
+        return imu, None
+    imu = imu.copy()
+    imu[6] = math.nan
+    return imu, f"IMU compass {value:.6g} rad is not a heading (finite, within [-2 pi, 2 pi]): ignored"
 
 
 def decode_speed(spec: SensorSpec, data: object) -> float:
@@ -164,7 +180,7 @@ def parse_input_data(input_data: object, rig: Rig) -> SensorFrame:
     if not isinstance(input_data, Mapping):
         raise InputError("input_data", "dict {sensor_id: (frame, data)}", describe(input_data))
     images: dict[str, np.ndarray] = {}
-    gps = imu = lidar = gps_problem = None
+    gps = imu = lidar = gps_problem = compass_problem = None
     speed = 0.0
     frame = -1
     for spec in rig.sensors:
@@ -175,14 +191,17 @@ def parse_input_data(input_data: object, rig: Rig) -> SensorFrame:
         elif spec.type == GNSS:
             gps, gps_problem = check_gnss(spec, data)
         elif spec.type == IMU:
-            imu = decode_imu(spec, data)
+            imu, compass_problem = check_compass(decode_imu(spec, data))
         elif spec.type == SPEEDOMETER:
             speed = decode_speed(spec, data)
         elif spec.type == LIDAR:
             lidar = decode_lidar(spec, data)
     if gps is None or imu is None:
         raise InputError(rig.name, "a rig with GNSS and IMU", "a rig without them")
-    return SensorFrame(frame=frame, images=images, gps=gps, imu=imu, speed=speed, lidar=lidar, gps_problem=gps_problem)
+    return SensorFrame(
+        frame=frame, images=images, gps=gps, imu=imu, speed=speed, lidar=lidar, gps_problem=gps_problem,
+        compass_problem=compass_problem,
+    )  # fmt: skip
 
 
 class FrameHistory:
