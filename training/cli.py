@@ -171,9 +171,10 @@ def _with_overrides(cfg, args: argparse.Namespace):
 
 
 def check_datasets(cfg) -> None:
-    """`automot data doctor`'s fast checks on every dataset folder of ``cfg``; CheckFailed (exit 4) when a folder
-    has more than ``data.doctor_max_errors`` errors (the message names the first ones)."""
-    from automot.errors import CheckFailed
+    """`automot data doctor`'s fast checks on every dataset folder of ``cfg``; UsageError (exit 2: a bad input
+    file, as the README's table says) when a folder has more than ``data.doctor_max_errors`` errors (the message
+    names the first ones). `automot data doctor` itself, whose job is the check, exits 4."""
+    from automot.errors import UsageError
     from automot.training.data.doctor import run_doctor
 
     d = cfg.data
@@ -183,7 +184,7 @@ def check_datasets(cfg) -> None:
             first = "; ".join(
                 f"{e['file']}{' [' + e['field'] + ']' if e['field'] else ''}: {e['message']}" for e in report.errors[:3]
             )
-            raise CheckFailed(
+            raise UsageError(
                 f"data: {root}: {report.error_count} errors in the start-up dataset check "
                 f"(data.doctor_max_errors {d.doctor_max_errors}): {first}"
                 + ("; ..." if report.error_count > 3 else "")

@@ -137,6 +137,6 @@ def test_train_runs_fast_checks_at_startup(tmp_path, capsys):
     cfg.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "run"), "data": {"train": [str(root)]}}))
     code = main(["train", "--config", str(cfg)])
     err = capsys.readouterr().err
-    assert code == ExitCode.CHECK_FAILED
+    assert code == ExitCode.USAGE == 2  # a bad input file (README's exit-code table); `data doctor` itself exits 4
     assert first.name in err and "automot data doctor" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "run").exists()
