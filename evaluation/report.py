@@ -452,6 +452,9 @@ def report_main(out_dir: str | os.PathLike, *, routes_xml: str | os.PathLike | N
     xml = routes_xml or previous.get("routes_xml")
     if xml and not Path(xml).is_file():
         xml = None
+    from automot.evaluation.metric_info import write_missing
+
+    write_missing(out, route_ids)  # embedded routes recorded before metric_info.json was derived
     merge_mod.merge_eval(out, route_ids, routes_xml=xml, repetitions=int(previous.get("repetitions") or 1))
     written = write_report(out)
     print(headline(written["summary"]))
