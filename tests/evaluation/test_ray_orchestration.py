@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -294,9 +295,13 @@ def test_embedded_world_through_ray(ray_address, tmp_path):
     assert main([*argv, "--ticks", "3", "--out", str(out), "--set", "runtime.latency_tick=1"]) == 2
     assert not out.exists()
     argv += ["--set", "runtime.latency_ticks=1", "--set", "runtime.refresh_every=3"]
+    model = tmp_path / "my_model"  # --checkpoint: the model folder every route drives with
+    shutil.copytree(REPO / "checkpoints" / "tiny_demo", model)
+    argv += ["--checkpoint", str(model)]
     assert main([*argv, "--ticks", "3", "--out", str(out), "--progress-every", "5"]) == 0
     merged_cfg = yaml.safe_load((out / "agent_config.yaml").read_text())
     assert merged_cfg["runtime"]["latency_ticks"] == 1 and merged_cfg["runtime"]["refresh_every"] == 3
+    assert Path(merged_cfg["model"]["checkpoint"]) == model.resolve()
     ids = [f"{r}_seed{s}" for r in ("highway_lane_keep", "merge") for s in (0, 1)]
     for rid in ids:
         rec = json.loads((out / "routes" / rid / "record.json").read_text())
