@@ -114,6 +114,20 @@ def seed_list(text: str) -> list[int]:
 seed_list.__name__ = "seeds"
 
 
+def image_size(text: str) -> tuple[int, int]:
+    """``--image-size WIDTHxHEIGHT`` -> (width, height), both >= 1, checked at parse time."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text!r}, expected WIDTHxHEIGHT, e.g. 640x320") from None
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"got {text}, must be WIDTHxHEIGHT with both >= 1")
+    return width, height
+
+
+image_size.__name__ = "size"
+
+
 def add_seeds(parser: argparse.ArgumentParser, help: str = "seeds, e.g. 0-4 or 0,3", default: str = "0") -> None:
     """``--seeds RANGE``: several seeds (``--seed N`` is for exactly one)."""
     parser.add_argument(

@@ -62,7 +62,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     clikit.add_out(collect, "dataset root directory", required=True)
     collect.add_argument("--rig", default="automot-front", help="agent sensor rig whose cameras are recorded")
-    collect.add_argument("--image-size", help="WIDTHxHEIGHT for the rig cameras (default: the rig's size)")
+    collect.add_argument(
+        "--image-size",
+        type=clikit.image_size,
+        metavar="WxH",
+        help="WIDTHxHEIGHT for the rig cameras (default: the rig's size)",
+    )
     collect.add_argument("--seed", type=clikit.SEED, default=0, help="added to each route's seed, 0 .. 2**32-1")
     collect.add_argument("--frame-every", type=clikit.integer(1), default=5, help="store a frame every N ticks")
     collect.add_argument("--sample-every", type=clikit.integer(1), default=10, help="a training sample every N ticks")
@@ -201,7 +206,7 @@ def _collect(args: argparse.Namespace) -> int:
         routes = list_routes()
     else:
         routes = clikit.split_list(args.routes, "--routes")
-    size = clikit.parse_size(args.image_size, "--image-size") if args.image_size else None
+    size = args.image_size  # (width, height), checked at parse time
     opts = _collect_options(
         args,
         routes=routes,

@@ -29,6 +29,8 @@ def bad_values(kind) -> list[str]:
     """Values ``kind`` (a parser's ``type``) must refuse: wrong types, then one step outside each bound."""
     if kind is clikit.seed_list:
         return ["abc", "5-2", "4294967296", "0-4294967296", ","]
+    if kind is clikit.image_size:
+        return ["big", "0x16", "32x0", "32x-1", "32", "1.5x2"]
     assert isinstance(kind, clikit.Number)
     values = ["abc", ""]
     if kind.kind is int:
@@ -51,7 +53,7 @@ def cases():
     for path, parser in walk(build_parser()):
         has_out = any("--out" in a.option_strings for a in parser._actions)
         for action in parser._actions:
-            if isinstance(action.type, clikit.Number) or action.type is clikit.seed_list:
+            if isinstance(action.type, clikit.Number) or action.type in (clikit.seed_list, clikit.image_size):
                 option = action.option_strings[0]
                 for value in bad_values(action.type):
                     found.append(pytest.param(path, option, value, has_out, id=f"{' '.join(path)} {option}={value!r}"))

@@ -142,9 +142,10 @@ def test_bench_unknown_backend(capsys):
 
 
 def test_collect_bad_options(tmp_path, capsys):
-    code, err = run(["collect", "--routes", "merge", "--out", str(tmp_path), "--image-size", "big"], capsys)
-    assert code == ExitCode.USAGE
-    assert "--image-size" in assert_one_error_line(err, "collect")
+    with pytest.raises(SystemExit) as info:  # a malformed size is refused while the command line is parsed
+        main(["collect", "--routes", "merge", "--out", str(tmp_path), "--image-size", "big"])
+    assert info.value.code == ExitCode.USAGE
+    assert "--image-size 'big'" in assert_one_error_line(capsys.readouterr().err, "collect")
     code, err = run(["collect", "--routes", "nowhere", "--out", str(tmp_path)], capsys)
     assert code == ExitCode.USAGE
     assert "unknown route" in assert_one_error_line(err, "collect")
