@@ -43,6 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     clikit.add_out(p, "output folder for replay.json", required=True)
     clikit.add_overwrite(p)
 
+    _register_redrive(subparsers)
+
     p = clikit.add_command(
         subparsers,
         "view",
@@ -56,6 +58,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--image-every", type=clikit.integer(1), default=1, help="log every n-th camera image only, >= 1 (default 1)"
     )
+
+
+def _register_redrive(subparsers: argparse._SubParsersAction) -> None:
+    p = clikit.add_command(
+        subparsers,
+        "redrive",
+        help="re-simulate an embedded run with its recorded controls up to a tick, then let another agent drive",
+        func=_cmd_redrive,
+        description=(
+            "Counterfactual re-drive (embedded world only): the run's route and seed, its recorded controls up to "
+            "--from-tick (the world state checked against its world.jsonl every tick: exit 4 if it differs), then "
+            "the run's agent with --checkpoint / --set applied drives on. Writes the usual run files, "
+            "OUT/redrive.json and OUT/side_by_side.mp4."
+        ),
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="an embedded drive --out folder (with world.jsonl)")
+    p.add_argument("--from-tick", type=clikit.integer(0), required=True, metavar="N", help="hand-over tick, >= 0")
+    clikit.add_checkpoint(p, "the model that takes over")
+    clikit.add_set(p, "override one field of the run's agent config for the agent that takes over")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    clikit.add_out(p, "output folder for the re-drive's run files and redrive.json", required=True)
+    clikit.add_overwrite(p)
+
+
+def _cmd_redrive(args: argparse.Namespace) -> int:
+    from automot.debugging.redrive import redrive_main
+
+    return redrive_main(args)
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
