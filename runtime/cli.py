@@ -15,6 +15,10 @@ from automot import clikit
 from automot.fsio import atomic_write_text
 
 BENCH_BACKENDS = ("torch", "torch-compile", "onnxruntime", "tensorrt")
+# --opset: the fast step is exported and parity-tested at 17 (the default). Below 14 torch's exporter cannot write
+# its attention (aten::scaled_dot_product_attention, tried: 13 fails); 20 is the highest opset the TorchScript
+# exporter (the default, without --dynamo) writes.
+OPSET_MIN, OPSET_MAX = 14, 20
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,21 +31,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Measure full forward vs fast step per backend, and the async runtime, side by side.",
     )
     clikit.add_model_source(bench, preset_default="small", checkpoint_help="bench these weights instead of --preset")
-    bench.add_argument("--json", dest="json_out", metavar="OUT.json", help="also write the result here")
-    bench.add_argument("--iters", type=int, default=30, help="measurement rounds (default: 30)")
-    bench.add_argument("--warmup", type=int, default=5, help="warm-up rounds (default: 5)")
+    clikit.add_json(bench, "print the result as JSON on stdout (default: the headline numbers as text)")
+    clikit.add_json_out(bench, "also write the JSON result to this file (checked before the benchmark runs)")
+    bench.add_argument("--iters", type=clikit.integer(1), default=30, help="measurement rounds, >= 1 (default: 30)")
+    bench.add_argument("--warmup", type=clikit.integer(0), default=5, help="warm-up rounds, >= 0 (default: 5)")
     bench.add_argument(
         "--backends",
         default="torch,onnxruntime",
         help=f"comma-separated fast-step backends: {', '.join(BENCH_BACKENDS)} (default: %(default)s)",
     )
     bench.add_argument("--runtime-engine", default=None, help="engine of the async runtime (default: onnxruntime)")
-    bench.add_argument("--threads", type=int, default=None, help="threads for the side-by-side backend comparison")
+    bench.add_argument(
+        "--threads", type=clikit.integer(1), default=None, help="threads for the side-by-side backend comparison"
+    )
     clikit.add_device(bench, "cpu | cuda | cuda:N (e.g. automot-4b on a GPU)")
     bench.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: the model's)")
     bench.add_argument(
         "--agent-ticks",
-        type=int,
+        type=clikit.integer(0),
         default=60,
         metavar="N",
         help="agent_tick: driving ticks per embedded-world run of the whole agent (demo model and the small preset, "
@@ -61,9 +68,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--backend", choices=("onnx", "tensorrt"), default="onnx")
     clikit.add_out(export, "output directory", required=True)
     clikit.add_overwrite(export, "export into an existing, non-empty --out, replacing the files an export writes")
-    export.add_argument("--capacity", type=int, default=None, help="KV capacity (default: config.max_prefix_tokens)")
+    export.add_argument(
+        "--capacity", type=clikit.integer(1), default=None, help="KV capacity, >= 1 (default: config.max_prefix_tokens)"
+    )
     export.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp16", help="TensorRT precision")
-    export.add_argument("--opset", type=int, default=17)
+    export.add_argument(
+        "--opset",
+        type=clikit.integer(OPSET_MIN, OPSET_MAX),
+        default=17,
+        help=f"ONNX opset, {OPSET_MIN}..{OPSET_MAX} (default: %(default)s)",
+    )
     export.add_argument("--dynamo", action="store_true", help="use the torch.export-based ONNX exporter")
     clikit.add_device(export, "device to load the model on (tensorrt moves it to cuda)")
 
@@ -75,10 +89,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     check_device(args.device)  # no CUDA: exit 3 before a model is built
 
     backends = clikit.split_list(args.backends, "--backends", BENCH_BACKENDS)
-    clikit.require(args.iters >= 1 and args.warmup >= 0, "--iters must be >= 1 and --warmup >= 0")
-    clikit.require(args.agent_ticks >= 0, f"--agent-ticks {args.agent_ticks}: must be >= 0")
     if args.json_out:  # checked before the (long) benchmark runs
-        check_output_file(args.json_out, inputs=[args.checkpoint], what="--json")  # a folder, unwritable: exit 2
+        check_output_file(args.json_out, inputs=[args.checkpoint], what="--json-out")  # a folder, unwritable: exit 2
     # ConfigError (bad preset / YAML) and ExportError (bad checkpoint) exit 2 through automot.cli.
     result = run_bench(
         args.preset,
@@ -100,8 +112,21 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             f"[bench] target {name}: {t['value']} (target {t['target']}) -> {'MET' if t['met'] else 'NOT MET'}",
             file=sys.stderr,
         )
-    print(text)
+    if args.json:
+        print(text)
+    else:
+        _print_headline(result)
     return 0
+
+
+def _print_headline(result: dict) -> None:
+    """The benchmark's scalar results as ``key: value`` lines (the whole document: ``--json``)."""
+    for key, value in result.items():
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            print(f"{key}: {value}")
+        elif key == "fast_step_ms" and isinstance(value, dict):
+            for backend, ms in value.items():
+                print(f"fast_step_ms.{backend}: {ms}")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
