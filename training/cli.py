@@ -145,6 +145,8 @@ def _train(args: argparse.Namespace) -> int:
         what="--out" if args.out else "output_dir",
         create=False,  # the Trainer creates it once the data and model are known to be good
     )
+    if args.overwrite and not args.resume:
+        _refuse_mixing(Path(cfg.output_dir), "--out" if args.out else "output_dir")
     from automot.training.distributed import shutdown
     from automot.training.trainer import Trainer
 
@@ -173,6 +175,21 @@ def _with_overrides(cfg, args: argparse.Namespace):
     from automot.training.config import TrainConfig
 
     return TrainConfig.from_dict(apply_overrides(cfg.to_dict(), args.overrides), source="--set")
+
+
+# What a training run writes into its folder (training/README.md): a new run there would mix with them.
+RUN_FILES = ("train_config.yaml", "checkpoints", "final", "logs", "val_metrics.json")
+
+
+def _refuse_mixing(out: Path, what: str) -> None:
+    """UsageError when ``out`` holds an earlier training run: --overwrite would leave its final/ and checkpoints
+    next to the new run's files, and append the new steps to its logs/scalars.jsonl (a kill would keep that mix)."""
+    earlier = [name for name in RUN_FILES if (out / name).exists()]
+    if earlier:
+        raise clikit.UsageError(
+            f"{what} {out}: holds an earlier training run ({', '.join(earlier)}); --overwrite would mix its files "
+            "with the new run's: continue it with --resume, or remove it / choose another folder"
+        )
 
 
 def check_datasets(cfg) -> None:
