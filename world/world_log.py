@@ -36,6 +36,12 @@ class EmbeddedSource:
                     n = max(2, int(math.ceil(lane.length / LANE_STEP_M)) + 1)
                     s = np.linspace(0.0, lane.length, n)
                     self._lanes[lane_id((start, end, i))] = np.array([lane.position(v, 0.0) for v in s])
+        # every sample in one array, so a tick's "lanes near the ego" is one vectorised distance test
+        self._names = list(self._lanes)
+        self._points = np.concatenate([self._lanes[k] for k in self._names]) if self._names else np.zeros((0, 2))
+        self._owner = np.concatenate([np.full(len(self._lanes[k]), i) for i, k in enumerate(self._names)]) if (
+            self._names
+        ) else np.zeros(0, int)  # fmt: skip
 
     def header(self) -> dict[str, Any]:
         return {
@@ -58,8 +64,7 @@ class EmbeddedSource:
             actor_entry(a.id, a.type_id, a.x, a.y, a.yaw, a.speed, (a.length, a.width, a.height), ego)
             for a in world.actors(max_range=radius)
         ]
-        here = np.array([e.x, e.y])
-        r2 = radius * radius
-        lanes = [k for k, pts in self._lanes.items() if float(np.min(np.sum((pts - here) ** 2, axis=1))) <= r2]
+        d2 = (self._points[:, 0] - e.x) ** 2 + (self._points[:, 1] - e.y) ** 2
+        lanes = [self._names[i] for i in np.unique(self._owner[d2 <= radius * radius])]
         contacts = [a.id for a in world.contacts()]  # boxes overlapping the ego's now (the scorer's collisions)
         return {"ego": ego, "actors": actors, "lanes": lanes, "contacts": contacts}
