@@ -143,6 +143,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     # Before loading anything: --out must not be a file, unwritable, the checkpoint (or inside it), or a non-empty
     # folder without --overwrite. Files are staged and moved into --out only when the export is complete.
     clikit.prepare_out(args.out, args.overwrite, source=args.checkpoint)
+    from automot.fsio import remove_temp_dirs
+
+    remove_temp_dirs(args.out)  # staging folders (.staged.XXXX.tmp) a killed run on this --out left behind
     model = load_model(args.preset, args.checkpoint, device=args.device)
     source = f"preset:{args.preset}" if args.preset else f"checkpoint:{args.checkpoint}"
     print(f"[export] {source} -> {args.out} ({args.backend})", file=sys.stderr, flush=True)

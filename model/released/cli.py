@@ -77,6 +77,9 @@ def _run(args: argparse.Namespace) -> int:
     # Before anything is read or written: --out must not be the source (or inside it), a file, or a non-empty
     # folder without --overwrite.
     clikit.prepare_out(args.out, args.overwrite, source=args.from_automot)
+    from automot.fsio import remove_temp_dirs
+
+    remove_temp_dirs(args.out)  # staging folders (.staged.XXXX.tmp) a killed run on this --out left behind
     out = convert_released(
         args.from_automot,
         args.out,

@@ -63,3 +63,14 @@ def test_bench_json_file_that_cannot_be_written_is_exit_2_before_the_run(tmp_pat
             pytest.fail(f"{option} {target}: the benchmark ran instead of refusing the output first")
         assert done.returncode == 2
         assert words in _one_error_line(done.stderr, "bench")
+
+
+def test_export_removes_staging_folders_a_killed_export_left(tmp_path):
+    out = tmp_path / "export"
+    stale = out / ".staged.k1ll3d00.tmp"
+    stale.mkdir(parents=True)
+    (stale / "fast_step.onnx").write_bytes(b"half an export")
+    assert main(["export", "--preset", "tiny", "--out", str(out), "--overwrite"]) in (0, 4)
+    assert not stale.exists()
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".staged.")]
+    assert (out / "fast_step.onnx").stat().st_size > len(b"half an export")
