@@ -30,6 +30,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -280,6 +281,11 @@ def _drive_embedded(args: argparse.Namespace) -> int:
         f"{record['meta']['duration_system']:.1f} s wall)"
     )
     for key, items in record["infractions"].items():
+        if key == "min_speed_infractions" and items:  # readings, not infractions: one line (automot inspect too)
+            pcts = [float(m.group(1)) for m in (re.search(r"([\d.]+)%", str(i)) for i in items) if m]
+            mean = f"mean {sum(pcts) / len(pcts):.2f} %, " if pcts else ""
+            print(f"  min speed: {len(items)} readings, {mean}{sum(p < 100.0 for p in pcts)} below 100 %")
+            continue
         for item in items:
             print(f"  {key}: {item}")
     note = _pipeline_note(out / "summary.jsonl")

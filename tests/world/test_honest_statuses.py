@@ -57,3 +57,15 @@ def test_eval_record_inputs_reaches_every_route(tmp_path, monkeypatch):
     assert cfg.env.get("AUTOMOT_RECORD_INPUTS") == "1"
     args = parser.parse_args(["eval", "--world", "embedded", "--routes", "merge", "--out", str(tmp_path / "e")])
     assert "AUTOMOT_RECORD_INPUTS" not in build_config(args, tmp_path / "e").env
+
+
+def test_drive_prints_min_speed_readings_as_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["drive", "--route", "merge", "--agent", "expert", "--ticks", "200", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    readings = _record(out)["infractions"]["min_speed_infractions"]
+    pcts = [float(r.split("is ")[1].split("%")[0]) for r in readings]
+    assert len(readings) >= 2 and "min_speed_infractions:" not in text
+    line = f"  min speed: {len(pcts)} readings, mean {sum(pcts) / len(pcts):.2f} %, {sum(p < 100 for p in pcts)} below"
+    assert line in text
