@@ -3,6 +3,7 @@
 Verbs read like the algorithm:
     snapshot = model.prefill(observation)      # slow path: UE prefix -> per-layer K/V (plain tensors)
     output   = model.act(snapshot, state)      # fast path: AE tokens attend to the cached prefix
+                                               # (the runtime's engines run its tensor form, model.fast_step)
     output   = model.forward(observation, state)  # training: one joint pass over both experts
     snapshot = model.reason(observation)       # generate reasoning text, snapshot includes those tokens
 """
