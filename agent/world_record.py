@@ -41,6 +41,7 @@ class WorldSource(Protocol):
 
 
 _source: WorldSource | None = None
+_no_scenario_runner = False  # srunner failed to import once: not retried every tick
 
 
 def set_source(source: WorldSource | None) -> None:
@@ -171,9 +172,13 @@ class CarlaSource:
 
     @classmethod
     def if_available(cls) -> CarlaSource | None:
+        global _no_scenario_runner
+        if _no_scenario_runner:
+            return None
         try:
             from srunner.scenariomanager.carla_data_provider import CarlaDataProvider  # pyright: ignore
         except Exception:  # noqa: BLE001 - no scenario runner: not a CARLA run
+            _no_scenario_runner = True
             return None
         try:
             if CarlaDataProvider.get_world() is None or cls._hero(CarlaDataProvider) is None:
@@ -184,6 +189,10 @@ class CarlaSource:
 
     @staticmethod
     def _hero(provider: Any) -> Any:
+        getter = getattr(provider, "get_hero_actor", None)  # newer scenario runners keep the hero; else search
+        hero = getter() if getter is not None else None
+        if hero is not None:
+            return hero
         for actor in provider.get_world().get_actors().filter("vehicle.*"):
             if actor.attributes.get("role_name") in ("hero", "ego_vehicle"):
                 return actor
