@@ -9,12 +9,14 @@ frame per tick unless the summary says otherwise. ``close()`` drains the queue, 
 ``summary.jsonl`` (one JSON object on one line). ``world.jsonl`` (agent/world_record.py, ``recorder.world_jsonl``) holds
 the actors and lanes around the ego per tick from a debug-only world source, never from the model's inputs; the
 video's bird's-eye panel draws them. A SIGKILL leaves the frames the encoder already received (ffmpeg
-finalises the file when its pipe closes); the queued ones are lost. Not ``*.json``: the recorder often writes next
+finalises the file when its pipe closes); the queued ones are lost (with world.jsonl on, also the last
+BANNER_TICKS frames, held back so that a collision banner can start before the contact). Not ``*.json``: the recorder often writes next
 to a run's results.json, and Bench2Drive's merge_route_json.py reads every ``*.json`` there as a results file.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import math
@@ -37,7 +39,7 @@ log = logging.getLogger(__name__)
 VIDEO_NAME = "video.mp4"
 TICKS_NAME = "ticks.jsonl"
 SUMMARY_NAME = "summary.jsonl"  # never *.json: see the module docstring
-BANNER_TICKS = 20  # a contact's banner stays on the video this many ticks after the last touching tick
+BANNER_TICKS = 20  # a contact's banner is on the video this many ticks before and after the touching ticks
 
 
 @dataclass(kw_only=True)
@@ -204,13 +206,30 @@ class Recorder:
                     )
 
     def _video_loop(self) -> None:
-        """Writer thread: compose and encode queued ticks until the ``None`` sentinel; a failure stops the video."""
+        """Writer thread: compose and encode queued ticks until the ``None`` sentinel; a failure stops the video.
+
+        With a world record (world.jsonl on), frames wait BANNER_TICKS ticks here before they are encoded, so that
+        a contact can also put its banner on the frames of the second before it ("in N ticks")."""
+        pending: collections.deque[TickRecord] = collections.deque()
         while True:
             rec = self._queue.get()
             if rec is None:
-                return
-            if self.video_error is None:  # else keep draining so that close() never waits on a full queue
-                self._encode(rec)
+                break
+            ahead = contact_banner(rec.world)
+            if ahead:
+                for earlier in pending:
+                    if earlier.banner is None:
+                        earlier.banner = f"in {rec.frame - earlier.frame} ticks: {ahead}"
+            pending.append(rec)
+            # without a world record there is no contact to look ahead for: no frame waits
+            while len(pending) > (BANNER_TICKS if rec.world is not None else 0):
+                self._encode_if_ok(pending.popleft())
+        while pending:
+            self._encode_if_ok(pending.popleft())
+
+    def _encode_if_ok(self, rec: TickRecord) -> None:
+        if self.video_error is None:  # else keep draining so that close() never waits on a full queue
+            self._encode(rec)
 
     def _encode(self, rec: TickRecord) -> None:
         cfg = self.config
