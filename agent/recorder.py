@@ -10,8 +10,9 @@ frame per tick unless the summary says otherwise. ``close()`` drains the queue, 
 the actors and lanes around the ego per tick from a debug-only world source, never from the model's inputs; the
 video's bird's-eye panel draws them. A SIGKILL leaves the frames the encoder already received (ffmpeg
 finalises the file when its pipe closes); the queued ones are lost (with world.jsonl on, also the last
-BANNER_TICKS frames, held back so that a collision banner can start before the contact). Not ``*.json``: the recorder often writes next
-to a run's results.json, and Bench2Drive's merge_route_json.py reads every ``*.json`` there as a results file.
+BANNER_TICKS frames, held back so that a collision banner can start before the contact). Not ``*.json``: the
+recorder often writes next to a run's results.json, and Bench2Drive's merge_route_json.py reads every ``*.json``
+there as a results file.
 """
 
 from __future__ import annotations
