@@ -94,3 +94,12 @@ def test_staged_commit_replaces_a_folder_as_a_whole(tmp_path):
     stage.write_text("results.json", "newer")
     stage.commit(last=("results.json",), replace=("results.json", "inputs"))
     assert sorted(p.name for p in out.iterdir()) == ["results.json"]
+
+
+def test_set_of_a_wrong_type_names_the_key(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["drive", "--route", ROUTE, "--out", str(out), "--set", "runtime.options.threads_fast=abc"]
+    assert main(argv) == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert "threads_fast" in line and "'<' not supported" not in line
+    assert not out.exists()
