@@ -25,7 +25,7 @@ from automot.runtime.engines import FastEngine, create_engine, create_scene_engi
 from automot.runtime.refresh import RefreshJob
 from automot.runtime.scene import SceneEncoderRunner, attached_scene_encoder
 from automot.runtime.telemetry import JsonlLog, Telemetry
-from automot.runtime.threads import set_torch_threads
+from automot.runtime.threads import set_torch_threads, torch_threads
 from automot.runtime.types import DrivingObservation, DrivingState, RuntimeOutput
 
 log = logging.getLogger("automot.runtime.runtime")  # one logger for the runtime: messages keep their source
@@ -186,10 +186,18 @@ class RuntimeCore:
 
     def fast_step(self, state: DrivingState, sim_time: float, frame: int, t0: float) -> RuntimeOutput:
         """The action pass on the front snapshot (``t0``: when the tick's ``step`` began), or a flagged stop."""
+        if self._torch_fast_path or (self.scene_encoder is not None and self.scene_encoder.backend is None):
+            set_torch_threads(self.threads_fast)  # torch engine / eager encoder: the calling thread keeps it
+        # Every engine: the step also runs torch ops of its own in the calling thread (build_state, decode_decision).
+        # At a count above threads_fast there, an op large enough to go parallel leaves an OpenMP pool thread
+        # spinning after it, a third busy thread next to the slow path on a 2-core machine (runtime/README.md
+        # "Threads"); the caller's own count is back after the step.
+        with torch_threads(self.threads_fast):
+            return self._fast_step(state, sim_time, frame, t0)
+
+    def _fast_step(self, state: DrivingState, sim_time: float, frame: int, t0: float) -> RuntimeOutput:
         overrun = self.overrun_note()
         t_fast = time.perf_counter()  # fast_step_ms excludes a scheduler's wait; the tick latency includes it
-        if self._torch_fast_path or (self.scene_encoder is not None and self.scene_encoder.backend is None):
-            set_torch_threads(self.threads_fast)  # per calling thread; a no-op once set
         scene, scene_ms = state.scene, None
         if scene is None and self.needs_scene:
             problem = self._scene_problem(state)
