@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections.abc import Callable
 
 from automot.runtime.config import RuntimeConfig
 from automot.runtime.core import RuntimeCore
@@ -54,7 +55,7 @@ class Scheduler:
     def stats(self) -> dict:
         return {"pipeline": None}
 
-    def _start(self, target, name: str) -> None:  # noqa: ANN001 - a bound method of the subclass
+    def _start(self, target: Callable[[], None], name: str) -> None:
         if self.config.overlapping and self.config.switch_interval_s is not None:
             # The fast path re-takes the GIL after every C call; with Python's default 5 ms interval a worker busy
             # in Python code (image preprocessing) can hold it that long each time.
