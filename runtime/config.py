@@ -30,6 +30,11 @@ class InvalidRuntimeConfig(ValueError):
         self.problems = problems
 
 
+# Modes whose snapshot age follows a fixed schedule (latency_ticks + refresh_every - 1), so an age limit it always
+# exceeds is a config error caught at load time rather than a safe stop on every such tick.
+SCHEDULED_AGE_MODES = frozenset({"pipelined"})
+
+
 def available_cores() -> int:
     """CPU cores this process may run on (affinity-aware, unlike os.cpu_count)."""
     try:
@@ -123,7 +128,11 @@ class RuntimeConfig:
         for name in ("refresh_timeout_s", "max_snapshot_age_s"):
             need(getattr(self, name) is None or getattr(self, name) > 0, name, "> 0 or None")
         age = self.latency_ticks + self.refresh_every - 1
-        if self.mode == "pipelined" and self.max_snapshot_age_ticks is not None and age > self.max_snapshot_age_ticks:
+        if (
+            self.mode in SCHEDULED_AGE_MODES
+            and self.max_snapshot_age_ticks is not None
+            and age > self.max_snapshot_age_ticks
+        ):
             out.append(
                 f"latency_ticks: pipelined snapshots reach an age of latency_ticks + refresh_every - 1 = {age} ticks, "
                 f"over max_snapshot_age_ticks={self.max_snapshot_age_ticks}: every such tick would be a safe stop"
