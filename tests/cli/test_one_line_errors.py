@@ -125,7 +125,7 @@ def test_drive_bad_agent_config_file(tmp_path, capsys, monkeypatch):
     assert code == ExitCode.USAGE
     line = assert_one_error_line(err, "drive")
     assert "model.bogus" in line and "recorder" in line
-    assert (tmp_path / "out" / "results.json").is_file()  # the leaderboard record is still written
+    assert not (tmp_path / "out").exists()  # refused before OUT exists: no DS 0 results.json (issue 20 case 15)
 
 
 def test_drive_unknown_route(tmp_path, capsys):
