@@ -72,9 +72,7 @@ def remove_created_empty_outs() -> list[Path]:
     return removed
 
 
-def check_output_file(
-    path: str | Path, *, inputs: Iterable[str | Path | None] = (), what: str = "--out"
-) -> Path:
+def check_output_file(path: str | Path, *, inputs: Iterable[str | Path | None] = (), what: str = "--out") -> Path:
     """Check an output FILE (``--save``, ``--report``, ``--json``) before the command reads or computes anything.
 
     The same rule as :func:`prepare_out` for folders (automot.fsio.check_output_not_inside, the one place it is

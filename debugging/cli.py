@@ -89,7 +89,7 @@ def _cmd_redrive(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from automot.debugging.inspect import inspect_main
+    from automot.debugging.inspection import inspect_main
 
     return inspect_main(args.run_dir, as_json=args.json, before=args.before)
 

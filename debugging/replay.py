@@ -387,9 +387,7 @@ def run_replay(
                     control_changes += differs
                     row.update(recorded_control=c_rec, replayed_control=c_rep, controls_differ=differs)
                     if video and last_image is not None:
-                        frames_for_video.append(
-                            (event.tick, last_image, rec, rep, logged_ticks.get(event.tick), c_rep)
-                        )
+                        frames_for_video.append((event.tick, last_image, rec, rep, logged_ticks.get(event.tick), c_rep))
             per_tick.append(row)
         stats = dict(runtime.stats())
     finally:

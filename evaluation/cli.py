@@ -8,6 +8,7 @@ over seeds) on a local Ray instance or a Ray cluster, with crash recovery, resum
                  [--routes-subset IDS] [--repetitions N] [--max-retries 3] [--route-timeout S] [--resume]
     automot eval --routes all|NAMES --seeds 0-4 --out DIR [--ticks N] [--workers K]   (--world embedded, the default)
     automot eval report DIR
+    automot eval compare A B [--out DIR] [--json] [--intersect]
 
 Each route ends up in ``DIR/routes/<route_id>/`` (complete or absent, automot.evaluation.records); re-running
 into the same DIR (``--resume`` says so explicitly) runs only the routes without a complete folder. Then the merge
@@ -27,7 +28,7 @@ import time
 from pathlib import Path
 
 from automot import clikit
-from automot.errors import EnvironmentProblem, Interrupted, UsageError
+from automot.errors import EnvironmentProblem, Interrupted
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_AGENT = "agent/automot_agent.py"
@@ -74,9 +75,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--route-timeout", type=SECONDS, default=7200.0, metavar="S", help="watchdog per route attempt, > 0")
     p.add_argument("--resume", action="store_true", help="continue the eval in --out (re-running into it does too)")
-    clikit.add_seeds(p, "embedded: seeds, e.g. 0-4 or 0,3")
+    clikit.add_seeds(
+        p,
+        "seeds, e.g. 0-4 or 0,3: each (route, seed) is one job, routes/<route_id>_seed<k>/ (carla: the "
+        "evaluator's --traffic-manager-seed)",
+    )
+    p.set_defaults(seeds=None)  # not given: embedded seed 0; carla one job per route, folders routes/<route_id>/
+    p.add_argument(
+        "--restart-server-every",
+        type=clikit.integer(0),
+        default=1,
+        metavar="N",
+        help="carla: a fresh CARLA server every N routes (default: 1, as LEAD does against long-lived servers' "
+        "rendering bugs; 0: only after a failure)",
+    )
+    p.add_argument(
+        "--allow-version-mismatch",
+        action="store_true",
+        help="carla: run even when the CARLA client and server versions differ (checked before the first route)",
+    )
+    p.add_argument("--carla-client-version", help=argparse.SUPPRESS)  # tests: the client version to compare
     clikit.add_ticks(p, "embedded: tick limit per route (default: the route's)")
     p.add_argument("--workers", type=clikit.integer(1), help="embedded: routes at once (default: the cluster's CPUs)")
+    p.add_argument(
+        "--record-inputs",
+        action="store_true",
+        help="record what the model is given each tick into each route's inputs/ for `automot replay` "
+        "(AUTOMOT_RECORD_INPUTS=1, as drive --record-inputs)",
+    )
     p.add_argument("--leaderboard-root", help="folder holding the leaderboard package (default: LEADERBOARD_ROOT)")
     p.add_argument("--scenario-runner-root", help="folder holding srunner (default: SCENARIO_RUNNER_ROOT)")
     p.add_argument("--progress-every", type=SECONDS, default=30.0, metavar="S", help="progress line period (s), > 0")
@@ -94,6 +120,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         func=_cmd_report,
     )
     report.add_argument("dir", metavar="DIR", help="an `automot eval` --out folder")
+    compare = clikit.add_command(
+        sub,
+        "compare",
+        help="`automot eval compare A B`: paired comparison of two eval folders (B minus A, bootstrap CI, p-value)",
+        func=_cmd_compare,
+    )
+    from automot.evaluation.compare import add_arguments as add_compare_arguments
+
+    add_compare_arguments(compare)
 
 
 def _resolve(path: str) -> str:
@@ -112,7 +147,7 @@ def build_jobs(args: argparse.Namespace):
             "or route names)",
         )
         names = list_routes() if args.routes == "all" else clikit.split_list(args.routes, "--routes", list_routes())
-        seeds = args.seeds
+        seeds = args.seeds or [0]
         jobs = []
         for name in names:
             limit = float(args.ticks or load_route(name).tick_limit)
@@ -128,7 +163,10 @@ def build_jobs(args: argparse.Namespace):
         )
     routes = read_route_file(clikit.require_file(args.routes, "--routes"))
     chosen = set(select_subset([r for r, _ in routes], args.routes_subset))
-    return [Job(rid, rid, length) for rid, length in routes if rid in chosen]
+    if args.seeds is None:
+        return [Job(rid, rid, length) for rid, length in routes if rid in chosen]
+    # each (route, seed) one job; the evaluator gets the seed as --traffic-manager-seed
+    return [Job(f"{rid}_seed{s}", rid, length, s) for rid, length in routes if rid in chosen for s in args.seeds]
 
 
 def _split_command(text: str | None) -> list[str] | None:
@@ -160,7 +198,10 @@ def build_config(args: argparse.Namespace, out: Path):
         flavour={"leaderboard": "leaderboard-2.0", "bench2drive": "bench2drive", None: None}[args.flavour],
         # Ray workers do not see this process's environment: the AUTOMOT_* settings (e.g. the port-lock folder,
         # AUTOMOT_DEBUG) travel with the config to the workers and the evaluators they start.
-        env={k: v for k, v in os.environ.items() if k.startswith("AUTOMOT_")},
+        env={
+            **{k: v for k, v in os.environ.items() if k.startswith("AUTOMOT_")},
+            **({"AUTOMOT_RECORD_INPUTS": "1"} if getattr(args, "record_inputs", False) else {}),
+        },
     )
     if args.world == "embedded":
         config = _resolve(args.agent_config or DEFAULT_EMBEDDED_CONFIG)
@@ -207,21 +248,6 @@ def build_config(args: argparse.Namespace, out: Path):
 
 def _accept_existing(out: Path) -> bool:
     return (out / EVAL_FILE).is_file() or (out / "routes").is_dir()
-
-
-def _check_same_eval(out: Path, job_ids: list[str], world: str) -> None:
-    path = out / EVAL_FILE
-    if not path.is_file():
-        return
-    try:
-        before = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        return
-    if before.get("world") != world or before.get("job_ids") != job_ids:
-        raise UsageError(
-            f"--out {out}: holds an eval of other routes ({len(before.get('job_ids') or [])} routes, world "
-            f"{before.get('world')}); choose another --out (re-running into it only continues the same eval)"
-        )
 
 
 def _init_ray(address: str | None) -> bool:
@@ -283,6 +309,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return int(report_main(out) or 0)
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from automot.evaluation.compare import main as compare_main
+
+    return compare_main(args)
+
+
 def _check_agent(cfg, args: argparse.Namespace) -> None:
     """The agent file, its config (with --set / --checkpoint applied), the checkpoint and the device, checked before
     any route starts: a broken setup is refused (exit 2, or 3 for a missing GPU), never run and recorded as routes
@@ -310,13 +342,24 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     cfg = build_config(args, Path(args.out))  # every check before anything is written
     _check_agent(cfg, args)
+    cfg.restart_server_every = args.restart_server_every
+    from automot.evaluation import identity as ident_mod
+    from automot.evaluation.folder import finish_folder, open_folder
+
     if args.overrides:
         from automot.world.cli import overridden_agent_config
 
         with tempfile.TemporaryDirectory(prefix="automot-eval-set-") as tmp:  # validate before anything is written
-            overridden_agent_config(cfg.agent_config, args.overrides, Path(tmp))
+            now = ident_mod.identity(overridden_agent_config(cfg.agent_config, args.overrides, Path(tmp)))
+    else:
+        now = ident_mod.identity(cfg.agent_config)
+    now["argv"] = sys.argv[1:]
     with clikit.claim_out(args.out, accept_existing=_accept_existing) as out:
-        _check_same_eval(out, job_ids, args.world)
+        # one configuration per folder (refused with the differing keys); more seeds / routes only add jobs
+        all_ids, cfg.record_extra = open_folder(
+            out, world=args.world, routes=cfg.routes, job_ids=job_ids, agent_config=cfg.agent_config,
+            checkpoint=None, argv=sys.argv[1:], saved_config=bool(args.overrides), now=now,
+        )  # fmt: skip
         if args.overrides:
             # Workers (possibly on other nodes of a shared file system) read the merged config from DIR.
             cfg.agent_config = overridden_agent_config(cfg.agent_config, args.overrides, out)
@@ -326,10 +369,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         records.remove_stale_stages(out)
         for job_id, why in records.set_aside_unreadable(out, job_ids):  # re-run, never counted as recorded
             print(f"eval: route {job_id}: its record cannot be read ({why}); running it again", file=sys.stderr)
-        atomic_write_json(
-            out / EVAL_FILE,
-            {"world": args.world, "routes": args.routes, "job_ids": job_ids, "argv": sys.argv[1:]},
-        )
+        if args.world == "carla":  # before the first route: a client/server version mismatch stops the run (3)
+            from automot.evaluation.hygiene import check_versions, client_version
+
+            client = args.carla_client_version or (client_version() if args.probe == "carla" else None)
+            versions = check_versions(cfg.simulator, out, client, args.allow_version_mismatch)
+            if versions[0]:
+                print(f"eval: CARLA client {versions[0]}, server {versions[1]}", file=sys.stderr)
+        from automot.evaluation.live import LiveReport
+
+        xml = cfg.routes if args.world == "carla" else None
+        live = LiveReport(out, all_ids, routes_xml=xml, repetitions=args.repetitions or 1)
         done = sum(records.is_complete(out, j) for j in job_ids)
         if done:
             print(f"eval: resuming {out}: {done}/{len(job_ids)} routes already recorded", file=sys.stderr)
@@ -340,19 +390,24 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         try:
             if args.world == "embedded":
                 workers = args.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-                summaries = run_jobs(cfg, jobs, [], workers=workers, progress_every=args.progress_every)
+                summaries = run_jobs(cfg, jobs, [], workers=workers, progress_every=args.progress_every, on_finish=live)
             elif args.ray_address and not args.gpus:
                 n_gpus = int(ray.cluster_resources().get("GPU", 0))
                 if n_gpus < 1:
                     raise EnvironmentProblem(f"--ray-address {args.ray_address}: the cluster has no GPU")
                 slots = [None] * (n_gpus * args.workers_per_gpu)
                 summaries = run_jobs(
-                    cfg, jobs, slots, ray_gpus_per_slot=1.0 / args.workers_per_gpu, progress_every=args.progress_every
+                    cfg,
+                    jobs,
+                    slots,
+                    ray_gpus_per_slot=1.0 / args.workers_per_gpu,
+                    progress_every=args.progress_every,
+                    on_finish=live,
                 )
             else:
                 gpus = clikit.split_list(args.gpus or "0", "--gpus")
                 slots = [g for g in gpus for _ in range(args.workers_per_gpu)]
-                summaries = run_jobs(cfg, jobs, slots, progress_every=args.progress_every)
+                summaries = run_jobs(cfg, jobs, slots, progress_every=args.progress_every, on_finish=live)
         except KeyboardInterrupt:
             kept = sum(records.is_complete(out, j) for j in job_ids)
             raise Interrupted(
@@ -360,15 +415,22 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                 "again (or with --resume) to run the rest"
             ) from None
         finally:
+            live.close()
             if started:
                 ray.shutdown()
         wall = time.monotonic() - t0
         atomic_write_json(out / ".eval" / "last_run.json", {"wall_s": round(wall, 3), "routes_run": summaries})
         missing = [j for j in job_ids if not records.is_complete(out, j)]
         failed = [s["job_id"] for s in summaries if s.get("status") == "failed"]
-        xml = cfg.routes if args.world == "carla" else None
-        finish(out, job_ids, routes_xml=xml, repetitions=args.repetitions)
-    print(f"eval: {len(job_ids) - len(missing)}/{len(job_ids)} routes recorded in {out} ({wall:.1f} s)")
+        finish(out, all_ids, routes_xml=xml, repetitions=args.repetitions)
+        summary = finish_folder(out, all_ids, xml, args.repetitions)
+    recorded = sum(records.is_complete(out, j) for j in all_ids)
+    print(f"eval: {recorded}/{len(all_ids)} routes recorded in {out} ({wall:.1f} s)")
+    if summary is not None:
+        from automot.evaluation.report import headline
+
+        print(headline(summary))
+        print(f"report: {out / 'report.html'}")
     if failed:
         print(f"  failed after retries (scored 0): {', '.join(failed)}")
     if missing:

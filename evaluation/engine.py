@@ -77,6 +77,8 @@ def _summary(job: Job, results: dict, attempts: int, reasons: list[str], failed:
         "failure_reason": reasons[-1] if failed and reasons else None,
         "attempt_errors": reasons,
         "wall_s": round(time.monotonic() - t0, 3),
+        # the automot drive line that reproduces the route (embedded world; world/runner.py reproduce_command)
+        "command": ((recs[0].get("meta") or {}).get("command") if recs else None),
         **extra,
     }
 

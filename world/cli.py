@@ -228,9 +228,12 @@ def _drive_embedded(args: argparse.Namespace) -> int:
         replacing = args.overwrite and any(n in (*DRIVE_OUTPUTS, AGENT_CONFIG, INPUTS_DIR) for n in _entries(out))
         stage = StagedFiles(out) if replacing else None
         target = stage.staging_dir if stage is not None else out
-        # Contract with the agent: AUTOMOT_RECORD_DIR overrides its recorder.out_dir (video.mp4, ticks.jsonl).
+        # Contract with the agent: AUTOMOT_RECORD_DIR overrides its recorder.out_dir (video.mp4, ticks.jsonl). Both
+        # variables are restored afterwards, so a later agent in this process (a second drive, a library user, the
+        # test suite) never writes into this run's folder.
+        record_dir = os.environ.get("AUTOMOT_RECORD_DIR")
         os.environ["AUTOMOT_RECORD_DIR"] = str(target.resolve())
-        record_inputs = os.environ.get("AUTOMOT_RECORD_INPUTS")  # restored afterwards
+        record_inputs = os.environ.get("AUTOMOT_RECORD_INPUTS")
         if getattr(args, "record_inputs", False):
             os.environ["AUTOMOT_RECORD_INPUTS"] = "1"  # contract with the agent (agent/input_recorder.py)
         kept = f"; --overwrite: this run was discarded and {out} keeps the earlier run"
@@ -268,11 +271,11 @@ def _drive_embedded(args: argparse.Namespace) -> int:
         finally:
             if stage is not None:  # nothing left after a commit; a failed or interrupted run's files go
                 stage.discard()
-            os.environ["AUTOMOT_RECORD_DIR"] = str(out.resolve())  # never a removed staging folder
-            if record_inputs is None:
-                os.environ.pop("AUTOMOT_RECORD_INPUTS", None)
-            else:
-                os.environ["AUTOMOT_RECORD_INPUTS"] = record_inputs
+            for name, value in (("AUTOMOT_RECORD_DIR", record_dir), ("AUTOMOT_RECORD_INPUTS", record_inputs)):
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
     record = results["_checkpoint"]["records"][0]
     print(f"route {args.route}: {record['status']}")
     print(

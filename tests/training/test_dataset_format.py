@@ -92,12 +92,19 @@ def test_decision_targets_padding_and_truncation(tiny_model):
     long = decision_targets(tok, long_text, 8)
     assert long[0] == start and long[-1] == end and IGNORE_INDEX not in long.tolist()
     assert long[1:-1].tolist() == tok.encode(long_text, add_special_tokens=False)[:6]
-    # A perfect prediction of the targets decodes (model.decode_decision) to exactly target_text.
-    for ids in (short, long):
-        logits = torch.full((1, 8, tiny_model.config.vocab_size), -10.0)
-        for i, t in enumerate(ids.tolist()):
-            logits[0, i, t if t != IGNORE_INDEX else 0] = 10.0
-        assert tiny_model.decode_decision(logits) == [target_text(tok, ids)]
+    # A perfect prediction of the targets decodes to exactly target_text with the raw per-position argmax decoding
+    # (constrain_decisions off: any text, as the released profile decodes); the default constrained decoding only
+    # ever returns meta-action sentences (tests/model/test_decision_vocabulary.py).
+    constrained = tiny_model.constrain_decisions
+    tiny_model.constrain_decisions = False
+    try:
+        for ids in (short, long):
+            logits = torch.full((1, 8, tiny_model.config.vocab_size), -10.0)
+            for i, t in enumerate(ids.tolist()):
+                logits[0, i, t if t != IGNORE_INDEX else 0] = 10.0
+            assert tiny_model.decode_decision(logits) == [target_text(tok, ids)]
+    finally:
+        tiny_model.constrain_decisions = constrained
     assert target_text(tok, short) == "stop"
 
 

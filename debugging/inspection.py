@@ -3,6 +3,10 @@
 Per route: status, DS / RC / penalty, each infraction with the tick and sim time it happened at and the ticks just
 before it (speed, control, decision, snapshot age, safe stop, control mode), then latency and staleness statistics
 and counts of safe stops, control modes and input flags. ``--json`` prints the same as one JSON document.
+
+Not named ``inspect.py``: ``automot redrive`` loads its agent file from this folder the way the leaderboard does
+(the folder goes first on ``sys.path``), and a module named ``inspect`` there would then shadow the standard
+library's in every process spawned afterwards (torch's multiprocessing children failed to start).
 """
 
 from __future__ import annotations
