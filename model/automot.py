@@ -344,7 +344,7 @@ class AutoMoTModel(nn.Module):
         return out
 
     # ------------------------------------------------------------------ decoding and prompting
-    def decode_decision(self, decision_logits: torch.Tensor) -> list[str]:
+    def decode_decision(self, decision_logits: torch.Tensor | np.ndarray) -> list[str]:
         """The best meta-action sentence (``constrain_decisions``, model/decision_vocab.py), else the argmax per
         decision position (no autoregression), keep the <|im_start|>..<|im_end|> span, decode."""
         if self.constrain_decisions and self.tokenizer is not None:

@@ -235,7 +235,9 @@ class RuntimeCore:
                 action_state.speed,
                 action_state.scene,
             )
-        decision = self.model.decode_decision(torch.from_numpy(logits))[0]
+        decision = self.model.decode_decision(logits)[
+            0
+        ]  # NumPy in: no torch op after the engine (model/decision_vocab.py)
         out = RuntimeOutput(
             path=path[0],
             waypoints=waypoints[0],
