@@ -136,6 +136,20 @@ def seed_rows(summary: Mapping[str, Any]) -> list[tuple[str, str, str, str, str]
     return rows
 
 
+# Min-speed entries are readings of the ego's speed against the traffic's (their mean is the driving efficiency),
+# not infractions: the infractions table leaves them out and a line of their own reports them.
+INFRACTION_ROWS = [k for k in INFRACTION_KEYS if k != "min_speed_infractions"]
+
+
+def min_speed_line(summary: Mapping[str, Any]) -> str:
+    """One line for the min-speed readings: how many, and the driving efficiency they give."""
+    n = (summary.get("infraction_counts") or {}).get("min_speed_infractions", 0)
+    return (
+        f"Min-speed readings (not infractions): {n}; their mean per route, the driving efficiency, is "
+        f"{_num(summary.get('driving_efficiency'))}."
+    )
+
+
 def counts_per_km(summary: Mapping[str, Any]) -> dict[str, float]:
     """Infractions per km driven, every key in the same unit (count / km). The leaderboard's own
     ``global_record.infractions`` gives ``outside_route_lanes`` in km instead (kept as it is in results.json)."""
@@ -249,7 +263,7 @@ def _plots(summary: Mapping[str, Any], folder: Path) -> tuple[dict[str, Path], s
     out["ds_hist"] = save(fig, "ds_hist")
 
     counts = summary.get("infraction_counts") or {}
-    keys = [k for k in INFRACTION_KEYS if k != "min_speed_infractions"]
+    keys = INFRACTION_ROWS
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     ax.barh(keys[::-1], [counts.get(k, 0) for k in keys[::-1]], color="#e45756")
     ax.set_xlabel("count")
@@ -292,7 +306,8 @@ def _markdown(
     lines += ["", "## Infractions", "", "| infraction | count | per km |", "|---|---:|---:|"]
     per_km = counts_per_km(summary)
     counts = summary.get("infraction_counts") or {}
-    lines += [f"| {k} | {counts.get(k, 0)} | {per_km.get(k, 0)} |" for k in INFRACTION_KEYS]
+    lines += [f"| {k} | {counts.get(k, 0)} | {per_km.get(k, 0)} |" for k in INFRACTION_ROWS]
+    lines += ["", min_speed_line(summary)]
     lines += ["", "## Routes", "", "| route | status | DS | RC | first infraction | time | video |"]
     lines += ["|---|---|---:|---:|---|---:|---|"]
     for row in summary.get("routes") or []:
@@ -361,11 +376,11 @@ def _html(
     parts.append(
         '<h2>Infractions</h2><table id="infractions"><tr><th>infraction</th><th>count</th><th>per km</th></tr>'
     )
-    for k in INFRACTION_KEYS:
+    for k in INFRACTION_ROWS:
         parts.append(
             f'<tr><td>{e(k)}</td><td class="num">{counts.get(k, 0)}</td><td class="num">{per_km.get(k, 0)}</td></tr>'
         )
-    parts.append("</table>")
+    parts.append(f'</table><p id="min-speed">{e(min_speed_line(summary))}</p>')
     parts.append(
         '<h2>Routes</h2><table id="routes"><tr><th>route</th><th>status</th><th>DS</th><th>RC</th>'
         "<th>first infraction</th><th>time</th><th>video</th></tr>"

@@ -226,3 +226,21 @@ def test_embedded_seed_folders_mean_and_std(tmp_path):
     assert "| merge | 2 | 75.00 ± 35.36 |" in md and "| all routes (DS per seed) | 2 | 62.50 ± 38.89 |" in md
     assert "merge_seed0 (RouteScenario_2_rep0)" in md
     assert merge_eval(tmp_path / "none", ["1"])["seeds"] is None
+
+
+def test_min_speed_readings_are_reported_apart_from_infractions(tmp_path):
+    """Min-speed entries are readings (their mean is the driving efficiency), not infractions: the report's
+    infractions table has no row for them and one line counts them."""
+    from doubles import eval_report_fixture
+
+    out, xml = eval_report_fixture.build_eval_dir(tmp_path)
+    merge_eval(out, route_ids_from_xml(xml), routes_xml=xml)
+    write_report(out)
+    md = (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
+    table = md.split("## Infractions", 1)[1].split("## Routes", 1)[0]
+    assert "| min_speed_infractions |" not in table and "| collisions_vehicle | 1 |" in table
+    # by hand from the fixture's ROUTES: one reading per recorded route with RC > 0 = 101-105 and 107 (106 has RC 0,
+    # 108 no record) -> 6
+    assert "Min-speed readings (not infractions): 6;" in table
+    assert 'id="min-speed">Min-speed readings (not infractions): 6;' in page and ">min_speed_infractions<" not in page
