@@ -134,10 +134,16 @@ def _bench2drive_6cam() -> Rig:
 RIGS = {"automot-front": _automot_front, "bench2drive-6cam": _bench2drive_6cam}
 
 
+class UnknownRigError(ConfigError, KeyError):
+    """A rig name that is not in ``RIGS``: a user's input (exit 2, one line), still a KeyError for old callers."""
+
+    __str__ = Exception.__str__  # KeyError would quote the message
+
+
 def get_rig(name: str, image_size: tuple[int, int] | None = None) -> Rig:
     """Build a named rig, optionally with every camera at ``image_size`` = (width, height)."""
     if name not in RIGS:
-        raise KeyError(f"unknown rig {name!r}; known: {sorted(RIGS)}")
+        raise UnknownRigError(f"unknown rig {name!r}; known: {', '.join(sorted(RIGS))}")
     rig = RIGS[name]()
     if image_size is not None:
         rig = rig.with_image_size(int(image_size[0]), int(image_size[1]))

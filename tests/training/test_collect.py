@@ -46,3 +46,17 @@ def test_collect_short_episode(tmp_path):
 def test_collect_rejects_unknown_routes(tmp_path):
     with pytest.raises(ValueError, match="unknown route"):
         collect(CollectOptions(routes=["no_such_route"], out=str(tmp_path / "ds"), progress=False))
+
+
+def test_unknown_rig_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
+    """`collect --rig nope` (issue 20, case 13) was an internal error (exit 1, KeyError): a user's input is exit 2,
+    one line naming the known rigs, and no --out folder."""
+    from automot.cli import main as automot_main
+    from automot.errors import ExitCode
+
+    out = tmp_path / "ds"
+    code = automot_main(["collect", "--routes", "highway_lane_keep", "--rig", "nope", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == ExitCode.USAGE
+    assert err == ["automot collect: error: unknown rig 'nope'; known: automot-front, bench2drive-6cam"]
+    assert not out.exists()
