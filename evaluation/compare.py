@@ -201,6 +201,7 @@ def compare_folders(
                 "success_b": sb,
                 "first_infraction_a": ra.get("first_infraction"),
                 "first_infraction_b": rb.get("first_infraction"),
+                "first_infraction_time_b": rb.get("first_infraction_time"),
                 "video_a": _rel(ra.get("video"), a["dir"], out_path),
                 "video_b": _rel(rb.get("video"), b["dir"], out_path),
             }
@@ -241,6 +242,24 @@ def compare_folders(
     }
 
 
+MEDIA_DIR = "compare_files"  # stills and clips of B's first infraction on regressed jobs
+
+
+def _with_media(row: Mapping[str, Any], b_dir: Path, folder: Path) -> dict[str, Any]:
+    """A regressed job with B's first infraction in time: its still and +-3 s clip cut from B's video into
+    ``folder/triage/`` (``still_b`` / ``clip_b`` relative to ``folder``), as ``eval report``'s triage does."""
+    from automot.evaluation.triage import cut_media
+
+    row = dict(row)
+    t, video = row.get("first_infraction_time_b"), row.get("video_b")
+    if row["delta_ds"] >= 0 or t is None or not video:
+        return row
+    path = Path(video) if Path(video).is_absolute() else folder / video  # video_b is relative to the compare folder
+    media = cut_media(path.resolve(), float(t), folder / MEDIA_DIR / f"{row['job']}_b", folder)
+    row["still_b"], row["clip_b"] = media.get("still"), media.get("clip")
+    return row
+
+
 def write_compare(result: Mapping[str, Any], out: str | os.PathLike) -> dict[str, Path]:
     """``compare.json``, ``compare.md`` and the self-contained ``compare.html`` in ``out`` (atomically)."""
     from automot.evaluation.compare_page import compare_html, compare_markdown
@@ -248,10 +267,11 @@ def write_compare(result: Mapping[str, Any], out: str | os.PathLike) -> dict[str
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
+    result = {**result, "per_route": [_with_media(r, Path(result["b"]), folder) for r in result["per_route"]]}
     return {
         "json": atomic_write_json(folder / COMPARE_JSON, dict(result), indent=2),
         "markdown": atomic_write_text(folder / COMPARE_MD, compare_markdown(result)),
-        "html": atomic_write_text(folder / COMPARE_HTML, compare_html(result)),
+        "html": atomic_write_text(folder / COMPARE_HTML, compare_html(result, folder)),
     }
 
 

@@ -11,6 +11,7 @@ import base64
 import html
 import io
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from automot.evaluation import stats
@@ -93,6 +94,24 @@ def compare_markdown(result: Mapping[str, Any]) -> str:
         if result.get("triage", {}).get(key):
             lines += ["", f"## Regressions by {label}", "", f"| {label} | jobs | DS lost |", "|---|---:|---:|"]
             lines += [f"| {_md(g['group'])} | {g['jobs']} | {g['ds_lost']:.2f} |" for g in result["triage"][key]]
+    media = [r for r in result["per_route"] if r.get("still_b") or r.get("clip_b")]
+    if media:
+        lines += [
+            "",
+            "## Regressions: B's first infraction",
+            "",
+            "| job | ΔDS | first infraction | time | frame | clip |",
+        ]
+        lines += ["|---|---:|---|---:|---|---|"]
+        for r in media:
+            still = f"![still]({r['still_b']})" if r.get("still_b") else "-"
+            clip = f"[clip]({r['clip_b']})" if r.get("clip_b") else "-"
+            t = r.get("first_infraction_time_b")
+            when = "-" if t is None else f"{float(t):.1f} s"
+            lines.append(
+                f"| {_md(_job_label(r))} | {r['delta_ds']:+.2f} | {_md(r.get('first_infraction_b') or '-')} | {when} "
+                f"| {still} | {clip} |"
+            )
     lines += ["", "## Infractions per km", "", "| infraction | A | B |", "|---|---:|---:|"]
     lines += [f"| {k} | {v['a']} | {v['b']} |" for k, v in result["infractions_per_km"].items()]
     lines += [
@@ -147,7 +166,33 @@ tr.regression td:first-child{border-left:4px solid #e45756}tr.improvement td:fir
 """
 
 
-def compare_html(result: Mapping[str, Any]) -> str:
+def _media_html(result: Mapping[str, Any], folder: Path | None) -> str:
+    """B's first infraction on each regressed job: the still embedded (base64 JPEG), the +-3 s clip linked."""
+    e = html.escape
+    rows = [r for r in result["per_route"] if r.get("still_b") or r.get("clip_b")]
+    if not rows:
+        return ""
+    parts = ['<h2>Regressions: B\'s first infraction</h2><table id="regression-media"><tr><th>job</th><th>ΔDS</th>']
+    parts.append("<th>first infraction</th><th>time</th><th>frame</th><th>clip</th></tr>")
+    for r in rows:
+        still = "-"
+        path = Path(folder) / r["still_b"] if folder and r.get("still_b") else None
+        if path is not None and path.is_file():
+            data = base64.b64encode(path.read_bytes()).decode("ascii")
+            still = f'<img class="still" alt="first infraction in B" height="96" src="data:image/jpeg;base64,{data}">'
+        clip = f'<a class="clip" href="{e(r["clip_b"])}">±3 s clip</a>' if r.get("clip_b") else "-"
+        t = r.get("first_infraction_time_b")
+        parts.append(
+            f'<tr><td>{e(_job_label(r))}</td><td class="num">{r["delta_ds"]:+.2f}</td>'
+            f"<td>{e(str(r.get('first_infraction_b') or '-'))}</td>"
+            f'<td class="num">{"-" if t is None else f"{float(t):.1f} s"}</td><td>{still}</td><td>{clip}</td></tr>'
+        )
+    parts.append("</table>")
+    return "\n".join(parts)
+
+
+def compare_html(result: Mapping[str, Any], folder: Path | None = None) -> str:
+    """The self-contained page; ``folder``: where compare.html goes (the stills under it are embedded)."""
     e = html.escape
     m = result["method"]
     parts = [
@@ -206,9 +251,9 @@ def compare_html(result: Mapping[str, Any]) -> str:
             f'<td class="num">{r["ds_b"]:.2f}</td><td class="num">{r["delta_ds"]:+.2f}</td><td>{e(ok)}</td>'
             f"<td>{e(first)}</td><td>{' '.join(links) or '-'}</td></tr>"
         )
-    parts.append(
-        '</table><h2>Infractions per km</h2><table id="infractions"><tr><th>infraction</th><th>A</th><th>B</th></tr>'
-    )
+    parts.append("</table>")
+    parts.append(_media_html(result, folder))
+    parts.append('<h2>Infractions per km</h2><table id="infractions"><tr><th>infraction</th><th>A</th><th>B</th></tr>')
     for k, v in result["infractions_per_km"].items():
         parts.append(f'<tr><td>{e(k)}</td><td class="num">{v["a"]}</td><td class="num">{v["b"]}</td></tr>')
     parts.append("</table></body></html>")

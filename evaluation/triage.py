@@ -98,6 +98,29 @@ def _cut(video: Path, frame: int, fps: float, half_s: float, still: Path, clip: 
     return got_still, got_clip
 
 
+def cut_media(video: Path, t: float, base: Path, root: Path) -> dict[str, Any]:
+    """A still at simulated time ``t`` of a route's video and a clip of +-3 simulated seconds around it, written as
+    ``<base>_first.jpg`` / ``<base>_clip.mp4``: ``{"still", "clip"}`` (paths relative to ``root``, None when not
+    written) and ``video_time``; {} when the route has no readable video or ticks.jsonl beside it."""
+    ticks = _ticks(video.parent)
+    info = _video_info(video) if video.is_file() else None
+    if not ticks or not info:
+        return {}
+    fps, count = info
+    tick = min(range(len(ticks)), key=lambda i: abs(ticks[i] - t))
+    # one frame per tick; a video that dropped frames is shorter: its last frame then
+    frame = min(tick, count - 1)
+    tick_s = (ticks[-1] - ticks[0]) / (len(ticks) - 1) if len(ticks) > 1 else 1.0 / fps
+    half = CLIP_HALF_S / max(tick_s, 1e-6) / fps  # 3 simulated seconds in video time
+    still, clip = base.with_name(base.name + "_first.jpg"), base.with_name(base.name + "_clip.mp4")
+    got_still, got_clip = _cut(video, frame, fps, half, still, clip)
+    return {
+        "video_time": round(frame / fps, 3),
+        "still": still.relative_to(root).as_posix() if got_still else None,
+        "clip": clip.relative_to(root).as_posix() if got_clip else None,
+    }
+
+
 def _scenario_types(routes_xml: str | None) -> dict[str, str | None]:
     if not routes_xml or not Path(routes_xml).is_file():
         return {}
@@ -144,22 +167,7 @@ def triage(out: Path, summary: Mapping[str, Any], routes_xml: str | None = None,
         }
         t = row.get("first_infraction_time")
         if media and t is not None and row.get("video"):
-            video = out / row["video"]
-            ticks = _ticks(video.parent)
-            info = _video_info(video)
-            if ticks and info:
-                fps, count = info
-                tick = min(range(len(ticks)), key=lambda i: abs(ticks[i] - float(t)))
-                # one frame per tick; a video that dropped frames is shorter: its last frame then
-                frame = min(tick, count - 1)
-                tick_s = (ticks[-1] - ticks[0]) / (len(ticks) - 1) if len(ticks) > 1 else 1.0 / fps
-                half = CLIP_HALF_S / max(tick_s, 1e-6) / fps  # 3 simulated seconds in video time
-                base = out / TRIAGE_DIR / str(row.get("folder"))
-                still, clip = base.with_name(base.name + "_first.jpg"), base.with_name(base.name + "_clip.mp4")
-                got_still, got_clip = _cut(video, frame, fps, half, still, clip)
-                job["video_time"] = round(frame / fps, 3)
-                job["still"] = still.relative_to(out).as_posix() if got_still else None
-                job["clip"] = clip.relative_to(out).as_posix() if got_clip else None
+            job.update(cut_media(out / row["video"], float(t), out / TRIAGE_DIR / str(row.get("folder")), out))
         jobs.append(job)
     jobs.sort(key=lambda j: (j["ds"], str(j["job"])))
     return {

@@ -62,3 +62,35 @@ def test_triage_groups_and_cuts_the_first_infraction(tmp_path):
     assert "## Failure triage" in md and "| HardBreakRoute | 1 | 15.00 |" in md
     page = (out / "report.html").read_text()
     assert 'class="still"' in page and f'href="{job3["clip"]}"' in page
+
+
+def test_compare_cuts_b_first_infraction_on_regressed_jobs(tmp_path):
+    """`eval compare` triage (issue 21.4 "and compare"): on each job B lost DS on, B's first infraction gets a
+    still (the frame of its tick) and a +-3 s clip cut from B's video, shown in compare.md / compare.html."""
+    from automot.evaluation.compare import compare_folders, write_compare
+
+    rids = ["1", "2", "3", "4"]
+    xml = F.route_xml(tmp_path, rids)
+    same = {("1", 0): (100.0, True), ("2", 0): (40.0, False), ("4", 0): (100.0, True)}
+    a = F.build(tmp_path, "a", {**same, ("3", 0): (100.0, True)}, xml)
+    b = F.build(tmp_path, "b", {**same, ("3", 0): (70.0, False)}, xml)  # regressed: collision at 6.0 s in B
+    _route_with_video(b / "routes" / "3_seed0", collision_tick=120)
+    for folder in (a, b):
+        merge_eval(folder, [f"{r}_seed0" for r in rids], routes_xml=xml)
+    out = tmp_path / "cmp"
+    written = write_compare(compare_folders(a, b, out=out), out)
+    row = next(r for r in json.loads(written["json"].read_text())["per_route"] if r["job"] == "3_seed0")
+    assert row["delta_ds"] == pytest.approx(-30.0) and row["first_infraction_time_b"] == pytest.approx(6.0)
+    import cv2
+
+    still = cv2.imread(str(out / row["still_b"]))
+    assert still is not None and still.mean() > 200  # the bright frame is tick 120 = 6.0 s
+    clip = cv2.VideoCapture(str(out / row["clip_b"]))
+    n = int(clip.get(cv2.CAP_PROP_FRAME_COUNT))
+    clip.release()
+    assert 6 * FPS - 2 <= n <= 6 * FPS + 2
+    unchanged = [r for r in json.loads(written["json"].read_text())["per_route"] if r["job"] != "3_seed0"]
+    assert all(r.get("still_b") is None and r.get("clip_b") is None for r in unchanged)
+    assert f"[clip]({row['clip_b']})" in written["markdown"].read_text()
+    page = written["html"].read_text()
+    assert 'id="regression-media"' in page and 'class="still"' in page and f'href="{row["clip_b"]}"' in page
