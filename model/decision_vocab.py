@@ -20,18 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-# The meta-actions (training/data/schema.py DECISIONS holds the same tuple for the datasets; a test keeps them equal).
-DECISIONS = (
-    "keep",
-    "accelerate",
-    "decelerate",
-    "stop",
-    "turn left",
-    "turn right",
-    "change lane left",
-    "change lane right",
-)
-SLOTS = 3  # now, +1 s, +2 s
+from automot.meta_actions import DECISION_SLOTS, DECISIONS
+
+SLOTS = DECISION_SLOTS  # now, +1 s, +2 s
 
 
 class DecisionVocabulary:

@@ -15,6 +15,7 @@ the fast step) is the shared ``RuntimeCore`` (runtime/core.py), which knows no m
 
 from __future__ import annotations
 
+import abc
 import logging
 import sys
 import threading
@@ -29,7 +30,7 @@ from automot.runtime.types import DrivingObservation
 log = logging.getLogger("automot.runtime.runtime")
 
 
-class Scheduler:
+class Scheduler(abc.ABC):
     """The interface every mode implements, and the thread handling they share.
 
     ``submit`` takes the tick's observation; ``before_step`` runs at the start of every ``step`` (it may wait, and
@@ -43,8 +44,9 @@ class Scheduler:
         self.thread: threading.Thread | None = None
         self._saved_switch_interval: float | None = None
 
+    @abc.abstractmethod
     def submit(self, observation: DrivingObservation, sim_time: float, frame: int) -> None:
-        raise NotImplementedError
+        """Take the tick's observation: refresh now, queue it, or skip it, as the mode decides."""
 
     def before_step(self, frame: int) -> str | None:
         return None

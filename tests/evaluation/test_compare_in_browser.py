@@ -4,44 +4,15 @@ first row, and every video link resolves to a video of folder A or B."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-import pytest
 from doubles import eval_compare_fixture as F
 
 from automot.evaluation.compare import compare_folders, write_compare
 from automot.evaluation.compare_page import delta_rows
 
-CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
-
-
-def _chromium() -> str | None:
-    for path in (os.environ.get("AUTOMOT_CHROMIUM"), *CHROMIUM_CANDIDATES, shutil.which("chromium")):
-        if path and Path(path).is_file():
-            return path
-    return None
-
-
-@pytest.fixture(scope="module")
-def browser():
-    exe = _chromium()
-    if exe is None:
-        print("SKIPPED compare page: chromium not installed", file=sys.stderr)
-        pytest.skip("chromium not installed (apt-get install -y chromium; .ci/run does it)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("the playwright Python package is not installed (pip install -e .[dev])")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox", "--disable-gpu"])
-        try:
-            yield b
-        finally:
-            b.close()
+# the `browser` fixture: tests/evaluation/conftest.py
 
 
 def test_compare_page_in_chromium(browser, tmp_path):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -18,36 +17,7 @@ from automot.evaluation.merge import merge_eval, route_ids_from_xml
 from automot.evaluation.report import summary_rows, write_report
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
-
-
-def _chromium() -> str | None:
-    for path in (os.environ.get("AUTOMOT_CHROMIUM"), *CHROMIUM_CANDIDATES, shutil.which("chromium")):
-        if path and Path(path).is_file():
-            return path
-    return None
-
-
-def _skip(reason: str) -> None:
-    print(f"SKIPPED test_eval_report_browser: {reason}", file=sys.stderr)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    exe = _chromium()
-    if exe is None:
-        _skip("chromium not installed (apt-get install -y chromium; .ci/run does it)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _skip("the playwright Python package is not installed (pip install -e .[dev])")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox", "--disable-gpu"])
-        try:
-            yield b
-        finally:
-            b.close()
+# the `browser` fixture: tests/evaluation/conftest.py
 
 
 @pytest.fixture

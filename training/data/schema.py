@@ -17,23 +17,12 @@ from typing import Any
 import numpy as np
 
 from automot.errors import UsageError
+from automot.meta_actions import DECISION_SLOTS, DECISIONS
 
 FORMAT_NAME = "automot-driving"
 FORMAT_VERSION = 1
 
-# The meta-action vocabulary (paper examples "stop, accelerate, stop" / "keep"; lateral actions added for the
-# embedded world's turns and lane changes). Order is irrelevant: decisions are supervised as text.
-DECISIONS = (
-    "keep",
-    "accelerate",
-    "decelerate",
-    "stop",
-    "turn left",
-    "turn right",
-    "change lane left",
-    "change lane right",
-)
-NUM_DECISION_SLOTS = 3  # now, +1 s, +2 s
+NUM_DECISION_SLOTS = DECISION_SLOTS  # now, +1 s, +2 s
 NUM_ROUTE_POINTS = 20
 NUM_WAYPOINTS = 6
 WAYPOINT_DT = 0.5
