@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from automot.runtime.config import available_cores
+from automot.runtime.contention import p99_ratio_interval, sample_cycles
 from automot.runtime.engines import (
     MissingDependencyError,
     OnnxRuntimeEngine,
@@ -104,10 +105,9 @@ def _driving_inputs(config: Any, seed: int = 0) -> tuple[DrivingObservation, Dri
     return DrivingObservation(images, tps, 4.0), DrivingState(tps, 4.0, scene)
 
 
-def _measure_runtime(
-    model: Any, engine: str, onnx_path: Path | None, capacity: int, ticks: int, warmup: int, block: int = 20
-) -> dict:
-    """Async runtime: idle ticks vs ticks with a refresh in flight, and runtime overhead over the bare engine."""
+def _measure_runtime(model: Any, engine: str, onnx_path: Path | None, capacity: int, ticks: int, warmup: int) -> dict:
+    """Async runtime: idle ticks vs ticks with a refresh in flight (whole refreshes, runtime/contention.py), and
+    runtime overhead over the bare engine."""
     obs, state = _driving_inputs(model.config)
     opts: dict[str, Any] = dict(max_snapshot_age_s=None, max_snapshot_age_ticks=None, capacity=capacity)
     if engine == "onnxruntime":
@@ -142,33 +142,32 @@ def _measure_runtime(
             bare()
         _progress(
             f"runtime ({engine}, async, fast threads {rt.threads_fast}, slow {rt.threads_slow}): "
-            f"{ticks} idle and {ticks} concurrent ticks, alternating blocks of {block}"
+            f"{ticks} idle ticks and {ticks} ticks next to whole refreshes, alternating"
         )
-        idle: list[float] = []
-        bare_ms: list[float] = []
-        busy: list[float] = []
-        deadline = time.monotonic() + max(120.0, ticks * 2.0)
-        # Alternate idle and busy blocks so that load from outside this process hits both sides alike.
-        while (len(idle) < ticks or len(busy) < ticks) and time.monotonic() < deadline:
-            rt.wait_idle(timeout=300)
-            for _ in range(min(block, ticks - len(idle))):
-                bare_ms.append(_timed(bare))
-                idle.append(_timed(tick))
-            target = min(ticks, len(busy) + block)
-            while len(busy) < target and time.monotonic() < deadline:
-                # Keep the worker saturated: a newer observation is always waiting when a refresh ends.
-                rt.submit(obs, frame[0] * 0.05, frame[0])
-                running = rt.refresh_in_progress
-                ms = _timed(tick)
-                if running and rt.refresh_in_progress:
-                    busy.append(ms)
+        cycles = sample_cycles(
+            tick,
+            bare,
+            start_refresh=lambda: rt.submit(obs, frame[0] * 0.05, frame[0]),
+            refreshing=lambda: rt.refresh_in_progress,
+            wait_idle=lambda: rt.wait_idle(timeout=300),
+            ticks=ticks,
+            deadline_s=max(120.0, ticks * 2.0),
+        )
+        if rt.error is not None:
+            raise RuntimeError(f"slow path failed during the benchmark: {rt.error!r}")
         stats = rt.stats()
+    interval = p99_ratio_interval(cycles)
+    idle = [ms for c in cycles for ms in c.idle_ms]
+    busy = [ms for c in cycles for ms in c.busy_ms]
     return {
         "engine": engine,
         "threads": stats["threads"],
         "idle": summarize(idle),
         "concurrent": summarize(busy),
-        "bare": summarize(bare_ms),
+        "bare": summarize([ms for c in cycles for ms in c.bare_ms]),
+        "cycles": len(cycles),
+        "p99_ratio_ci95": None if interval is None else [round(v, 3) for v in interval],
+        "mean_ratio": round(float(np.mean(busy) / np.mean(idle)), 3) if idle and busy else None,
         "refresh_ms": stats["refresh_ms"],
         "refreshes": stats["refreshes"],
     }
@@ -247,6 +246,7 @@ def run_bench(
     dtype: str | None = None,
     checkpoint: str | None = None,
     agent_ticks: int = 0,
+    runtime_ticks: int = 1000,
 ) -> dict[str, Any]:
     """Run the whole benchmark and return the contract dict (see module docstring of runtime.cli).
 
@@ -257,7 +257,9 @@ def run_bench(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        result = _run_bench(preset, iters, warmup, backends, runtime_engine, threads, device, dtype, checkpoint)
+        result = _run_bench(
+            preset, iters, warmup, backends, runtime_engine, threads, device, dtype, checkpoint, runtime_ticks
+        )
     finally:
         if torch.get_num_threads() != previous_threads:
             torch.set_num_threads(previous_threads)
@@ -311,6 +313,7 @@ def _run_bench(
     device: str,
     dtype: str | None,
     checkpoint: str | None,
+    runtime_ticks: int,
 ) -> dict[str, Any]:
     from automot.model import build_model, make_dummy_inputs
 
@@ -397,7 +400,7 @@ def _run_bench(
         per_call = {name: summarize(v)["p50"] for name, v in samples.items()}
 
         runtime_engine = runtime_engine or ("onnxruntime" if "onnxruntime" in engines else "torch")
-        rt = _measure_runtime(model, runtime_engine, onnx_path, capacity, ticks=iters * 10, warmup=warmup)
+        rt = _measure_runtime(model, runtime_engine, onnx_path, capacity, ticks=runtime_ticks, warmup=warmup)
         _progress("agent-tick cost: released cadence (sync every 2, eager) vs async with the compiled fast step")
         # K as a deployment would choose it from this machine's refresh time at 20 Hz (runtime/README.md)
         latency_ticks = pipeline_latency_ticks(per_call["full_forward"])
@@ -421,6 +424,9 @@ def _run_bench(
         "tick_p99_ms_idle": round(rt["idle"]["p99"], 4),
         "tick_p99_ms_concurrent": round(rt["concurrent"]["p99"], 4),
         "concurrency_ratio": round(rt["concurrent"]["p99"] / rt["idle"]["p99"], 3),
+        # Its 95 % interval, resampling whole refresh cycles, and the ratio of the means (runtime/contention.py).
+        "concurrency_ratio_ci95": rt["p99_ratio_ci95"],
+        "concurrency_ratio_mean": rt["mean_ratio"],
         "runtime_overhead": round(rt["idle"]["p50"] / rt["bare"]["p50"] - 1.0, 4),
         "onnx_parity_max_abs": parity,
         # The optional trajectory refiner (model/refiner.py), measured on eager torch next to the plain step.

@@ -36,6 +36,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--iters", type=clikit.integer(1), default=30, help="measurement rounds, >= 1 (default: 30)")
     bench.add_argument("--warmup", type=clikit.integer(0), default=5, help="warm-up rounds, >= 0 (default: 5)")
     bench.add_argument(
+        "--runtime-ticks",
+        type=clikit.integer(1),
+        default=1000,
+        metavar="N",
+        help="concurrency_ratio: fast-path ticks on an idle worker and as many next to whole refreshes, >= 1 "
+        "(default: %(default)s; a p99 over fewer is a handful of ticks)",
+    )
+    bench.add_argument(
         "--backends",
         default="torch,onnxruntime",
         help=f"comma-separated fast-step backends: {', '.join(BENCH_BACKENDS)} (default: %(default)s)",
@@ -103,6 +111,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         checkpoint=args.checkpoint,
         agent_ticks=args.agent_ticks,
+        runtime_ticks=args.runtime_ticks,
     )
     text = json.dumps(result, indent=2)
     if args.json_out:

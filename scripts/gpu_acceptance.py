@@ -227,11 +227,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     section["tensorrt_parity"] = parity
 
     def concurrency() -> dict[str, Any]:
-        rt = _measure_runtime(model, "torch", None, capacity, ticks=max(10, args.iters), warmup=args.warmup, block=5)
+        rt = _measure_runtime(model, "torch", None, capacity, ticks=max(10, args.iters), warmup=args.warmup)
         return {
             "value": round(rt["concurrent"]["p99"] / rt["idle"]["p99"], 3),
             "tick_p99_ms_idle": round(rt["idle"]["p99"], 4),
             "tick_p99_ms_concurrent": round(rt["concurrent"]["p99"], 4),
+            "ci95": rt["p99_ratio_ci95"],
         }
 
     section["concurrency_ratio"] = _item("model.concurrency_ratio", skips, budget, concurrency)

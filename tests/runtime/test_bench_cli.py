@@ -31,6 +31,7 @@ def test_bench_tiny_writes_every_contract_key(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "-m", "automot.cli", "bench", "--preset", "tiny", "--iters", "2", "--warmup", "1"]
     cmd += ["--agent-ticks", "0"]  # the whole-agent runs have their own test (tests/world/test_tick_bench.py)
+    cmd += ["--runtime-ticks", "60"]
     proc = subprocess.run([*cmd, "--json", "--json-out", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
@@ -54,7 +55,11 @@ def test_bench_tiny_writes_every_contract_key(tmp_path):
         cadence[released]["mean"] / cadence[ours]["mean"], rel=1e-3, abs=2e-3
     )
     assert result["onnx_parity_max_abs"] <= 1e-4  # a correctness check, not a timing
-    assert result["details"]["runtime"]["concurrent"]["count"] > 0  # ticks really overlapped a refresh
+    runtime = result["details"]["runtime"]
+    assert runtime["concurrent"]["count"] == runtime["idle"]["count"] == 60  # --runtime-ticks per side
+    assert runtime["cycles"] >= 1 and result["concurrency_ratio_mean"] > 0
+    interval = result["concurrency_ratio_ci95"]  # None only with a single refresh cycle
+    assert interval is None or (len(interval) == 2 and interval[0] <= interval[1])
     assert set(result["targets"]) >= {
         "fast_step_speedup",
         "concurrency_ratio",

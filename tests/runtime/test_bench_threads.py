@@ -38,7 +38,9 @@ def test_run_bench_restores_the_thread_count(thread_count, monkeypatch):
     monkeypatch.setattr(bench, "_fast_engines", engines_spy)
     monkeypatch.setattr(bench, "_measure_runtime", runtime_spy)
     torch.set_num_threads(3)
-    result = run_bench("tiny", iters=1, warmup=0, backends=["torch"], runtime_engine="torch", threads=2)
+    result = run_bench(
+        "tiny", iters=1, warmup=0, backends=["torch"], runtime_engine="torch", threads=2, runtime_ticks=20
+    )
     assert torch.get_num_threads() == 3
     assert seen["measuring"] == 2 and result["details"]["threads_side_by_side"] == 2
     assert result["preset"] == "tiny" and result["full_forward_ms"] > 0 and result["fast_step_ms"]["torch"] > 0
@@ -61,7 +63,7 @@ def test_run_bench_restores_a_count_changed_inside_when_it_fails(thread_count, m
     monkeypatch.setattr(bench, "_measure_cadence", failing_cadence)
     torch.set_num_threads(3)
     with pytest.raises(RuntimeError, match="cadence failed"):
-        run_bench("tiny", iters=1, warmup=0, backends=["torch"], runtime_engine="torch", threads=2)
+        run_bench("tiny", iters=1, warmup=0, backends=["torch"], runtime_engine="torch", threads=2, runtime_ticks=20)
     assert len(reached) == 1  # the benchmark got through building, measuring and the runtime first
     assert torch.get_num_threads() == 3
 
