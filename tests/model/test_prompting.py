@@ -94,3 +94,20 @@ def test_prompt_numbers_are_float32_like_the_released_agent(tiny_model):
     text = builder.user_text(np.array([[123.456789, -0.5], [20.0, 1.0]]), 0.615)
     # float64 would print 123.456789 and 0.61; float32(123.456789) = 123.4567871..., float32(0.615) = 0.6150000095
     assert "(123.456787, -0.500000)" in text and "0.62 m/s" in text
+
+
+def test_build_state_copies_its_inputs_into_batch_one_float_tensors():
+    """The fast path builds the action state every tick from the agent's arrays: shapes [1, 2, 2] / [1, 1] /
+    [1, N, D] in float32, and a later change to the caller's arrays does not reach a state already built."""
+    from automot.model.prompting import build_state
+
+    tp = np.array([[8.0, 0.5], [20.0, 2.0]], np.float32)
+    scene = np.ones((3, 4), np.float64)
+    state = build_state(tp, 4, scene)
+    assert state.target_points.shape == (1, 2, 2) and state.speed.shape == (1, 1) and state.scene.shape == (1, 3, 4)
+    assert {state.target_points.dtype, state.speed.dtype, state.scene.dtype} == {torch.float32}
+    assert float(state.speed) == 4.0 and float(state.target_points[0, 1, 0]) == 20.0
+    tp[1, 0] = -1.0
+    scene[:] = 0.0
+    assert float(state.target_points[0, 1, 0]) == 20.0 and float(state.scene.sum()) == 12.0
+    assert build_state(tp, 1.0).scene is None
