@@ -48,6 +48,28 @@ class DecisionVocabulary:
         self.ids, self.mask = ids, mask
         self._ids, self._mask = ids.numpy(), mask.numpy().astype(np.float32)
         self._positions = np.arange(num_positions)
+        # What decode may leave out without changing which candidate wins (decode says why).
+        supervised, every = mask.numpy().any(0), mask.numpy().all(0)
+        same_token = every & (self._ids == self._ids[:1]).all(0)
+        self._picked_positions = np.flatnonzero(supervised & ~same_token)
+        self._normalised_positions = np.flatnonzero(supervised & ~every)
+        self._weights: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def _picked_weights(self, n: int, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(flat indices into [N * V] logits, [K, C] weights): the picked logits each candidate sums (cached)."""
+        key = (n, vocab_size)
+        if key not in self._weights:
+            picked = self._picked_positions[self._picked_positions < n]
+            flat_ids = picked[None, :] * vocab_size + self._ids[:, picked]  # [C, k]
+            flat, inverse = np.unique(flat_ids, return_inverse=True)
+            weights = np.zeros((flat.size, len(self.sequences)), np.float32)
+            np.add.at(
+                weights,
+                (inverse.reshape(flat_ids.shape), np.arange(len(self.sequences))[:, None]),
+                self._mask[:, picked],
+            )
+            self._weights[key] = (flat, weights)
+        return self._weights[key]
 
     def scores(self, decision_logits: torch.Tensor | np.ndarray) -> np.ndarray:
         """[B, C] summed log-probabilities of each candidate sequence.
@@ -57,20 +79,44 @@ class DecisionVocabulary:
         gather ~0.5 ms per tick on the small preset, 2 cores); the same arithmetic in NumPy took ~0.25 ms.
         log_softmax(x)[t] = x[t] - logsumexp(x), so only the picked logits and one logsumexp per position are formed.
         """
-        if isinstance(decision_logits, torch.Tensor):
-            decision_logits = decision_logits.detach().float().cpu().numpy()
-        x = np.asarray(decision_logits, dtype=np.float32)  # [B, N, V]
+        x = _as_array(decision_logits)
         n = min(x.shape[1], self.num_positions)
         x = x[:, :n]
-        top = x.max(-1, keepdims=True)
-        lse = top[..., 0] + np.log(np.exp(x - top).sum(-1))  # [B, n]
+        lse = _logsumexp(x)  # [B, n]
         picked = x[:, self._positions[:n][None, :], self._ids[:, :n]]  # [B, C, n]
         return ((picked - lse[:, None, :]) * self._mask[None, :, :n]).sum(-1)
 
-    def decode(self, decision_logits: torch.Tensor) -> list[str]:
-        """The best vocabulary text for each batch row."""
-        best = self.scores(decision_logits).argmax(-1).tolist()
+    def decode(self, decision_logits: torch.Tensor | np.ndarray) -> list[str]:
+        """The best vocabulary text for each batch row: the argmax of ``scores``, computed with less.
+
+        A position every candidate supervises adds its log-softmax normaliser to every score alike, and one where
+        they also share the token adds the same number to all: neither changes the argmax. Only positions where the
+        candidates' masks differ need a logsumexp over the vocabulary. With the builtin tokenizer at 8 positions
+        every sentence fills them all, so there are none. On the fast path this saves an exp over N x V logits per
+        tick: with Qwen's 151,936-token vocabulary, 1.46 ms for scores + argmax against 17 us here (2-core CPU).
+        """
+        x = _as_array(decision_logits)
+        b, n, v = x.shape
+        n = min(n, self.num_positions)
+        flat, weights = self._picked_weights(n, v)
+        relative = x.reshape(b, -1)[:, flat] @ weights  # [B, C]: one gather and one small matmul
+        normalised = self._normalised_positions[self._normalised_positions < n]
+        if normalised.size:
+            relative = relative - _logsumexp(x[:, normalised]) @ self._mask[:, normalised].T
+        best = relative.argmax(-1).tolist()
         return [self.texts[i] for i in best]
+
+
+def _as_array(decision_logits: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(decision_logits, torch.Tensor):
+        decision_logits = decision_logits.detach().float().cpu().numpy()
+    return np.asarray(decision_logits, dtype=np.float32)  # [B, N, V]
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    """[..., V] -> [...], stable."""
+    top = x.max(-1, keepdims=True)
+    return top[..., 0] + np.log(np.exp(x - top).sum(-1))
 
 
 def _shared_slots(combos: list[tuple[str, ...]]) -> list[str]:

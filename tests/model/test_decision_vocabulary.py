@@ -93,3 +93,22 @@ def test_released_models_keep_their_decoding_by_default():
     from automot.model.released.loader import _meta_model
 
     assert _meta_model(get_config("tiny")).constrain_decisions is False
+
+
+@pytest.mark.parametrize("positions", [5, 8, 12, 16])
+def test_decode_picks_the_best_log_probability_however_many_positions(positions):
+    """decode leaves out the terms every candidate shares (model/decision_vocab.py decode); it must still pick the
+    candidate with the highest summed log-softmax, computed here with torch over the whole vocabulary. At 16
+    positions short sentences end before long ones, so the normaliser of those positions matters."""
+    tok = builtin_tokenizer()
+    vocab = DecisionVocabulary(tok, positions)
+    assert (vocab._normalised_positions.size > 0) == (positions > 8)  # 8: every sentence fills every position
+    gen = torch.Generator().manual_seed(positions)
+    ids, mask = vocab.ids, vocab.mask.float()
+    for _ in range(40):
+        logits = torch.randn(2, positions, len(tok), generator=gen) * 4
+        logp = torch.log_softmax(logits, -1)  # [B, N, V]
+        expected = (logp[:, torch.arange(positions)[None, :], ids] * mask).sum(-1)  # [B, C]
+        assert vocab.scores(logits) == pytest.approx(expected.numpy(), abs=1e-3)
+        assert vocab.decode(logits) == [vocab.texts[int(i)] for i in expected.argmax(-1)]
+        assert vocab.decode(logits.numpy()) == vocab.decode(logits)  # the engines hand over NumPy arrays
