@@ -235,9 +235,8 @@ class RuntimeCore:
                 action_state.speed,
                 action_state.scene,
             )
-        decision = self.model.decode_decision(logits)[
-            0
-        ]  # NumPy in: no torch op after the engine (model/decision_vocab.py)
+        # NumPy in and out: no torch op after the engine (model/decision_vocab.py DecisionVocabulary.decode)
+        (decision,) = self.model.decode_decision(logits)
         out = RuntimeOutput(
             path=path[0],
             waypoints=waypoints[0],
