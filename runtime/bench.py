@@ -152,6 +152,7 @@ def _measure_runtime(model: Any, engine: str, onnx_path: Path | None, capacity: 
             wait_idle=lambda: rt.wait_idle(timeout=300),
             ticks=ticks,
             deadline_s=max(120.0, ticks * 2.0),
+            failed=lambda: rt.error is not None,
         )
         if rt.error is not None:
             raise RuntimeError(f"slow path failed during the benchmark: {rt.error!r}")

@@ -47,17 +47,19 @@ def sample_cycles(
     ticks: int,
     deadline_s: float,
     start_timeout_s: float = 5.0,
+    failed: Callable[[], bool] = lambda: False,
 ) -> list[Cycle]:
     """Alternate cycles until both sides have ``ticks`` samples (or ``deadline_s`` of wall time passed).
 
     A busy tick counts only when a refresh was running both before and after it; the idle side of a cycle then runs
     as many ticks as its busy side got, so that load from outside the process hits both sides alike. A refresh that
-    has not started ``start_timeout_s`` after ``start_refresh`` leaves its cycle without busy ticks.
+    has not started ``start_timeout_s`` after ``start_refresh`` leaves its cycle without busy ticks; once ``failed()``
+    (the slow path died) no new cycle starts.
     """
     cycles: list[Cycle] = []
     idle_total = busy_total = 0
     deadline = time.monotonic() + deadline_s
-    while (idle_total < ticks or busy_total < ticks) and time.monotonic() < deadline:
+    while (idle_total < ticks or busy_total < ticks) and time.monotonic() < deadline and not failed():
         cycle = Cycle()
         if busy_total < ticks:
             wait_idle()

@@ -114,3 +114,33 @@ def test_cadence_has_the_pipelined_entry_with_the_same_fields():
     sched = out["pipelined_schedule"]
     assert sched["latency_ticks"] == 2 and sched["refresh_every"] == 2 and sched["deadline_misses"] == 0
     assert sched["due"] == 3  # refreshes of frames 0, 2, 4 published at 2 (warm-up), 4 and 6 (measured: 3..6)
+
+
+def test_runtime_measurement_stops_when_the_slow_path_fails(monkeypatch):
+    """A refresh that raises mid-benchmark ends the concurrency sampling with the slow path's error, instead of
+    ticking on safe stops until the sampling deadline (120 s and more)."""
+    import threading
+
+    model = build_model("tiny")
+    real_prefill, calls = model.prefill, []
+
+    def prefill_then_fail(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 2:  # the first snapshot and one refresh under measurement succeed
+            raise RuntimeError("refresh exploded")
+        return real_prefill(*args, **kwargs)
+
+    monkeypatch.setattr(model, "prefill", prefill_then_fail)
+    outcome: list[BaseException] = []
+
+    def measure() -> None:
+        try:
+            bench._measure_runtime(model, "torch", None, model.config.max_prefix_tokens, ticks=10_000, warmup=0)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=measure, daemon=True)
+    worker.start()
+    worker.join(timeout=90)  # liveness, not a timing: the deadline without the check is 20000 s
+    assert not worker.is_alive(), "the sampling kept running after the slow path failed"
+    assert len(outcome) == 1 and "refresh exploded" in str(outcome[0])

@@ -64,6 +64,12 @@ def test_a_refresh_that_never_starts_ends_at_the_deadline_without_busy_ticks():
     assert math.isnan(p99_ratio(cycles)) and p99_ratio_interval(cycles) is None
 
 
+def test_no_cycle_starts_after_the_slow_path_failed():
+    worker = FakeWorker(length=5)
+    cycles = worker.sample(1000, deadline_s=60, failed=lambda: worker.refreshes >= 2)
+    assert len(cycles) == 2 and worker.refreshes == 2  # instead of running ticks until the deadline
+
+
 def test_p99_ratio_pools_the_cycles():
     # np.percentile(1..100, 99) = 99.01 (linear interpolation); the busy side is the idle side doubled.
     idle = [float(v) for v in range(1, 101)]
