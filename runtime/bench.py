@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from automot.runtime.config import available_cores
-from automot.runtime.contention import p99_ratio_interval, sample_cycles
+from automot.runtime.contention import p99_ratio_interval, sample_cycles, timed_ms
 from automot.runtime.engines import (
     MissingDependencyError,
     OnnxRuntimeEngine,
@@ -47,12 +47,6 @@ _T0 = time.perf_counter()
 
 def _progress(msg: str) -> None:
     print(f"[bench {time.perf_counter() - _T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
-def _timed(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return (time.perf_counter() - t0) * 1e3
 
 
 def _loadavg() -> float | None:
@@ -397,7 +391,7 @@ def _run_bench(
             for name, fn in calls.items():
                 # Fast steps are cheap: several per round tighten their median at no real cost.
                 for _ in range(1 if name == "full_forward" else 5):
-                    samples[name].append(_timed(fn))
+                    samples[name].append(timed_ms(fn))
         per_call = {name: summarize(v)["p50"] for name, v in samples.items()}
 
         runtime_engine = runtime_engine or ("onnxruntime" if "onnxruntime" in engines else "torch")

@@ -32,7 +32,8 @@ class Cycle:
     bare_ms: list[float] = field(default_factory=list)
 
 
-def _timed(fn: Callable[[], object]) -> float:
+def timed_ms(fn: Callable[[], object]) -> float:
+    """Wall time of one call of ``fn``, in milliseconds."""
     t0 = time.perf_counter()
     fn()
     return (time.perf_counter() - t0) * 1e3
@@ -68,7 +69,7 @@ def sample_cycles(
             while not refreshing() and time.monotonic() - started < start_timeout_s:  # the worker picks it up
                 time.sleep(0.0002)
             while refreshing() and busy_total + len(cycle.busy_ms) < ticks and time.monotonic() < deadline:
-                ms = _timed(tick)
+                ms = timed_ms(tick)
                 if refreshing():
                     cycle.busy_ms.append(ms)
             busy_total += len(cycle.busy_ms)
@@ -77,8 +78,8 @@ def sample_cycles(
         # the busy side is full, the rest of the idle side.
         wanted = ticks - idle_total if busy_total >= ticks else max(1, len(cycle.busy_ms))
         for _ in range(min(wanted, ticks - idle_total)):
-            cycle.bare_ms.append(_timed(bare))
-            cycle.idle_ms.append(_timed(tick))
+            cycle.bare_ms.append(timed_ms(bare))
+            cycle.idle_ms.append(timed_ms(tick))
         idle_total += len(cycle.idle_ms)
         cycles.append(cycle)
     return cycles
