@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from automot.runtime.config import available_cores
-from automot.runtime.contention import p99_ratio_interval, sample_cycles, timed_ms
+from automot.runtime.contention import machine_noise, p99_ratio_interval, sample_cycles, timed_ms
 from automot.runtime.engines import (
     MissingDependencyError,
     OnnxRuntimeEngine,
@@ -163,6 +163,7 @@ def _measure_runtime(model: Any, engine: str, onnx_path: Path | None, capacity: 
         "cycles": len(cycles),
         "p99_ratio_ci95": None if interval is None else [round(v, 3) for v in interval],
         "mean_ratio": round(float(np.mean(busy) / np.mean(idle)), 3) if idle and busy else None,
+        "machine_noise": machine_noise(cycles),
         "refresh_ms": stats["refresh_ms"],
         "refreshes": stats["refreshes"],
     }
@@ -422,6 +423,8 @@ def _run_bench(
         # Its 95 % interval, resampling whole refresh cycles, and the ratio of the means (runtime/contention.py).
         "concurrency_ratio_ci95": rt["p99_ratio_ci95"],
         "concurrency_ratio_mean": rt["mean_ratio"],
+        # Whether the machine was quiet while the ratio was measured (the spread of the idle ticks).
+        "machine_noise": rt["machine_noise"],
         "runtime_overhead": round(rt["idle"]["p50"] / rt["bare"]["p50"] - 1.0, 4),
         "onnx_parity_max_abs": parity,
         # The optional trajectory refiner (model/refiner.py), measured on eager torch next to the plain step.

@@ -121,6 +121,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             f"[bench] target {name}: {t['value']} (target {t['target']}) -> {'MET' if t['met'] else 'NOT MET'}",
             file=sys.stderr,
         )
+    noise = result["machine_noise"]
+    print(
+        f"[bench] machine {'quiet' if noise['quiet'] else 'NOISY'}: idle tick p95/p50 "
+        f"{noise['idle_tick_p95_over_p50']} (quiet <= {noise['quiet_limit']:g})"
+        + ("" if noise["quiet"] else "; the concurrency ratio is not comparable with a quiet run's"),
+        file=sys.stderr,
+    )
     if args.json:
         print(text)
     else:

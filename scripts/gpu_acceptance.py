@@ -233,6 +233,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "tick_p99_ms_idle": round(rt["idle"]["p99"], 4),
             "tick_p99_ms_concurrent": round(rt["concurrent"]["p99"], 4),
             "ci95": rt["p99_ratio_ci95"],
+            "machine_noise": rt["machine_noise"],
         }
 
     section["concurrency_ratio"] = _item("model.concurrency_ratio", skips, budget, concurrency)

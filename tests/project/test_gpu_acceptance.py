@@ -57,6 +57,8 @@ def test_cpu_run_writes_the_schema_with_clear_skips(tmp_path):
     for engine in ("torch-compile", "tensorrt-fp16", "tensorrt-bf16"):
         assert "CUDA" in model["fast_step_ms"][engine]["skipped"]
     assert model["concurrency_ratio"]["value"] > 0 and "skipped" in model["peak_memory_gb"]
+    noise = model["concurrency_ratio"]["machine_noise"]  # whether the box was quiet while the ratio was measured
+    assert noise["quiet"] == (noise["idle_tick_p95_over_p50"] <= noise["quiet_limit"])
     bev = data["bev_encoder"]
     assert bev["encoder_ms"]["torch"]["p50"] > 0 and "skipped" in bev["encoder_ms"]["tensorrt-fp16"]
     assert any(s.startswith("model.fast_step_ms.tensorrt-fp16") for s in data["skips"])

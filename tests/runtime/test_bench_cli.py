@@ -59,6 +59,10 @@ def test_bench_tiny_writes_every_contract_key(tmp_path):
     assert runtime["concurrent"]["count"] == runtime["idle"]["count"] == 60  # --runtime-ticks per side
     assert runtime["cycles"] >= 1 and result["concurrency_ratio_mean"] > 0
     interval = result["concurrency_ratio_ci95"]  # None only with a single refresh cycle
+    noise = result["machine_noise"]
+    assert noise == runtime["machine_noise"] and noise["idle_tick_p95_over_p50"] >= 1.0  # p95 is never below p50
+    assert noise["quiet"] == (noise["idle_tick_p95_over_p50"] <= noise["quiet_limit"])
+    assert "[bench] machine " in proc.stderr
     assert interval is None or (len(interval) == 2 and interval[0] <= interval[1])
     assert set(result["targets"]) >= {
         "fast_step_speedup",

@@ -1,5 +1,5 @@
-"""runtime/contention.py: the concurrency sampling covers whole refreshes and balances the two sides; the p99 ratio
-and its cycle-bootstrap interval (hand-computed values and planted effects, never a timing)."""
+"""runtime/contention.py: the concurrency sampling covers whole refreshes and balances the two sides; the p99 ratio,
+its cycle-bootstrap interval and the quiet-machine check (hand-computed values and planted effects, never a timing)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ import math
 import numpy as np
 import pytest
 
-from automot.runtime.contention import Cycle, p99_ratio, p99_ratio_interval, sample_cycles
+from automot.runtime.contention import (
+    QUIET_IDLE_SPREAD,
+    Cycle,
+    idle_spread,
+    machine_noise,
+    p99_ratio,
+    p99_ratio_interval,
+    sample_cycles,
+)
 
 
 class FakeWorker:
@@ -105,3 +113,23 @@ def test_interval_is_reproducible_and_needs_two_cycles():
     assert p99_ratio_interval(cycles) == p99_ratio_interval(cycles)  # fixed resampling seed
     assert p99_ratio_interval(cycles[:1]) is None
     assert p99_ratio_interval([Cycle(busy_ms=[1.0], idle_ms=[]), *cycles[:1]]) is None  # one usable cycle
+
+
+def test_idle_spread_is_p95_over_p50_of_the_pooled_idle_ticks_only():
+    # 1..100 split over two cycles: np.percentile gives p50 = 50.5 and p95 = 95.05 (linear interpolation).
+    idle = [float(v) for v in range(1, 101)]
+    cycles = [Cycle(busy_ms=[1000.0] * 5, idle_ms=idle[:30]), Cycle(busy_ms=[], idle_ms=idle[30:])]
+    assert idle_spread(cycles) == pytest.approx(95.05 / 50.5)  # the slow busy ticks do not count
+    assert math.isnan(idle_spread([Cycle(busy_ms=[1.0])]))
+
+
+def test_machine_noise_is_quiet_for_a_steady_machine_and_noisy_when_a_tenth_of_the_ticks_stall():
+    steady = [Cycle(idle_ms=[15.0 + 0.01 * (i % 7) for i in range(100)]) for _ in range(3)]
+    noise = machine_noise(steady)
+    assert noise["quiet"] and noise["quiet_limit"] == QUIET_IDLE_SPREAD
+    assert noise["idle_tick_p95_over_p50"] == pytest.approx(1.0, abs=0.01)
+    # Host episodes: 10 % of the ticks take 20 % longer, so p95 lands on them: spread 18 / 15 = 1.2.
+    episodic = [Cycle(idle_ms=[18.0 if i % 10 == 0 else 15.0 for i in range(100)]) for _ in range(3)]
+    noise = machine_noise(episodic)
+    assert noise["idle_tick_p95_over_p50"] == pytest.approx(1.2) and not noise["quiet"]
+    assert machine_noise([])["quiet"] is False  # nothing measured is not a quiet machine
