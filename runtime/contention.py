@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -91,10 +92,14 @@ def sample_cycles(
     return cycles
 
 
+def _pooled(cycles: list[Cycle], side: Literal["busy_ms", "idle_ms"]) -> np.ndarray:
+    """One side's ticks of every cycle, as one array (empty without cycles)."""
+    return np.concatenate([getattr(c, side) for c in cycles] or [np.empty(0)])
+
+
 def p99_ratio(cycles: list[Cycle]) -> float:
     """p99 of the busy ticks over p99 of the idle ticks, all cycles pooled (NaN without both)."""
-    busy = np.concatenate([c.busy_ms for c in cycles] or [np.empty(0)])
-    idle = np.concatenate([c.idle_ms for c in cycles] or [np.empty(0)])
+    busy, idle = _pooled(cycles, "busy_ms"), _pooled(cycles, "idle_ms")
     if busy.size == 0 or idle.size == 0:
         return float("nan")
     return float(np.percentile(busy, 99) / np.percentile(idle, 99))
@@ -119,7 +124,7 @@ def p99_ratio_interval(
 
 def idle_spread(cycles: list[Cycle]) -> float:
     """p95 over p50 of the idle ticks, all cycles pooled (NaN without idle ticks)."""
-    idle = np.concatenate([c.idle_ms for c in cycles] or [np.empty(0)])
+    idle = _pooled(cycles, "idle_ms")
     if idle.size == 0:
         return float("nan")
     p50, p95 = np.percentile(idle, [50, 95])
